@@ -1,0 +1,40 @@
+# Everything a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+XEN_CACHE ?= $(CURDIR)/.cache/xen
+export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
+
+.PHONY: all install install-test fetch-xen test demo clean
+
+all: install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel cffi
+
+# Reinstall whenever a source of the package changes (the C core is compiled here).
+$(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml $(wildcard csrc/*) $(wildcard kexec_lu/*.py) $(wildcard hyperv_sim/*.py hyperv_sim/*/*.py)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install-test: $(VENV)/.installed-test
+
+fetch-xen:
+	bash tools/fetch-xen-artifacts.sh "$(XEN_CACHE)"
+
+test: install-test fetch-xen
+	$(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/shell/run.sh
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info kexec_lu/*.so hyperv_sim/*.so kexec_lu/_xen_abi.c hyperv_sim/_lu_core.c

@@ -1,0 +1,83 @@
+/* Frame-table scanning and marking. */
+#include <stdint.h>
+#include <string.h>
+
+#include "lu_core.h"
+
+void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
+                   uint16_t owner, uint8_t use,
+                   uint32_t type_info, uint32_t count_info)
+{
+    struct lu_frame proto = {
+        .owner = owner, .use = use, .flags = 0,
+        .type_info = type_info, .count_info = count_info, .reserved = 0,
+    };
+    struct lu_frame *p = ft + first, *stop = ft + first + count;
+
+    for ( ; p < stop; p++ )
+        *p = proto;
+}
+
+static inline int frame_matches(const struct lu_frame *f, uint16_t owner,
+                                uint8_t use)
+{
+    return f->owner == owner && f->use == use;
+}
+
+uint64_t lu_frames_scan(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                        uint16_t owner, uint8_t use,
+                        uint64_t *starts, uint64_t *lengths, uint64_t max_out)
+{
+    uint64_t nr = 0, mfn = first;
+
+    while ( mfn < end )
+    {
+        uint64_t run;
+
+        while ( mfn < end && !frame_matches(&ft[mfn], owner, use) )
+            mfn++;
+        if ( mfn == end )
+            break;
+        run = mfn;
+        while ( mfn < end && frame_matches(&ft[mfn], owner, use) )
+            mfn++;
+        if ( nr < max_out )
+        {
+            starts[nr] = run;
+            lengths[nr] = mfn - run;
+        }
+        nr++;
+    }
+    return nr;
+}
+
+uint64_t lu_frames_count(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                         uint16_t owner, uint8_t use)
+{
+    uint64_t nr = 0, mfn;
+
+    for ( mfn = first; mfn < end; mfn++ )
+        nr += frame_matches(&ft[mfn], owner, use);
+    return nr;
+}
+
+uint64_t lu_frames_find_mismatch(const struct lu_frame *ft, uint64_t first,
+                                 uint64_t end, uint16_t owner, uint8_t use)
+{
+    uint64_t mfn;
+
+    for ( mfn = first; mfn < end; mfn++ )
+        if ( !frame_matches(&ft[mfn], owner, use) )
+            break;
+    return mfn;
+}
+
+void lu_frames_histogram(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                         uint64_t *counts)
+{
+    uint64_t mfn;
+
+    for ( mfn = first; mfn < end; mfn++ )
+        if ( ft[mfn].use < LU_USE_MAX )
+            counts[ft[mfn].use]++;
+}

@@ -1,0 +1,1 @@
+"""hyperv-sim: a simulated Xen-like hypervisor that can be live-updated."""

@@ -1,0 +1,178 @@
+"""`hyperv-sim boot`: what GRUB does for Xen, on a simulated machine.
+
+Creates host RAM, places the image per its multiboot2 relocatable tag, writes
+the boot-information page and starts the hypervisor process at it.  Nothing
+is left behind if any step fails.
+"""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+from kexec_lu import bootinfo, privcmd
+from kexec_lu.abi import PAGE_SIZE
+from kexec_lu.errors import HypervisorUnavailable, KexecLuError
+from kexec_lu.image import load_image
+from kexec_lu.units import MiB, align_down, align_up
+
+from . import bootline
+from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
+
+BOOTINFO_ADDR = 0x1000          # in low memory, as a boot loader would put it
+MIN_MEMORY = 64 * MiB
+MAX_MEMORY = 16 << 40
+BOOT_TIMEOUT = 60.0
+
+
+class BootError(KexecLuError):
+    pass
+
+
+def place_image(image, ram_size):
+    """Where the image goes: (start, how).  Per the relocatable tag if any."""
+    reloc = image.relocatable
+    if reloc is None:
+        return image.load_start, "link address"
+    align = max(reloc.align, PAGE_SIZE)
+    top = min(reloc.max_addr + 1, ram_size)
+    if reloc.preference == 1:       # low
+        start = align_up(max(reloc.min_addr, MiB), align)
+    else:                            # none or high: as high as allowed
+        start = align_down(top - image.load_size, align)
+    if start < reloc.min_addr or start + image.load_size > top:
+        raise BootError("image of %d bytes cannot be placed in [0x%x, 0x%x) with alignment 0x%x"
+                        % (image.load_size, reloc.min_addr, top, align))
+    return start, "relocatable tag"
+
+
+def check_state_dir(path):
+    """Create the state directory (0700) or check one we were given."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise BootError("state directory %s belongs to uid %d, not to you" % (path, st.st_uid))
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise BootError("state directory %s is writable by others; refusing" % path)
+
+
+def _alive(pid):
+    """True while pid runs; a zombie (our own exited child) counts as gone."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def running_pid(state_dir):
+    """The pid of the hypervisor serving this directory, or None."""
+    try:
+        with open(os.path.join(state_dir, PID_FILE)) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def boot(image_path, state_dir, memory, cmdline):
+    """Boot a host; returns a summary dict once the hypervisor answers."""
+    if not MIN_MEMORY <= memory <= MAX_MEMORY or memory % MiB:
+        raise BootError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
+    bootline.parse(cmdline)
+    image = load_image(image_path)
+    if image.mb2 is None:
+        raise BootError("%s: no multiboot2 header in the first 32 KiB: not bootable" % image_path)
+    if image.lu_image_size is None or image.xen_version is None or image.xen_version.source != "note":
+        raise BootError("%s carries no hyperv-sim personality notes: it can be inspected "
+                        "(kexec-lu info) and loaded, not run; build one with hyperv-sim mkimage"
+                        % image_path)
+    start, how = place_image(image, memory)
+    check_state_dir(state_dir)
+    if running_pid(state_dir):
+        raise BootError("a host is already running in %s (hyperv-sim shutdown stops it)" % state_dir)
+
+    ram_path = os.path.join(state_dir, RAM_FILE)
+    for stale in (ram_path, os.path.join(state_dir, SOCKET_FILE)):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    from hyperv_sim.ram import HostRAM   # the C core is needed only from here
+    ram = HostRAM.create(ram_path, memory)
+    try:
+        eip = start + (image.entry - image.load_start)
+        ram.write(start, image.loaded_bytes())
+        ram.write(BOOTINFO_ADDR, bootinfo.build_page(
+            BOOTINFO_ADDR, eip=eip, cmdline=cmdline, load_base_addr=start,
+            mem_lower_kib=640, mem_upper_kib=(memory - MiB) >> 10, loader_name="hyperv-sim boot"))
+        ram.map.flush()
+    finally:
+        ram.close()
+
+    try:
+        pid = _start_hypervisor(state_dir, ram_path)
+    except BootError:
+        if os.path.exists(ram_path):
+            os.unlink(ram_path)
+        raise
+    return {"pid": pid, "state_dir": state_dir, "memory": memory, "xen_start": start,
+            "placement": how, "image": str(image_path), "xen_version": str(image.xen_version),
+            "cmdline": cmdline}
+
+
+def _start_hypervisor(state_dir, ram_path):
+    err_path = os.path.join(state_dir, "xen.stderr")
+    open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path,
+             "--entry", hex(BOOTINFO_ADDR), "--state-dir", state_dir],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+            close_fds=True)
+    client = privcmd.SocketPrivcmd(state_dir)
+    deadline = time.monotonic() + BOOT_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BootError("hypervisor failed to boot: %s" % _last_words(state_dir, err_path))
+        try:
+            client.toolstack("ping")
+            return proc.pid
+        except HypervisorUnavailable:
+            time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    raise BootError("hypervisor did not answer within %d s" % BOOT_TIMEOUT)
+
+
+def _last_words(state_dir, err_path):
+    """The hypervisor's own reason: its PANIC line, else its stderr."""
+    try:
+        with open(os.path.join(state_dir, CONSOLE_FILE)) as f:
+            panics = [l for l in f if "PANIC:" in l]
+        if panics:
+            return panics[-1].split("PANIC:", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        with open(err_path) as f:
+            lines = [l.strip() for l in f if l.strip()]
+        return lines[-1] if lines else "no message"
+    except OSError:
+        return "no message"
+
+
+def shutdown(state_dir, timeout=30.0):
+    pid = running_pid(state_dir)
+    privcmd.SocketPrivcmd(state_dir).toolstack("shutdown")
+    deadline = time.monotonic() + timeout
+    while pid and time.monotonic() < deadline:
+        if not _alive(pid):
+            return pid
+        time.sleep(0.02)
+    if pid:
+        raise BootError("hypervisor pid %d did not stop within %d s" % (pid, timeout))
+    return pid

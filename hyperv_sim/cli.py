@@ -1,0 +1,196 @@
+"""hyperv-sim: boot, inspect and drive a simulated Xen host (xl-like)."""
+import click
+
+from kexec_lu import __version__
+from kexec_lu.clirun import run
+from kexec_lu.errors import KexecLuError
+from kexec_lu.output import hexa, print_fields, print_json, print_table
+from kexec_lu.privcmd import SocketPrivcmd, default_state_dir
+from kexec_lu.units import MiB, format_size, human_size, parse_size
+
+DEFAULT_CMDLINE = "liveupdate=64M dom0_mem=512M"
+
+
+def _size(default_unit):
+    def convert(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse_size(value, default_unit=default_unit, what=param.opts[0])
+        except KexecLuError as e:
+            raise click.BadParameter(str(e))
+    return convert
+
+
+state_dir_option = click.option(
+    "--state-dir", envvar="HYPERV_SIM_DIR", default=default_state_dir, show_default="$HYPERV_SIM_DIR or ~/.local/state/hyperv-sim",
+    type=click.Path(file_okay=False), help="The simulated host's directory (RAM, privcmd socket, console log).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _toolstack(state_dir, op, **args):
+    return SocketPrivcmd(state_dir).toolstack(op, **args)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="hyperv-sim")
+def cli():
+    """A simulated Xen host: real RAM in a file, domains, Xen's kexec
+    hypercalls over a privcmd socket.
+
+    \b
+    Typical use:
+      hyperv-sim mkimage --xen-version 4.18 -o xen-4.18.gz
+      hyperv-sim boot --memory 8G xen-4.18.gz
+      hyperv-sim create --type hvm --memory 1G --vcpus 2 guest1
+      hyperv-sim list
+      hyperv-sim shutdown
+    """
+
+
+@cli.command()
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--memory", default="8G", show_default=True, callback=_size("M"),
+              help="Host RAM (a number in MiB, or with a unit K/M/G/T).")
+@click.option("--cmdline", default=DEFAULT_CMDLINE, show_default=True,
+              help="The hypervisor's boot command line (liveupdate=, dom0_mem=, "
+                   "dom0_max_vcpus=, crashkernel=, nr_cpus=).")
+@state_dir_option
+@json_option
+def boot(image, memory, cmdline, state_dir, as_json):
+    """Power on a host and boot IMAGE on it; returns once it answers."""
+    from .bootloader import boot as do_boot
+    result = do_boot(image, state_dir, memory, cmdline)
+    if as_json:
+        print_json(result)
+    else:
+        print_fields([("hypervisor", "Xen %s, pid %d" % (result["xen_version"], result["pid"])),
+                      ("memory", format_size(memory)),
+                      ("xen at", "%s (%s)" % (hexa(result["xen_start"]), result["placement"])),
+                      ("command line", cmdline),
+                      ("state dir", state_dir)], title="host booted")
+
+
+@cli.command()
+@state_dir_option
+def shutdown(state_dir):
+    """Power the host off (its RAM is discarded)."""
+    from .bootloader import shutdown as do_shutdown
+    pid = do_shutdown(state_dir)
+    click.echo("hypervisor%s stopped" % (" (pid %d)" % pid if pid else ""))
+
+
+@cli.command()
+@click.option("--xen-version", required=True, help="Version the image claims, X.Y or X.Y.Z.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write.")
+@click.option("--elf64", is_flag=True, help="Write an ELF64 x86-64 image instead of ELF32.")
+@click.option("--no-gzip", is_flag=True, help="Write the ELF file uncompressed.")
+@click.option("--text-size", default="1M", show_default=True, callback=_size("B"),
+              help="Bytes of image contents (file part of the load segment).")
+@click.option("--mem-size", default=None, callback=_size("B"),
+              help="Bytes the image occupies in memory (default: text size + 2M).")
+@click.option("--no-relocatable", is_flag=True, help="Leave out the multiboot2 relocatable tag.")
+@click.option("--no-live-update", is_flag=True,
+              help="Leave out the live-update notes (an image that cannot restore a stream).")
+def mkimage(xen_version, output, elf64, no_gzip, text_size, mem_size, no_relocatable,
+            no_live_update):
+    """Write a Xen-like image the simulator can boot and live-update into."""
+    from .mkimage import write_image
+    try:
+        write_image(output, xen_version=xen_version, elf_class=64 if elf64 else 32,
+                    gzip=not no_gzip, text_size=text_size, mem_size=mem_size,
+                    relocatable=not no_relocatable, lu=not no_live_update)
+    except ValueError as e:
+        raise KexecLuError("mkimage: %s" % e)
+    except OSError as e:
+        raise KexecLuError("mkimage: cannot write %s: %s" % (output, e.strerror))
+    click.echo("wrote %s (Xen %s)" % (output, xen_version))
+
+
+@cli.command()
+@state_dir_option
+@json_option
+def info(state_dir, as_json):
+    """Show the host: hypervisor version, memory, ranges, loaded images."""
+    data = _toolstack(state_dir, "info")
+    if as_json:
+        print_json(data)
+        return
+    lu = data["lu_bootmem"]
+    print_fields([
+        ("xen version", data["xen_version"]),
+        ("command line", data["cmdline"]),
+        ("cpus", data["nr_cpus"]),
+        ("total memory", human_size(data["total_memory"])),
+        ("free memory", human_size(data["free_memory"])),
+        ("xen image", "%s+%s" % (hexa(data["xen"]["start"]), hexa(data["xen"]["size"]))),
+        ("LU bootmem", "%s+%s" % (hexa(lu["start"]), format_size(lu["size"])) if lu["size"] else "none"),
+        ("frame table", "%s+%s" % (hexa(data["frametable"]["start"]), format_size(data["frametable"]["size"]))),
+        ("live update", "stream versions %s" % "-".join(map(str, data["live_update_stream_versions"]))
+         if data["live_update_stream_versions"] else "not supported"),
+        ("domains", data["domains"]),
+        ("loaded images", ", ".join(t for t, v in sorted(data["kexec"].items()) if v) or "none"),
+        ("RAM on disk", human_size(data["ram_disk_usage"])),
+    ], title="host")
+
+
+@cli.command(name="list")
+@state_dir_option
+@json_option
+def list_(state_dir, as_json):
+    """List domains (like xl list)."""
+    doms = _toolstack(state_dir, "list")
+    if as_json:
+        print_json(doms)
+        return
+    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State"],
+                [[d["name"], d["domid"], d["type"], d["memory"] // MiB, d["vcpus"], d["state"]]
+                 for d in doms])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--type", "dtype", type=click.Choice(["pv", "pvh", "hvm"]), default="pv",
+              show_default=True, help="Domain type.")
+@click.option("--memory", default="512", show_default=True, callback=_size("M"),
+              help="Guest memory (MiB, or with a unit).")
+@click.option("--vcpus", default=1, show_default=True, type=click.IntRange(1, 128),
+              help="Number of virtual CPUs.")
+@state_dir_option
+@json_option
+def create(name, dtype, memory, vcpus, state_dir, as_json):
+    """Create and start a domain called NAME."""
+    dom = _toolstack(state_dir, "create", name=name, type=dtype, memory=memory, vcpus=vcpus)
+    if as_json:
+        print_json(dom)
+    else:
+        click.echo("created d%d %s (%s, %s, %d vCPUs)" % (dom["domid"], dom["name"], dom["type"],
+                                                         format_size(dom["memory"]), dom["vcpus"]))
+
+
+def _domain_command(op, verb, doc):
+    @click.argument("domain")
+    @state_dir_option
+    def command(domain, state_dir):
+        _toolstack(state_dir, op, domain=domain)
+        click.echo("%s %s" % (verb, domain))
+    command.__doc__ = doc
+    return cli.command(name=op)(command)
+
+
+_domain_command("destroy", "destroyed", "Destroy DOMAIN (a name or domid); its memory is scrubbed.")
+_domain_command("pause", "paused", "Pause every vCPU of DOMAIN.")
+_domain_command("unpause", "unpaused", "Let DOMAIN run again.")
+
+
+@cli.command()
+@state_dir_option
+def dmesg(state_dir):
+    """Show the hypervisor's console log (like xl dmesg)."""
+    for line in _toolstack(state_dir, "dmesg"):
+        click.echo(line)
+
+
+def main(argv=None):
+    run(cli, "hyperv-sim", argv)

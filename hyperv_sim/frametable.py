@@ -1,0 +1,179 @@
+"""The frame table: per-MFN owner, use and counts, kept in host RAM.
+
+It lives in Xen-owned frames of host RAM (never in LU bootmem), so a new
+hypervisor can be told to rebuild it in place instead of faulting in fresh
+memory.  Its format is private to one hypervisor: never handed over as is.
+"""
+import bisect
+
+from kexec_lu.abi import DOMID_INVALID, PAGE_SIZE
+from kexec_lu.units import align_up
+
+from ._lu_core import ffi, lib
+
+USE_NAMES = {
+    lib.LU_USE_FREE: "free",
+    lib.LU_USE_RESERVED: "reserved",
+    lib.LU_USE_XEN_IMAGE: "xen-image",
+    lib.LU_USE_LU_BOOTMEM: "lu-bootmem",
+    lib.LU_USE_XENHEAP: "xenheap",
+    lib.LU_USE_GUEST: "guest",
+    lib.LU_USE_KIMAGE: "kexec-image",
+    lib.LU_USE_CRASH: "crash",
+    lib.LU_USE_STREAM: "lu-stream",
+}
+ENTRY_SIZE = ffi.sizeof("struct lu_frame")
+
+
+class OutOfMemory(Exception):
+    pass
+
+
+class FrameTable:
+    def __init__(self, ram, base_maddr, nr_frames):
+        self.ram = ram
+        self.base_maddr = base_maddr
+        self.nr_frames = nr_frames
+        self.frames = ram.pointer(base_maddr, "struct lu_frame *")
+
+    @staticmethod
+    def bytes_for(nr_frames):
+        return align_up(nr_frames * ENTRY_SIZE, PAGE_SIZE)
+
+    def _range(self, first, end):
+        end = self.nr_frames if end is None else end
+        if not 0 <= first <= end <= self.nr_frames:
+            raise ValueError("frame range [%d, %d) outside [0, %d)" % (first, end, self.nr_frames))
+        return first, end
+
+    def mark(self, first, count, owner, use, type_info=0, count_info=0):
+        self._range(first, first + count)
+        lib.lu_frames_set(self.frames, first, count, owner, use, type_info, count_info)
+
+    def extents(self, owner, use, first=0, end=None):
+        """[(first_mfn, nr_frames)] of the runs owned by `owner` with `use`."""
+        first, end = self._range(first, end)
+        cap = 64
+        while True:
+            starts = ffi.new("uint64_t[]", cap)
+            lengths = ffi.new("uint64_t[]", cap)
+            total = lib.lu_frames_scan(self.frames, first, end, owner, use, starts, lengths, cap)
+            if total <= cap:
+                return [(starts[i], lengths[i]) for i in range(total)]
+            cap = total
+
+    def count(self, owner, use, first=0, end=None):
+        first, end = self._range(first, end)
+        return lib.lu_frames_count(self.frames, first, end, owner, use)
+
+    def all_match(self, first, count, owner, use):
+        self._range(first, first + count)
+        return lib.lu_frames_find_mismatch(self.frames, first, first + count, owner, use) \
+            == first + count
+
+    def entry(self, mfn):
+        f = self.frames[mfn]
+        return {"owner": f.owner, "use": USE_NAMES.get(f.use, f.use),
+                "type_info": f.type_info, "count_info": f.count_info}
+
+    def histogram(self):
+        """{use name: frames} over the whole table."""
+        counts = ffi.new("uint64_t[]", lib.LU_USE_MAX)
+        lib.lu_frames_histogram(self.frames, 0, self.nr_frames, counts)
+        return {USE_NAMES[u]: counts[u] for u in USE_NAMES if counts[u]}
+
+
+class FrameAllocator:
+    """Free frames as sorted extents, rebuilt from a scan of the table.
+
+    Domains get the highest free frames first, which keeps low memory (and
+    with it the LU window below Xen) for the hypervisor's own needs.
+    """
+
+    def __init__(self, table):
+        self.table = table
+        self.rescan()
+
+    def rescan(self):
+        runs = self.table.extents(DOMID_INVALID, lib.LU_USE_FREE)
+        self._starts = [s for s, _ in runs]
+        self._lengths = [n for _, n in runs]
+
+    @property
+    def free_frames(self):
+        return sum(self._lengths)
+
+    def free_extents(self):
+        return list(zip(self._starts, self._lengths))
+
+    def _take(self, index, start, count):
+        """Remove [start, start+count) from free extent `index`."""
+        s, n = self._starts[index], self._lengths[index]
+        head, tail = start - s, (s + n) - (start + count)
+        del self._starts[index], self._lengths[index]
+        for piece_start, piece_len in ((s, head), (start + count, tail)):
+            if piece_len:
+                i = bisect.bisect_left(self._starts, piece_start)
+                self._starts.insert(i, piece_start)
+                self._lengths.insert(i, piece_len)
+
+    def alloc(self, nr_frames, owner, use, limit=None, contiguous=False, align=1):
+        """Allocate and mark frames; returns [(first_mfn, count)] (highest first).
+
+        limit: every frame must lie below this MFN.  contiguous: one extent,
+        aligned to `align` frames.  Raises OutOfMemory, changing nothing.
+        """
+        limit = self.table.nr_frames if limit is None else limit
+        if nr_frames <= 0:
+            raise ValueError("allocation of %d frames" % nr_frames)
+        picks, need = [], nr_frames
+        for i in range(len(self._starts) - 1, -1, -1):
+            s, n = self._starts[i], self._lengths[i]
+            top = min(s + n, limit)
+            if top <= s:
+                continue
+            if contiguous:
+                start = (top - nr_frames) - (top - nr_frames) % align
+                if start >= s:
+                    picks = [(start, nr_frames)]
+                    need = 0
+                    break
+                continue
+            take = min(need, top - s)
+            picks.append((top - take, take))
+            need -= take
+            if not need:
+                break
+        if need:
+            raise OutOfMemory("need %d frames (%d MiB)%s, %d free"
+                              % (nr_frames, nr_frames * PAGE_SIZE >> 20,
+                                 " contiguous" if contiguous else "", self.free_frames))
+        for start, count in picks:
+            i = bisect.bisect_right(self._starts, start) - 1
+            self._take(i, start, count)
+            self.table.mark(start, count, owner, use)
+        return picks
+
+    def claim(self, first, count, owner, use):
+        """Take a specific free range (boot-time reservations)."""
+        i = bisect.bisect_right(self._starts, first) - 1
+        if i < 0 or first + count > self._starts[i] + self._lengths[i]:
+            raise OutOfMemory("frames [0x%x, 0x%x) are not free" % (first, first + count))
+        self._take(i, first, count)
+        self.table.mark(first, count, owner, use)
+
+    def release(self, extents):
+        """Give frames back (already scrubbed by the caller)."""
+        for start, count in extents:
+            self.table.mark(start, count, DOMID_INVALID, lib.LU_USE_FREE)
+            i = bisect.bisect_left(self._starts, start)
+            self._starts.insert(i, start)
+            self._lengths.insert(i, count)
+            # Merge with the neighbours.
+            if i + 1 < len(self._starts) and self._starts[i] + self._lengths[i] == self._starts[i + 1]:
+                self._lengths[i] += self._lengths.pop(i + 1)
+                self._starts.pop(i + 1)
+            if i > 0 and self._starts[i - 1] + self._lengths[i - 1] == self._starts[i]:
+                self._lengths[i - 1] += self._lengths.pop(i)
+                self._starts.pop(i)
+

@@ -1,0 +1,268 @@
+"""The simulated hypervisor: what it finds at boot and the state it keeps.
+
+It starts the way Xen does after a multiboot2 loader jumps to it: from an
+entry address in RAM.  Everything else (its command line, where its image
+was put, which version it is) it reads from RAM: the boot-information page
+at the entry and the personality notes of the image it points to.
+"""
+import os
+import re
+import threading
+
+from kexec_lu import bootinfo, multiboot2, xennotes
+from kexec_lu.abi import DOMID_INVALID, DOMID_XEN, KEXEC_TYPE_NAMES, PAGE_SIZE
+from kexec_lu.errors import KexecLuError
+from kexec_lu.units import MiB, GiB, align_down, format_size
+
+from . import bootline
+from ._lu_core import lib
+from .domain import DOMAIN_TYPES, MAX_VCPUS, Domain, p2m_from_extents
+from .frametable import FrameAllocator, FrameTable, OutOfMemory
+from .kexec import Kexec
+
+LOW_RESERVED = 1 * MiB          # firmware, real-mode area: never allocated
+CRASH_ALIGN = 16 * MiB
+FRAMETABLE_ALIGN = 2 * MiB
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class BootFailure(KexecLuError):
+    """The hypervisor cannot start; the message is its last console line."""
+
+
+class DomainError(KexecLuError):
+    pass
+
+
+class Personality:
+    """Who this hypervisor is, read from its image's XenLU notes."""
+
+    def __init__(self, notes):
+        if xennotes.XENLU_NOTE_VERSION not in notes or xennotes.XENLU_NOTE_IMAGE not in notes:
+            raise BootFailure("image carries no hyperv-sim personality (XenLU version and "
+                              "image notes): it can be inspected and loaded, not run")
+        self.major, self.minor, self.extra = xennotes.decode_version(notes[xennotes.XENLU_NOTE_VERSION])
+        self.image_size = xennotes.decode_image(notes[xennotes.XENLU_NOTE_IMAGE])
+        if xennotes.XENLU_NOTE_STREAM in notes:
+            lo, hi, types = xennotes.decode_stream(notes[xennotes.XENLU_NOTE_STREAM])
+            self.lu_versions, self.lu_records = (lo, hi), frozenset(types)
+        else:
+            self.lu_versions, self.lu_records = None, frozenset()
+
+    @property
+    def version(self):
+        return "%d.%d%s" % (self.major, self.minor, self.extra)
+
+
+class Hypervisor:
+    CRASH_NOTE_SIZE = 512
+
+    def __init__(self, ram, entry, console, nr_pcpus=None):
+        self.ram = ram
+        self.console = console
+        self.lock = threading.RLock()
+        self.domains = {}
+        self._next_domid = 1
+        self.kexec = Kexec(self)
+        self._boot(entry, nr_pcpus)
+
+    # boot
+
+    def _boot(self, entry, nr_pcpus):
+        ram = self.ram
+        try:
+            info = bootinfo.parse_page(ram.read(entry, PAGE_SIZE), entry)
+            window = ram.read(info.load_base_addr, min(xennotes.PERSONALITY_WINDOW,
+                                                       ram.size - info.load_base_addr))
+            if multiboot2.find_header(window) is None:
+                raise BootFailure("no multiboot2 header at 0x%x" % info.load_base_addr)
+            self.personality = Personality(xennotes.find_xenlu_notes(window))
+            self.opts = bootline.parse(info.cmdline)
+        except (KexecLuError, ValueError) as e:
+            raise BootFailure(str(e))
+        p = self.personality
+        self.cmdline = info.cmdline
+        self.xen_start = info.load_base_addr
+        self.xen_size = p.image_size
+        self.nr_pcpus = self.opts.nr_cpus or nr_pcpus or os.cpu_count() or 1
+        self.console.log("Xen version %s (hyperv-sim), %d MiB RAM, %d CPUs",
+                         p.version, ram.size >> 20, self.nr_pcpus)
+        self.console.log("Command line: %s", info.cmdline)
+        for word in self.opts.unknown:
+            self.console.log("parameter \"%s\" unknown!", word)
+        if self.opts.liveupdate_base is not None:
+            raise BootFailure("live-update restore (liveupdate=...@base) is not supported "
+                              "by this hypervisor build")
+        self._lay_out_memory()
+        dom0 = self.create_domain("Domain-0", "pv", self.opts.dom0_mem, self.opts.dom0_max_vcpus,
+                                  control=True)
+        self.console.log("Dom0: %s, %d vCPUs", format_size(dom0.memory_bytes), dom0.vcpus)
+
+    def _lay_out_memory(self):
+        ram, opts = self.ram, self.opts
+        nr = ram.nr_frames
+        xen_end = self.xen_start + self.xen_size
+        if self.xen_start % PAGE_SIZE or xen_end > ram.size:
+            raise BootFailure("hypervisor image [0x%x, 0x%x) is not inside RAM"
+                              % (self.xen_start, xen_end))
+        self.lu_size = opts.liveupdate_size
+        self.lu_start = self.xen_start - self.lu_size if self.lu_size else 0
+        if self.lu_size and self.lu_start < LOW_RESERVED:
+            raise BootFailure("liveupdate=%s does not fit below Xen at 0x%x"
+                              % (format_size(self.lu_size), self.xen_start))
+        # Claimed below Xen: the first 1 MiB, LU bootmem, the image itself.
+        low_used = self.lu_start if self.lu_size else self.xen_start
+        ft_bytes = FrameTable.bytes_for(nr)
+        ft_start = align_down(ram.size - ft_bytes, FRAMETABLE_ALIGN)
+        if ft_start < xen_end:
+            ft_start = align_down(low_used - ft_bytes, FRAMETABLE_ALIGN)
+            if ft_start < LOW_RESERVED:
+                raise BootFailure("%d MiB of RAM leaves no room for the frame table" % (ram.size >> 20))
+        self.frametable = ft = FrameTable(ram, ft_start, nr)
+        ft.mark(0, nr, DOMID_INVALID, lib.LU_USE_FREE)
+        ft.mark(0, LOW_RESERVED // PAGE_SIZE, DOMID_XEN, lib.LU_USE_RESERVED)
+        ft.mark(self.xen_start // PAGE_SIZE, _frames(xen_end) - self.xen_start // PAGE_SIZE,
+                DOMID_XEN, lib.LU_USE_XEN_IMAGE)
+        if self.lu_size:
+            ft.mark(self.lu_start // PAGE_SIZE, self.lu_size // PAGE_SIZE, DOMID_XEN,
+                    lib.LU_USE_LU_BOOTMEM)
+        ft.mark(ft_start // PAGE_SIZE, ft_bytes // PAGE_SIZE, DOMID_XEN, lib.LU_USE_XENHEAP)
+        self.allocator = FrameAllocator(ft)
+        self.console.log("Frame table: %s at 0x%x", format_size(ft_bytes), ft_start)
+        if self.lu_size:
+            self.console.log("Live update bootmem: %s at 0x%x, Xen at 0x%x-0x%x",
+                             format_size(self.lu_size), self.lu_start, self.xen_start, xen_end)
+        self._reserve_crash_region()
+        # Per-CPU crash notes and vmcoreinfo: hypervisor data dump tools read.
+        notes_frames = _frames(self.nr_pcpus * self.CRASH_NOTE_SIZE)
+        (mfn, _), = self._alloc_xen(notes_frames, "crash notes")
+        self.crash_notes_base = mfn * PAGE_SIZE
+        (mfn, _), = self._alloc_xen(1, "vmcoreinfo")
+        text = ("VMCOREINFO_XEN\nOSRELEASE=%s\nPAGESIZE=%d\n" % (self.personality.version, PAGE_SIZE)).encode()
+        ram.write(mfn * PAGE_SIZE, text)
+        self.vmcoreinfo = (mfn * PAGE_SIZE, len(text))
+
+    def _alloc_xen(self, frames, what):
+        try:
+            return self.allocator.alloc(frames, DOMID_XEN, lib.LU_USE_XENHEAP, contiguous=True)
+        except OutOfMemory as e:
+            raise BootFailure("no memory for %s: %s" % (what, e))
+
+    def _reserve_crash_region(self):
+        size, base = self.opts.crash_size, self.opts.crash_base
+        self.crash_region = (0, 0)
+        if not size:
+            return
+        if size % PAGE_SIZE or (base is not None and base % PAGE_SIZE):
+            raise BootFailure("crashkernel=%s: size and base must be page-aligned" % format_size(size))
+        try:
+            if base is not None:
+                self.allocator.claim(base // PAGE_SIZE, size // PAGE_SIZE, DOMID_XEN, lib.LU_USE_CRASH)
+            else:
+                (mfn, _), = self.allocator.alloc(size // PAGE_SIZE, DOMID_XEN, lib.LU_USE_CRASH,
+                                                 limit=4 * GiB // PAGE_SIZE, contiguous=True,
+                                                 align=CRASH_ALIGN // PAGE_SIZE)
+                base = mfn * PAGE_SIZE
+        except OutOfMemory as e:
+            raise BootFailure("crashkernel=%s: %s" % (format_size(size), e))
+        self.crash_region = (base, size)
+        self.console.log("Kdump: %s reserved at 0x%x", format_size(size), base)
+
+    # domains
+
+    def create_domain(self, name, dtype, memory, vcpus, control=False):
+        with self.lock:
+            if not NAME_RE.match(name or ""):
+                raise DomainError("invalid domain name %r: use letters, digits and _.:- "
+                                  "(at most 64)" % name)
+            if any(d.name == name for d in self.domains.values()):
+                raise DomainError("a domain named %r already exists" % name)
+            if dtype not in DOMAIN_TYPES:
+                raise DomainError("invalid domain type %r: one of %s" % (dtype, ", ".join(DOMAIN_TYPES)))
+            if not 1 <= vcpus <= MAX_VCPUS:
+                raise DomainError("invalid vCPU count %d: 1 to %d" % (vcpus, MAX_VCPUS))
+            if memory <= 0 or memory % PAGE_SIZE:
+                raise DomainError("invalid memory size %d: a positive multiple of 4 KiB" % memory)
+            domid = 0 if control else self._next_domid
+            try:
+                extents = self.allocator.alloc(memory // PAGE_SIZE, domid, lib.LU_USE_GUEST)
+            except OutOfMemory as e:
+                raise DomainError("cannot create %s with %s: out of memory (%s)"
+                                  % (name, format_size(memory), e))
+            if not control:
+                self._next_domid += 1
+            dom = Domain(domid=domid, name=name, dtype=dtype, vcpus=vcpus,
+                         p2m=p2m_from_extents(extents), control=control)
+            self.domains[domid] = dom
+            self.console.log("d%d: created %s %s, %s, %d vCPUs, %d extents", domid, dtype.upper(),
+                             name, format_size(memory), vcpus, len(extents))
+            return dom
+
+    def find_domain(self, ident):
+        """A domain by domid (int or digits) or name."""
+        with self.lock:
+            text = str(ident)
+            if text.isdigit() and int(text) in self.domains:
+                return self.domains[int(text)]
+            for dom in self.domains.values():
+                if dom.name == text:
+                    return dom
+            raise DomainError("no such domain: %s" % ident)
+
+    def destroy_domain(self, ident):
+        with self.lock:
+            dom = self.find_domain(ident)
+            if dom.control:
+                raise DomainError("%s is the control domain and cannot be destroyed" % dom.name)
+            extents = dom.machine_extents()
+            for mfn, count in extents:
+                self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+            self.allocator.release(extents)
+            del self.domains[dom.domid]
+            self.console.log("d%d: destroyed %s, %s freed", dom.domid, dom.name,
+                             format_size(dom.memory_bytes))
+
+    def set_paused(self, ident, paused):
+        with self.lock:
+            dom = self.find_domain(ident)
+            dom.paused = paused
+            self.console.log("d%d: %s", dom.domid, "paused" if paused else "unpaused")
+            return dom
+
+    # reports
+
+    def info(self):
+        with self.lock:
+            p = self.personality
+            return {
+                "xen_version": p.version,
+                "xen_major": p.major,
+                "xen_minor": p.minor,
+                "xen_extra": p.extra,
+                "live_update_stream_versions": list(p.lu_versions) if p.lu_versions else None,
+                "live_update_records": sorted(p.lu_records),
+                "cmdline": self.cmdline,
+                "nr_cpus": self.nr_pcpus,
+                "total_memory": self.ram.size,
+                "free_memory": self.allocator.free_frames * PAGE_SIZE,
+                "xen": {"start": self.xen_start, "size": self.xen_size},
+                "lu_bootmem": {"start": self.lu_start, "size": self.lu_size},
+                "crash": {"start": self.crash_region[0], "size": self.crash_region[1]},
+                "frametable": {"start": self.frametable.base_maddr,
+                               "size": FrameTable.bytes_for(self.frametable.nr_frames)},
+                "frames": self.frametable.histogram(),
+                "ram_disk_usage": self.ram.disk_usage(),
+                "domains": len(self.domains),
+                "kexec": {name: (self.kexec.images[t].describe() if t in self.kexec.images else None)
+                          for t, name in KEXEC_TYPE_NAMES.items()},
+                "pid": os.getpid(),
+            }
+
+    def list_domains(self):
+        with self.lock:
+            return [d.describe() for _, d in sorted(self.domains.items())]
+
+
+def _frames(nbytes):
+    return (nbytes + PAGE_SIZE - 1) // PAGE_SIZE
+

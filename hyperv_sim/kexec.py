@@ -1,0 +1,222 @@
+"""kexec_op: ranges, and loading / unloading / querying kexec images.
+
+Follows Xen's xen/common/kexec.c: segments are validated as a whole before
+anything changes, a new image of a type replaces the old one atomically.
+Crash images are copied straight to their destination in the reserved crash
+region; default and live-update images are staged in hypervisor-owned frames
+(Xen's kimage pages) because their destinations are in use until exec, the
+live-update one overlapping the running hypervisor's own image.
+"""
+import hashlib
+from dataclasses import dataclass, field
+
+from kexec_lu import abi
+from kexec_lu.abi import PAGE_SIZE
+
+from ._lu_core import ffi, lib
+from .frametable import OutOfMemory
+
+SEGMENT_SIZE = ffi.sizeof("xen_kexec_segment_t")
+
+
+class KexecFailure(Exception):
+    """A kexec_op that fails with -errno; the message goes to the console."""
+
+    def __init__(self, errno_value, message):
+        super().__init__(message)
+        self.errno = errno_value
+
+
+@dataclass
+class Segment:
+    dest: int
+    dest_size: int
+    buf_size: int
+    staged: list = field(default_factory=list)   # [(mfn, count)] holding the bytes
+
+
+@dataclass
+class KexecImage:
+    ktype: int
+    arch: int
+    entry: int
+    segments: list
+    digest: str      # sha256 of every segment as it must appear at its destination
+
+    @property
+    def size(self):
+        return sum(s.dest_size for s in self.segments)
+
+    def describe(self):
+        return {
+            "type": abi.KEXEC_TYPE_NAMES[self.ktype],
+            "arch": self.arch,
+            "entry": self.entry,
+            "segments": [{"dest": s.dest, "dest_size": s.dest_size, "buf_size": s.buf_size,
+                          "staged": bool(s.staged)} for s in self.segments],
+            "sha256": self.digest,
+        }
+
+
+class Kexec:
+    def __init__(self, hv):
+        self.hv = hv
+        self.images = {}
+
+    # get_range
+
+    def get_range(self, range_id, nr):
+        """(start, size) of a range, as Xen's x86 code answers it."""
+        hv = self.hv
+        if range_id == abi.KEXEC_RANGE_MA_CRASH:
+            return hv.crash_region
+        if range_id == abi.KEXEC_RANGE_MA_XEN:
+            return hv.xen_start, hv.xen_size
+        if range_id == abi.KEXEC_RANGE_MA_CPU:
+            if not 0 <= nr < hv.nr_pcpus:
+                raise KexecFailure(abi.EINVAL, "get_range: no physical CPU %d" % nr)
+            return hv.crash_notes_base + nr * hv.CRASH_NOTE_SIZE, hv.CRASH_NOTE_SIZE
+        if range_id == abi.KEXEC_RANGE_MA_VMCOREINFO:
+            return hv.vmcoreinfo
+        if range_id == abi.KEXEC_RANGE_MA_LIVEUPDATE:
+            return hv.lu_start, hv.lu_size
+        # XENHEAP, BOOT_PARAM and EFI_MEMMAP are not provided on x86.
+        raise KexecFailure(abi.EINVAL, "get_range: range %d not available" % range_id)
+
+    # load / unload / status
+
+    def _check_segments(self, ktype, segs, entry):
+        hv = self.hv
+        if ktype == abi.KEXEC_TYPE_CRASH:
+            region = hv.crash_region
+            if not region[1]:
+                raise KexecFailure(abi.EINVAL, "no crash region reserved (crashkernel=)")
+        elif ktype == abi.KEXEC_TYPE_LIVEUPDATE:
+            if not hv.lu_size:
+                raise KexecFailure(abi.EINVAL, "no live-update bootmem reserved (liveupdate=)")
+            # The window: LU bootmem and the running image, minus the
+            # breadcrumb page at its bottom.
+            region = (hv.lu_start + PAGE_SIZE, hv.xen_start + hv.xen_size - hv.lu_start - PAGE_SIZE)
+        else:
+            region = (0, hv.ram.size)
+        lo, hi = region[0], region[0] + region[1]
+        spans = []
+        for i, s in enumerate(segs):
+            if s.dest % PAGE_SIZE or s.dest_size % PAGE_SIZE:
+                raise KexecFailure(abi.EINVAL, "segment %d: destination 0x%x+0x%x is not "
+                                   "page-aligned" % (i, s.dest, s.dest_size))
+            if s.buf_size > s.dest_size:
+                raise KexecFailure(abi.EINVAL, "segment %d: %d bytes do not fit in its %d-byte "
+                                   "destination" % (i, s.buf_size, s.dest_size))
+            if s.dest < lo or s.dest + s.dest_size > hi:
+                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) outside the "
+                                   "allowed range [0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size, lo, hi))
+            spans.append((s.dest, s.dest + s.dest_size))
+        spans.sort()
+        for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
+            if b0 < a1:
+                raise KexecFailure(abi.EINVAL, "segments overlap at 0x%x" % b0)
+        if not any(a <= entry < b for a, b in spans):
+            raise KexecFailure(abi.EINVAL, "entry 0x%x lies in no segment" % entry)
+
+    def load(self, ktype, arch, entry, segments, read_buf):
+        """segments: [(buf_handle, buf_size, dest, dest_size)]; read_buf(handle, n)
+        copies from the caller (raises KexecFailure(-EFAULT))."""
+        if ktype not in abi.KEXEC_TYPE_NAMES:
+            raise KexecFailure(abi.EINVAL, "load: unknown image type %d" % ktype)
+        if arch not in (abi.EM_386, abi.EM_X86_64):
+            raise KexecFailure(abi.EINVAL, "load: architecture %d is not x86" % arch)
+        if not 0 < len(segments) <= abi.KEXEC_SEGMENT_MAX:
+            raise KexecFailure(abi.EINVAL, "load: %d segments (1..%d allowed)"
+                               % (len(segments), abi.KEXEC_SEGMENT_MAX))
+        segs = [Segment(dest=d, dest_size=ds, buf_size=bs) for _, bs, d, ds in segments]
+        self._check_segments(ktype, segs, entry)
+        datas = [read_buf(h, bs) if bs else b"" for h, bs, _, _ in segments]
+
+        digest = hashlib.sha256()
+        for seg, data in zip(segs, datas):
+            digest.update(seg.dest.to_bytes(8, "little"))
+            digest.update(data)
+            digest.update(bytes(seg.dest_size - len(data)))
+        image = KexecImage(ktype, arch, entry, segs, digest.hexdigest())
+
+        if ktype == abi.KEXEC_TYPE_CRASH:
+            for seg, data in zip(segs, datas):
+                self.hv.ram.write(seg.dest, data)
+                self.hv.ram.zero(seg.dest + len(data), seg.dest_size - len(data))
+        else:
+            self._stage(image, datas)
+        old = self.images.get(ktype)
+        self.images[ktype] = image
+        if old:
+            self._release(old)
+        self.hv.console.log("kexec: loaded %s image, %d segments, %d KiB, entry 0x%x",
+                            abi.KEXEC_TYPE_NAMES[ktype], len(segs), image.size >> 10, entry)
+
+    def _stage(self, image, datas):
+        hv = self.hv
+        done = []
+        try:
+            for seg, data in zip(image.segments, datas):
+                seg.staged = hv.allocator.alloc(seg.dest_size // PAGE_SIZE, abi.DOMID_XEN,
+                                                lib.LU_USE_KIMAGE)
+                done.append(seg)
+                self._write_staged(seg, data)
+        except OutOfMemory as e:
+            for seg in done:
+                self._free_staged(seg)
+            raise KexecFailure(abi.ENOMEM, "load: cannot stage image: %s" % e)
+
+    def _write_staged(self, seg, data):
+        """Bytes go to the staging frames in destination order; the rest is zero."""
+        off = 0
+        for mfn, count in sorted(seg.staged):
+            n = count * PAGE_SIZE
+            chunk = data[off:off + n]
+            self.hv.ram.write(mfn * PAGE_SIZE, chunk)
+            if len(chunk) < n:
+                self.hv.ram.zero(mfn * PAGE_SIZE + len(chunk), n - len(chunk))
+            off += n
+
+    def staged_bytes(self, seg):
+        return b"".join(self.hv.ram.read(mfn * PAGE_SIZE, count * PAGE_SIZE)
+                        for mfn, count in sorted(seg.staged))
+
+    def _free_staged(self, seg):
+        for mfn, count in seg.staged:
+            self.hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+        self.hv.allocator.release(seg.staged)
+        seg.staged = []
+
+    def _release(self, image):
+        if image.ktype == abi.KEXEC_TYPE_CRASH:
+            for seg in image.segments:
+                self.hv.ram.scrub(seg.dest, seg.dest_size)
+        else:
+            for seg in image.segments:
+                self._free_staged(seg)
+
+    def unload(self, ktype):
+        if ktype not in abi.KEXEC_TYPE_NAMES:
+            raise KexecFailure(abi.EINVAL, "unload: unknown image type %d" % ktype)
+        image = self.images.pop(ktype, None)
+        if image:
+            self._release(image)
+            self.hv.console.log("kexec: unloaded %s image", abi.KEXEC_TYPE_NAMES[ktype])
+
+    def status(self, ktype):
+        if ktype not in abi.KEXEC_TYPE_NAMES:
+            raise KexecFailure(abi.EINVAL, "status: unknown image type %d" % ktype)
+        return 1 if ktype in self.images else 0
+
+    def image_intact(self, ktype):
+        """Recompute the loaded image's digest from RAM (pre-flight check)."""
+        image = self.images[ktype]
+        digest = hashlib.sha256()
+        for seg in image.segments:
+            digest.update(seg.dest.to_bytes(8, "little"))
+            if seg.staged:
+                digest.update(self.staged_bytes(seg))
+            else:
+                digest.update(self.hv.ram.read(seg.dest, seg.dest_size))
+        return digest.hexdigest() == image.digest

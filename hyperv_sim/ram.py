@@ -1,0 +1,95 @@
+"""Host RAM: one sparse file of 4 KiB frames, mapped by the hypervisor.
+
+Guest memory lives only here.  Frames never written cost no disk; scrubbing
+punches them back into holes.
+"""
+import mmap
+import os
+
+from kexec_lu.abi import PAGE_SIZE
+
+from ._lu_core import ffi, lib
+
+
+class RamError(Exception):
+    pass
+
+
+class HostRAM:
+    def __init__(self, path, fd, size):
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.nr_frames = size // PAGE_SIZE
+        self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        # One C view of the whole mapping, for the C core.
+        self.base = ffi.from_buffer("unsigned char[]", self.map, require_writable=True)
+
+    @classmethod
+    def create(cls, path, size):
+        """A new, all-zero host RAM file of `size` bytes (no disk used yet)."""
+        if size <= 0 or size % PAGE_SIZE:
+            raise RamError("RAM size %d is not a positive multiple of 4 KiB" % size)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        except OSError as e:
+            os.close(fd)
+            os.unlink(path)
+            raise RamError("cannot size %s to %d bytes: %s" % (path, size, e.strerror))
+        return cls(path, fd, size)
+
+    @classmethod
+    def open(cls, path):
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        size = os.fstat(fd).st_size
+        if size <= 0 or size % PAGE_SIZE:
+            os.close(fd)
+            raise RamError("%s: size %d is not a multiple of 4 KiB" % (path, size))
+        return cls(path, fd, size)
+
+    def close(self):
+        self.base = None
+        self.map.close()
+        os.close(self.fd)
+
+    def _check(self, maddr, length):
+        if maddr < 0 or length < 0 or maddr + length > self.size:
+            raise RamError("machine range [0x%x, 0x%x) lies outside RAM (0x%x bytes)"
+                           % (maddr, maddr + length, self.size))
+
+    def read(self, maddr, length):
+        self._check(maddr, length)
+        return self.map[maddr:maddr + length]
+
+    def write(self, maddr, data):
+        self._check(maddr, len(data))
+        self.map[maddr:maddr + len(data)] = data
+
+    def zero(self, maddr, length):
+        """Write zeros (the pages stay allocated: for data that is kept)."""
+        self._check(maddr, length)
+        step = 1 << 20
+        zeros = bytes(step)
+        for off in range(maddr, maddr + length, step):
+            n = min(step, maddr + length - off)
+            self.map[off:off + n] = zeros[:n]
+
+    def scrub(self, maddr, length):
+        """Return frames to zero without writing: punch them out of the file."""
+        self._check(maddr, length)
+        if maddr % PAGE_SIZE or length % PAGE_SIZE:
+            raise RamError("scrub of [0x%x, +0x%x) is not frame-aligned" % (maddr, length))
+        rc = lib.lu_ram_scrub(self.fd, maddr, length)
+        if rc < 0:
+            # Filesystems without hole punching: write the zeros instead.
+            self.zero(maddr, length)
+
+    def pointer(self, maddr, ctype="unsigned char *"):
+        """A C pointer into RAM at maddr, for the C core."""
+        self._check(maddr, 0)
+        return ffi.cast(ctype, self.base + maddr)
+
+    def disk_usage(self):
+        """Bytes of the RAM file actually backed by disk."""
+        return os.fstat(self.fd).st_blocks * 512

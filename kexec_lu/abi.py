@@ -1,0 +1,101 @@
+"""Xen's public ABI numbers, in one place.
+
+Values are Xen's own (xen/include/public/xen.h, kexec.h, version.h) plus the
+live-update additions of the design (KEXEC_TYPE_LIVEUPDATE,
+KEXEC_RANGE_MA_LIVEUPDATE).  Struct layouts are not here: they live in
+csrc/xen_abi.h and reach Python only through cffi (kexec_lu._xen_abi).
+"""
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = ~(PAGE_SIZE - 1)
+
+# Hypercall numbers (public/xen.h).
+HYPERVISOR_xen_version = 17
+HYPERVISOR_sysctl = 35
+HYPERVISOR_domctl = 36
+HYPERVISOR_kexec_op = 37
+
+# kexec_op commands (public/kexec.h).
+KEXEC_CMD_kexec = 0
+KEXEC_CMD_kexec_get_range = 3
+KEXEC_CMD_kexec_load = 4
+KEXEC_CMD_kexec_unload = 5
+KEXEC_CMD_kexec_status = 6
+
+# Image types.
+KEXEC_TYPE_DEFAULT = 0
+KEXEC_TYPE_CRASH = 1
+KEXEC_TYPE_LIVEUPDATE = 2
+KEXEC_TYPES = {
+    "default": KEXEC_TYPE_DEFAULT,
+    "crash": KEXEC_TYPE_CRASH,
+    "liveupdate": KEXEC_TYPE_LIVEUPDATE,
+}
+KEXEC_TYPE_NAMES = {v: k for k, v in KEXEC_TYPES.items()}
+
+# get_range ranges.
+KEXEC_RANGE_MA_CRASH = 0
+KEXEC_RANGE_MA_XEN = 1
+KEXEC_RANGE_MA_CPU = 2
+KEXEC_RANGE_MA_XENHEAP = 3
+KEXEC_RANGE_MA_BOOT_PARAM = 4
+KEXEC_RANGE_MA_EFI_MEMMAP = 5
+KEXEC_RANGE_MA_VMCOREINFO = 6
+KEXEC_RANGE_MA_LIVEUPDATE = 7
+KEXEC_RANGES = {
+    "crash": KEXEC_RANGE_MA_CRASH,
+    "xen": KEXEC_RANGE_MA_XEN,
+    "cpu": KEXEC_RANGE_MA_CPU,
+    "xenheap": KEXEC_RANGE_MA_XENHEAP,
+    "boot_param": KEXEC_RANGE_MA_BOOT_PARAM,
+    "efi_memmap": KEXEC_RANGE_MA_EFI_MEMMAP,
+    "vmcoreinfo": KEXEC_RANGE_MA_VMCOREINFO,
+    "liveupdate": KEXEC_RANGE_MA_LIVEUPDATE,
+}
+KEXEC_RANGE_NAMES = {v: k for k, v in KEXEC_RANGES.items()}
+
+# Xen's limit on segments per image (xen/include/xen/kimage.h).
+KEXEC_SEGMENT_MAX = 16
+
+# xen_kexec_load_t.arch takes ELF machine numbers.
+EM_386 = 3
+EM_X86_64 = 62
+
+# xen_version sub-ops (public/version.h).
+XENVER_version = 0
+XENVER_extraversion = 1
+XENVER_capabilities = 3
+XENVER_pagesize = 7
+XENVER_commandline = 9
+XENVER_build_id = 10
+
+# Reserved domain ids (public/xen.h).
+DOMID_FIRST_RESERVED = 0x7FF0
+DOMID_SELF = 0x7FF0
+DOMID_IO = 0x7FF1
+DOMID_XEN = 0x7FF2
+DOMID_COW = 0x7FF3
+DOMID_INVALID = 0x7FF4
+DOMID_IDLE = 0x7FFF
+
+# Xen's errno values (public/errno.h; equal to Linux's on x86).
+EPERM = 1
+ENOENT = 2
+ESRCH = 3
+E2BIG = 7
+EAGAIN = 11
+ENOMEM = 12
+EFAULT = 14
+EBUSY = 16
+EEXIST = 17
+EINVAL = 22
+ENOSPC = 28
+ERANGE = 34
+ENOSYS = 38
+EOPNOTSUPP = 95
+EOVERFLOW = 75
+EADDRNOTAVAIL = 99
+
+# The live-update breadcrumb magic: "LiveUpda" with the page bits cleared.
+LU_BREADCRUMB_MAGIC = 0x4C69766555706461 & PAGE_MASK

@@ -1,0 +1,121 @@
+"""kexec_op and xen_version, as a dom0 client issues them.
+
+Arguments are built as Xen's own structs (cffi, csrc/xen_abi.h) in this
+process's memory; guest handles are those buffers' real addresses, exactly
+what /dev/xen/privcmd would pass.  The transport carries the buffers along.
+"""
+from . import abi
+from ._xen_abi import ffi
+from .errors import HypercallError
+from .privcmd import SocketPrivcmd
+
+
+class _Buffers:
+    """The hypercall buffers of one call: cffi objects the hypervisor may
+    read (copy_from_guest) and write (copy_to_guest)."""
+
+    def __init__(self):
+        self._items = []
+
+    def add(self, cdata, size=None):
+        size = ffi.sizeof(cdata[0]) if size is None else size
+        self._items.append((cdata, size))
+        return int(ffi.cast("uintptr_t", cdata))
+
+    def regions(self):
+        return [(int(ffi.cast("uintptr_t", c)), ffi.buffer(c, n)[:]) for c, n in self._items]
+
+    def write_back(self, datas):
+        for (c, n), data in zip(self._items, datas):
+            ffi.memmove(c, data, n)
+
+
+class XenClient:
+    """The hypercalls kexec-lu needs, over a privcmd transport."""
+
+    def __init__(self, transport=None):
+        self.transport = transport or SocketPrivcmd()
+
+    def _hypercall(self, op, args, bufs):
+        call = ffi.new("privcmd_hypercall_t *")
+        call.op = op
+        for i, a in enumerate(args):
+            call.arg[i] = a
+        ret, datas = self.transport.hypercall(ffi.buffer(call)[:], bufs.regions())
+        bufs.write_back(datas)
+        return ret
+
+    def _kexec_op(self, what, cmd, struct_ptr, bufs):
+        arg = bufs.add(struct_ptr)
+        ret = self._hypercall(abi.HYPERVISOR_kexec_op, [cmd, arg], bufs)
+        if ret < 0:
+            raise HypercallError(what, -ret)
+        return ret
+
+    # kexec_op
+
+    def get_range(self, range_id, nr=0):
+        """(start, size) of a KEXEC_RANGE_MA_* range."""
+        bufs = _Buffers()
+        rng = ffi.new("xen_kexec_range_t *", {"range": range_id, "nr": nr})
+        self._kexec_op("kexec get_range(%s)" % abi.KEXEC_RANGE_NAMES.get(range_id, range_id),
+                       abi.KEXEC_CMD_kexec_get_range, rng, bufs)
+        return rng.start, rng.size
+
+    def kexec_load(self, ktype, arch, entry_maddr, segments):
+        """segments: [(data bytes, dest_maddr, dest_size)]."""
+        bufs = _Buffers()
+        segs = ffi.new("xen_kexec_segment_t[]", max(len(segments), 1))
+        keep = []
+        for i, (data, dest, dest_size) in enumerate(segments):
+            buf = ffi.new("unsigned char[]", bytes(data)) if data else ffi.NULL
+            keep.append(buf)
+            segs[i].buf = bufs.add(buf, len(data)) if data else 0
+            segs[i].buf_size = len(data)
+            segs[i].dest_maddr = dest
+            segs[i].dest_size = dest_size
+        load = ffi.new("xen_kexec_load_t *")
+        load.type = ktype
+        load.arch = arch
+        load.nr_segments = len(segments)
+        load.segments = bufs.add(segs, ffi.sizeof("xen_kexec_segment_t") * len(segments))
+        load.entry_maddr = entry_maddr
+        return self._kexec_op("kexec load", abi.KEXEC_CMD_kexec_load, load, bufs)
+
+    def kexec_unload(self, ktype):
+        bufs = _Buffers()
+        return self._kexec_op("kexec unload", abi.KEXEC_CMD_kexec_unload,
+                              ffi.new("xen_kexec_unload_t *", {"type": ktype}), bufs)
+
+    def kexec_status(self, ktype):
+        """1 if an image of this type is loaded, 0 if not."""
+        bufs = _Buffers()
+        return self._kexec_op("kexec status", abi.KEXEC_CMD_kexec_status,
+                              ffi.new("xen_kexec_status_t *", {"type": ktype}), bufs)
+
+    def kexec_exec(self, ktype):
+        bufs = _Buffers()
+        return self._kexec_op("kexec exec", abi.KEXEC_CMD_kexec,
+                              ffi.new("xen_kexec_exec_t *", {"type": ktype}), bufs)
+
+    # xen_version
+
+    def _xen_version(self, cmd, ctype=None):
+        bufs = _Buffers()
+        buf = ffi.new(ctype) if ctype else None
+        arg = bufs.add(buf) if buf is not None else 0
+        ret = self._hypercall(abi.HYPERVISOR_xen_version, [cmd, arg], bufs)
+        if ret < 0:
+            raise HypercallError("xen_version(%d)" % cmd, -ret)
+        return ret, buf
+
+    def version(self):
+        """(major, minor, extraversion) of the running hypervisor."""
+        ret, _ = self._xen_version(abi.XENVER_version)
+        _, extra = self._xen_version(abi.XENVER_extraversion, "xen_extraversion_t *")
+        return ret >> 16, ret & 0xFFFF, ffi.string(extra[0]).decode()
+
+    def commandline(self):
+        """The running hypervisor's boot command line."""
+        _, line = self._xen_version(abi.XENVER_commandline, "xen_commandline_t *")
+        return ffi.string(line[0]).decode()
