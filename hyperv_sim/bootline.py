@@ -14,6 +14,7 @@ DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
+VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus")
 
 
 class BootLineError(KexecLuError):
@@ -59,6 +60,8 @@ def parse(text):
         raise BootLineError("command line %r: %s" % (text, e))
     for word in words:
         name, has_value, value = word.partition("=")
+        if name in VALUED and not (has_value and value):
+            raise BootLineError("%s needs a value (%s=...)" % (name, name))
         try:
             if name == "liveupdate":
                 opts.liveupdate_size, opts.liveupdate_base = _size_at_base(name, value)
@@ -80,7 +83,4 @@ def parse(text):
             raise
         except KexecLuError as e:
             raise BootLineError("%s: %s" % (word, e))
-        if name in ("liveupdate", "dom0_mem", "crashkernel", "nr_cpus", "dom0_max_vcpus") \
-                and not has_value:
-            raise BootLineError("%s needs a value (%s=...)" % (name, name))
     return opts

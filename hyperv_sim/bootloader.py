@@ -81,8 +81,9 @@ def running_pid(state_dir):
     return pid if _alive(pid) else None
 
 
-def boot(image_path, state_dir, memory, cmdline):
-    """Boot a host; returns a summary dict once the hypervisor answers."""
+def power_on(image_path, state_dir, memory, cmdline):
+    """Everything up to the jump: host RAM with the image and the boot
+    information in it.  Returns (ram_path, entry, summary)."""
     if not MIN_MEMORY <= memory <= MAX_MEMORY or memory % MiB:
         raise BootError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
     bootline.parse(cmdline)
@@ -113,25 +114,30 @@ def boot(image_path, state_dir, memory, cmdline):
         ram.map.flush()
     finally:
         ram.close()
+    summary = {"state_dir": state_dir, "memory": memory, "xen_start": start, "placement": how,
+               "image": str(image_path), "xen_version": str(image.xen_version), "cmdline": cmdline}
+    return ram_path, BOOTINFO_ADDR, summary
 
+
+def boot(image_path, state_dir, memory, cmdline):
+    """Boot a host; returns a summary dict once the hypervisor answers."""
+    ram_path, entry, summary = power_on(image_path, state_dir, memory, cmdline)
     try:
-        pid = _start_hypervisor(state_dir, ram_path)
+        summary["pid"] = _start_hypervisor(state_dir, ram_path, entry)
     except BootError:
         if os.path.exists(ram_path):
             os.unlink(ram_path)
         raise
-    return {"pid": pid, "state_dir": state_dir, "memory": memory, "xen_start": start,
-            "placement": how, "image": str(image_path), "xen_version": str(image.xen_version),
-            "cmdline": cmdline}
+    return summary
 
 
-def _start_hypervisor(state_dir, ram_path):
+def _start_hypervisor(state_dir, ram_path, entry):
     err_path = os.path.join(state_dir, "xen.stderr")
     open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path,
-             "--entry", hex(BOOTINFO_ADDR), "--state-dir", state_dir],
+             "--entry", hex(entry), "--state-dir", state_dir],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
             close_fds=True)
     client = privcmd.SocketPrivcmd(state_dir)

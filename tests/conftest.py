@@ -32,3 +32,106 @@ def xen_artifacts():
         pytest.fail("real Xen artifacts missing (%s): run `make fetch-xen`"
                     % ", ".join(str(p) for p in missing))
     return art
+
+
+# --- simulated hosts -------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+class CliResult:
+    def __init__(self, proc):
+        self.returncode = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+
+    def __repr__(self):
+        return "<rc=%d stdout=%r stderr=%r>" % (self.returncode, self.stdout[-500:], self.stderr[-500:])
+
+
+def run_cli(prog, *args, env=None, state_dir=None, timeout=120):
+    """Run `kexec-lu` or `hyperv-sim` as a user would (python -m, same venv)."""
+    module = {"kexec-lu": "kexec_lu", "hyperv-sim": "hyperv_sim"}[prog]
+    full_env = dict(os.environ, **(env or {}))
+    if state_dir is not None:
+        full_env["HYPERV_SIM_DIR"] = str(state_dir)
+    proc = subprocess.run([sys.executable, "-m", module] + [str(a) for a in args],
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    return CliResult(proc)
+
+
+class Host:
+    """A booted simulated host in a temporary directory."""
+
+    def __init__(self, state_dir):
+        from kexec_lu.hypercall import XenClient
+        from kexec_lu.privcmd import SocketPrivcmd
+        self.state_dir = state_dir
+        self.privcmd = SocketPrivcmd(str(state_dir))
+        self.client = XenClient(self.privcmd)
+
+    def toolstack(self, op, **args):
+        return self.privcmd.toolstack(op, **args)
+
+    def kexec_lu(self, *args):
+        return run_cli("kexec-lu", *args, state_dir=self.state_dir)
+
+    def hyperv_sim(self, *args):
+        return run_cli("hyperv-sim", *args, state_dir=self.state_dir)
+
+
+@pytest.fixture(scope="session")
+def sim_images(tmp_path_factory):
+    """Bootable images: {version: path}."""
+    from hyperv_sim.mkimage import write_image
+    d = tmp_path_factory.mktemp("images")
+    out = {}
+    for version in ("4.18", "4.19"):
+        out[version] = d / ("xen-%s.gz" % version)
+        write_image(str(out[version]), xen_version=version)
+    return out
+
+
+def boot_host(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M dom0_mem=256M"):
+    from hyperv_sim.bootloader import boot
+    boot(str(image), str(state_dir), memory, cmdline)
+    return Host(state_dir)
+
+
+def stop_host(state_dir):
+    from hyperv_sim.bootloader import running_pid, shutdown
+    pid = running_pid(str(state_dir))
+    if not pid:
+        return
+    try:
+        shutdown(str(state_dir), timeout=10)
+    except Exception:
+        os.kill(pid, 9)
+
+
+@pytest.fixture
+def host(tmp_path, sim_images):
+    """A 2 GiB host running Xen 4.18 with liveupdate=64M, dom0 only."""
+    state_dir = tmp_path / "host"
+    h = boot_host(state_dir, sim_images["4.18"])
+    yield h
+    stop_host(state_dir)
+
+
+def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M dom0_mem=256M"):
+    """A hypervisor in this process, on fresh host RAM: for tests that look
+    inside (frame table, RAM) rather than through privcmd."""
+    from hyperv_sim.bootloader import power_on
+    from hyperv_sim.console import Console
+    from hyperv_sim.hypervisor import Hypervisor
+    from hyperv_sim.ram import HostRAM
+    ram_path, entry, _ = power_on(str(image), str(state_dir), memory, cmdline)
+    return Hypervisor(HostRAM.open(ram_path), entry, Console(), nr_pcpus=2)
+
+
+@pytest.fixture
+def hv(tmp_path, sim_images):
+    h = make_hypervisor(tmp_path / "hv", sim_images["4.18"])
+    yield h
+    h.ram.close()

@@ -1,0 +1,94 @@
+"""Our struct layouts and ABI numbers are Xen's: compiled against Debian's
+libxen-dev headers and compared field by field."""
+import shutil
+import subprocess
+
+import pytest
+
+from kexec_lu import abi
+from kexec_lu._xen_abi import ffi
+
+STRUCTS = {
+    "xen_kexec_range_t": ["range", "nr", "size", "start"],
+    "xen_kexec_segment_t": ["buf", "buf_size", "dest_maddr", "dest_size"],
+    "xen_kexec_load_t": ["type", "_pad", "arch", "nr_segments", "segments", "entry_maddr"],
+    "xen_kexec_exec_t": ["type"],
+    "xen_kexec_unload_t": ["type"],
+    "xen_kexec_status_t": ["type"],
+    "privcmd_hypercall_t": ["op", "arg"],
+}
+
+CONSTANTS = [
+    "__HYPERVISOR_kexec_op", "__HYPERVISOR_xen_version", "__HYPERVISOR_domctl",
+    "__HYPERVISOR_sysctl",
+    "KEXEC_CMD_kexec", "KEXEC_CMD_kexec_get_range", "KEXEC_CMD_kexec_load",
+    "KEXEC_CMD_kexec_unload", "KEXEC_CMD_kexec_status",
+    "KEXEC_TYPE_DEFAULT", "KEXEC_TYPE_CRASH",
+    "KEXEC_RANGE_MA_CRASH", "KEXEC_RANGE_MA_XEN", "KEXEC_RANGE_MA_CPU",
+    "KEXEC_RANGE_MA_XENHEAP", "KEXEC_RANGE_MA_BOOT_PARAM", "KEXEC_RANGE_MA_EFI_MEMMAP",
+    "KEXEC_RANGE_MA_VMCOREINFO",
+    "XENVER_version", "XENVER_extraversion", "XENVER_capabilities", "XENVER_pagesize",
+    "XENVER_commandline", "XENVER_build_id",
+    "DOMID_SELF", "DOMID_IO", "DOMID_XEN", "DOMID_COW", "DOMID_INVALID", "DOMID_IDLE",
+]
+
+
+def _python_name(c_name):
+    return c_name.replace("__HYPERVISOR_", "HYPERVISOR_")
+
+
+@pytest.fixture(scope="module")
+def xen_layout(xen_artifacts, tmp_path_factory):
+    """{name: value} printed by a C program built against Xen's headers."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "a C compiler is needed to check struct layouts"
+    lines = ['#include <stdio.h>', '#include <stddef.h>', '#include <stdint.h>',
+             '#include <sys/ioctl.h>', '#include <xen/xen.h>', '#include <xen/kexec.h>',
+             '#include <xen/version.h>', '#include <xen/sys/privcmd.h>',
+             'int main(void) {']
+    for struct, fields in STRUCTS.items():
+        lines.append('printf("sizeof %s %%zu\\n", sizeof(%s));' % (struct, struct))
+        for f in fields:
+            lines.append('printf("offsetof %s.%s %%zu\\n", offsetof(%s, %s));' % (struct, f, struct, f))
+    for c in CONSTANTS:
+        lines.append('printf("const %s %%lld\\n", (long long)(%s));' % (c, c))
+    lines.append('printf("const IOCTL_PRIVCMD_HYPERCALL %lld\\n", (long long)IOCTL_PRIVCMD_HYPERCALL);')
+    lines.append("return 0; }")
+    d = tmp_path_factory.mktemp("abi")
+    src, exe = d / "layout.c", d / "layout"
+    src.write_text("\n".join(lines) + "\n")
+    # xen/sys/privcmd.h uses domid_t and xen_pfn_t from xen.h, as libxencall does.
+    subprocess.run([cc, "-D__XEN_TOOLS__", "-I", str(xen_artifacts.include), str(src), "-o", str(exe)],
+                   check=True, capture_output=True, text=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    return {k: int(v) for _, k, v in (line.split() for line in out.splitlines())}
+
+
+@pytest.mark.parametrize("struct", sorted(STRUCTS))
+def test_struct_size_and_offsets_equal_xens(xen_layout, struct):
+    assert ffi.sizeof(struct) == xen_layout[struct]
+    for f in STRUCTS[struct]:
+        assert ffi.offsetof(struct, f) == xen_layout["%s.%s" % (struct, f)], f
+
+
+def test_range_struct_is_24_bytes_on_x86_64(xen_layout):
+    # The design's facts table; a wrong compiler flag would show here first.
+    assert xen_layout["xen_kexec_range_t"] == 24
+
+
+@pytest.mark.parametrize("name", CONSTANTS)
+def test_constants_equal_xens(xen_layout, name):
+    assert getattr(abi, _python_name(name)) == xen_layout[name]
+
+
+def test_privcmd_ioctl_number(xen_layout):
+    # _IOC(_IOC_NONE, 'P', 0, sizeof(privcmd_hypercall_t)): for the real /dev/xen/privcmd.
+    assert xen_layout["IOCTL_PRIVCMD_HYPERCALL"] == (ffi.sizeof("privcmd_hypercall_t") << 16) | (ord("P") << 8)
+
+
+def test_live_update_additions_follow_the_design():
+    # Not in Xen 4.17's header: the seed patches add them after the last range/type.
+    assert abi.KEXEC_RANGE_MA_LIVEUPDATE == abi.KEXEC_RANGE_MA_VMCOREINFO + 1 == 7
+    assert abi.KEXEC_TYPE_LIVEUPDATE == abi.KEXEC_TYPE_CRASH + 1 == 2
+    assert abi.LU_BREADCRUMB_MAGIC.to_bytes(8, "big")[:6] == b"LiveUp"
+    assert abi.LU_BREADCRUMB_MAGIC % abi.PAGE_SIZE == 0

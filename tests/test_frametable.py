@@ -1,0 +1,104 @@
+"""The C core's frame-table scans against a plain-Python reference, and the
+allocator's free list against what the table says."""
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hyperv_sim._lu_core import ffi, lib
+from hyperv_sim.frametable import ENTRY_SIZE, USE_NAMES, FrameAllocator, FrameTable, OutOfMemory
+from kexec_lu.abi import DOMID_INVALID
+
+ENTRY = struct.Struct("<HBBIII")
+
+
+class BufferRAM:
+    """Just enough of HostRAM for a frame table in a bytearray."""
+
+    def __init__(self, nbytes):
+        self.buf = bytearray(nbytes)
+        self.base = ffi.from_buffer("unsigned char[]", self.buf, require_writable=True)
+
+    def pointer(self, maddr, ctype):
+        return ffi.cast(ctype, self.base + maddr)
+
+
+def table_from(entries):
+    ram = BufferRAM(len(entries) * ENTRY_SIZE)
+    for i, (owner, use) in enumerate(entries):
+        ENTRY.pack_into(ram.buf, i * ENTRY_SIZE, owner, use, 0, 0, 0, 0)
+    return FrameTable(ram, 0, len(entries)), ram
+
+
+def reference_extents(entries, owner, use, first, end):
+    runs, run = [], None
+    for mfn in range(first, end):
+        if entries[mfn] == (owner, use):
+            if run is None:
+                run = [mfn, 0]
+            run[1] += 1
+        elif run is not None:
+            runs.append(tuple(run))
+            run = None
+    if run is not None:
+        runs.append(tuple(run))
+    return runs
+
+
+frame_entries = st.lists(st.tuples(st.sampled_from([0, 1, 7, DOMID_INVALID]),
+                                   st.integers(0, lib.LU_USE_MAX - 1)), min_size=1, max_size=300)
+
+
+def test_entry_is_16_bytes():
+    assert ENTRY_SIZE == ENTRY.size == 16
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries=frame_entries, data=st.data())
+def test_scan_count_and_histogram_match_the_reference(entries, data):
+    ft, _ram = table_from(entries)
+    owner, use = data.draw(st.sampled_from(entries))
+    first = data.draw(st.integers(0, len(entries)))
+    end = data.draw(st.integers(first, len(entries)))
+    want = reference_extents(entries, owner, use, first, end)
+    assert ft.extents(owner, use, first, end) == want
+    assert ft.count(owner, use, first, end) == sum(n for _, n in want)
+    hist = ft.histogram()
+    for u, name in USE_NAMES.items():
+        assert hist.get(name, 0) == sum(1 for _, x in entries if x == u)
+    mismatch = lib.lu_frames_find_mismatch(ft.frames, first, end, owner, use)
+    expect = next((m for m in range(first, end) if entries[m] != (owner, use)), end)
+    assert mismatch == expect
+
+
+def test_scan_reports_totals_beyond_its_output_arrays():
+    entries = [(1, lib.LU_USE_GUEST), (DOMID_INVALID, lib.LU_USE_FREE)] * 200
+    ft, _ram = table_from(entries)
+    assert len(ft.extents(1, lib.LU_USE_GUEST)) == 200
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=st.lists(st.tuples(st.sampled_from(["alloc", "alloc-contig", "free"]),
+                              st.integers(1, 40)), max_size=40))
+def test_allocator_free_list_always_equals_the_table(ops):
+    n = 512
+    entries = [(DOMID_INVALID, lib.LU_USE_FREE)] * n
+    ft, _ram = table_from(entries)
+    ft.mark(0, 16, 0x7FF2, lib.LU_USE_RESERVED)
+    alloc = FrameAllocator(ft)
+    held = []
+    for op, size in ops:
+        if op == "free" and held:
+            alloc.release(held.pop(size % len(held)))
+            continue
+        try:
+            got = alloc.alloc(size, 5, lib.LU_USE_GUEST, contiguous=(op == "alloc-contig"), align=4)
+        except OutOfMemory:
+            continue
+        assert sum(c for _, c in got) == size
+        if op == "alloc-contig":
+            assert len(got) == 1 and got[0][0] % 4 == 0
+        held.append(got)
+    assert alloc.free_extents() == ft.extents(DOMID_INVALID, lib.LU_USE_FREE)
+    assert ft.count(5, lib.LU_USE_GUEST) == sum(c for ext in held for _, c in ext)
+    assert ft.all_match(0, 16, 0x7FF2, lib.LU_USE_RESERVED)

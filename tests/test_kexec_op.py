@@ -1,0 +1,178 @@
+"""kexec_op over the privcmd socket, as kexec-lu issues it: ranges,
+load / unload / status for every type, and Xen's validation rules."""
+import hashlib
+import os
+import stat
+
+import pytest
+
+from kexec_lu import abi
+from kexec_lu.errors import HypercallError
+from kexec_lu.hypercall import _Buffers
+from kexec_lu._xen_abi import ffi
+from kexec_lu.units import MiB
+
+from conftest import boot_host, stop_host
+
+PAGE = abi.PAGE_SIZE
+
+
+def lu_window(client):
+    lu_start, lu_size = client.get_range(abi.KEXEC_RANGE_MA_LIVEUPDATE)
+    xen_start, xen_size = client.get_range(abi.KEXEC_RANGE_MA_XEN)
+    return lu_start, lu_size, xen_start, xen_size
+
+
+def loaded_images(host):
+    return host.toolstack("info")["kexec"]
+
+
+def test_every_range_answers_like_xen_on_x86(host):
+    c = host.client
+    lu_start, lu_size, xen_start, xen_size = lu_window(c)
+    assert lu_size == 64 * MiB and lu_start + lu_size == xen_start
+    assert xen_start % (2 * MiB) == 0 and xen_size == 3 * MiB
+    assert c.get_range(abi.KEXEC_RANGE_MA_CRASH) == (0, 0)        # no crashkernel=
+    nr_cpus = host.toolstack("info")["nr_cpus"]
+    notes = [c.get_range(abi.KEXEC_RANGE_MA_CPU, n) for n in range(nr_cpus)]
+    assert len({s for s, _ in notes}) == nr_cpus and all(z > 0 for _, z in notes)
+    with pytest.raises(HypercallError) as e:
+        c.get_range(abi.KEXEC_RANGE_MA_CPU, nr_cpus)
+    assert e.value.errno == abi.EINVAL
+    for rid in (abi.KEXEC_RANGE_MA_XENHEAP, abi.KEXEC_RANGE_MA_BOOT_PARAM,
+                abi.KEXEC_RANGE_MA_EFI_MEMMAP, 99):
+        with pytest.raises(HypercallError) as e:
+            c.get_range(rid)
+        assert e.value.errno == abi.EINVAL
+    start, size = c.get_range(abi.KEXEC_RANGE_MA_VMCOREINFO)
+    with open(host.state_dir / "ram", "rb") as ram:
+        ram.seek(start)
+        assert ram.read(size).startswith(b"VMCOREINFO_XEN\n")
+
+
+def lu_segments(client, image_bytes=b"\x90" * 5000):
+    lu_start, lu_size, xen_start, xen_size = lu_window(client)
+    dest = xen_start
+    return [(b"boot", dest - PAGE, PAGE), (image_bytes, dest, 3 * MiB)], dest - PAGE
+
+
+def test_liveupdate_load_is_staged_and_replaces_atomically(host):
+    c = host.client
+    free0 = host.toolstack("info")["free_memory"]
+    segs, entry = lu_segments(c)
+    assert c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 0
+    c.kexec_load(abi.KEXEC_TYPE_LIVEUPDATE, abi.EM_X86_64, entry, segs)
+    assert c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1
+    assert c.kexec_status(abi.KEXEC_TYPE_DEFAULT) == 0
+    img = loaded_images(host)["liveupdate"]
+    expect = hashlib.sha256()
+    for data, dest, size in sorted(segs, key=lambda s: s[1]):
+        expect.update(dest.to_bytes(8, "little") + data + bytes(size - len(data)))
+    assert img["sha256"] == expect.hexdigest()           # trailing part zeroed
+    assert all(s["staged"] for s in img["segments"])
+    # The running Xen's image is untouched until exec.
+    with open(host.state_dir / "ram", "rb") as ram:
+        ram.seek(segs[1][1])
+        assert ram.read(5000) != segs[1][0]
+    staged_cost = free0 - host.toolstack("info")["free_memory"]
+    assert staged_cost == PAGE + 3 * MiB
+    # A second load replaces the first; the first's staging is freed.
+    segs2, _ = lu_segments(c, b"\xcc" * 100)
+    c.kexec_load(abi.KEXEC_TYPE_LIVEUPDATE, abi.EM_X86_64, entry, segs2)
+    assert loaded_images(host)["liveupdate"]["sha256"] != img["sha256"]
+    assert free0 - host.toolstack("info")["free_memory"] == staged_cost
+    c.kexec_unload(abi.KEXEC_TYPE_LIVEUPDATE)
+    assert c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 0
+    assert host.toolstack("info")["free_memory"] == free0
+    c.kexec_unload(abi.KEXEC_TYPE_LIVEUPDATE)            # nothing loaded: still 0
+
+
+def expect_errno(errno_value, fn, *args):
+    with pytest.raises(HypercallError) as e:
+        fn(*args)
+    assert e.value.errno == errno_value, str(e.value)
+
+
+def test_bad_loads_are_refused_and_change_nothing(host):
+    c = host.client
+    segs, entry = lu_segments(c)
+    c.kexec_load(abi.KEXEC_TYPE_LIVEUPDATE, abi.EM_X86_64, entry, segs)
+    before = loaded_images(host)
+    free = host.toolstack("info")["free_memory"]
+    lu_start, lu_size, xen_start, xen_size = lu_window(c)
+    LU = abi.KEXEC_TYPE_LIVEUPDATE
+    bad = {
+        "unaligned dest": (abi.EINVAL, LU, abi.EM_X86_64, entry, [(b"x", entry + 8, PAGE)]),
+        "buf bigger than dest": (abi.EINVAL, LU, abi.EM_X86_64, entry, [(bytes(PAGE + 1), entry, PAGE)]),
+        "overlap": (abi.EINVAL, LU, abi.EM_X86_64, entry,
+                    [(b"a", entry, 2 * PAGE), (b"b", entry + PAGE, PAGE)]),
+        "outside window": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, xen_start + xen_size,
+                           [(b"a", xen_start + xen_size, PAGE)]),
+        "breadcrumb page": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, lu_start, [(b"a", lu_start, PAGE)]),
+        "entry in no segment": (abi.EINVAL, LU, abi.EM_X86_64, entry + 2 * PAGE, [(b"a", entry, PAGE)]),
+        "unknown type": (abi.EINVAL, 7, abi.EM_X86_64, entry, segs),
+        "not x86": (abi.EINVAL, LU, 40, entry, segs),
+        "too many segments": (abi.EINVAL, LU, abi.EM_X86_64, entry,
+                              [(b"a", entry - i * PAGE, PAGE) for i in range(17)]),
+        "crash without region": (abi.EINVAL, abi.KEXEC_TYPE_CRASH, abi.EM_X86_64, entry, segs),
+        "no memory to stage": (abi.ENOMEM, abi.KEXEC_TYPE_DEFAULT, abi.EM_X86_64, PAGE,
+                               [(b"a", PAGE, 1900 * MiB)]),   # in RAM, more than is free
+    }
+    for name, (errno_value, *args) in bad.items():
+        expect_errno(errno_value, c.kexec_load, *args)
+        assert loaded_images(host) == before, name
+        assert host.toolstack("info")["free_memory"] == free, name
+
+
+def test_handle_outside_the_callers_buffers_is_efault(host):
+    c = host.client
+    bufs = _Buffers()
+    load = ffi.new("xen_kexec_load_t *", {"type": 2, "arch": abi.EM_X86_64, "nr_segments": 1,
+                                           "segments": 0xdead0000, "entry_maddr": 0})
+    arg = bufs.add(load)
+    ret = c._hypercall(abi.HYPERVISOR_kexec_op, [abi.KEXEC_CMD_kexec_load, arg], bufs)
+    assert ret == -abi.EFAULT
+    assert c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 0
+
+
+def test_unknown_hypercall_is_enosys(host):
+    assert host.client._hypercall(999, [0], _Buffers()) == -abi.ENOSYS
+
+
+def test_xen_version_and_command_line(host):
+    assert host.client.version() == (4, 18, "")
+    assert host.client.commandline() == "liveupdate=64M dom0_mem=256M"
+
+
+def test_crash_image_goes_straight_to_its_destination(tmp_path, sim_images):
+    state = tmp_path / "crash"
+    host = boot_host(state, sim_images["4.18"], cmdline="liveupdate=64M dom0_mem=256M crashkernel=64M")
+    try:
+        c = host.client
+        start, size = c.get_range(abi.KEXEC_RANGE_MA_CRASH)
+        assert size == 64 * MiB
+        data = os.urandom(3 * PAGE + 17)
+        c.kexec_load(abi.KEXEC_TYPE_CRASH, abi.EM_X86_64, start, [(data, start, 8 * PAGE)])
+        with open(state / "ram", "rb") as ram:
+            ram.seek(start)
+            assert ram.read(8 * PAGE) == data + bytes(8 * PAGE - len(data))
+        expect_errno(abi.EADDRNOTAVAIL, c.kexec_load, abi.KEXEC_TYPE_CRASH, abi.EM_X86_64,
+                     start + size, [(data, start + size, 8 * PAGE)])
+        c.kexec_unload(abi.KEXEC_TYPE_CRASH)
+        with open(state / "ram", "rb") as ram:
+            ram.seek(start)
+            assert ram.read(8 * PAGE) == bytes(8 * PAGE)
+    finally:
+        stop_host(state)
+
+
+def test_exec_is_refused_until_live_update_exists(host):
+    expect_errno(abi.ENOENT, host.client.kexec_exec, abi.KEXEC_TYPE_LIVEUPDATE)
+
+
+def test_privcmd_socket_and_state_dir_are_private(host):
+    sock = host.state_dir / "privcmd"
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(host.state_dir.stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE((host.state_dir / "ram").stat().st_mode) == 0o600
