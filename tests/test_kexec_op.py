@@ -176,3 +176,65 @@ def test_privcmd_socket_and_state_dir_are_private(host):
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     assert stat.S_IMODE(host.state_dir.stat().st_mode) & 0o077 == 0
     assert stat.S_IMODE((host.state_dir / "ram").stat().st_mode) == 0o600
+
+
+
+NOBODY = 65534
+# A client in C: another user cannot run this machine's Python (it lives in
+# root's home), and the check is about the socket, not the client.
+PROBE_C = r"""
+#include <stdio.h>
+#include <string.h>
+#include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+int main(int argc, char **argv) {
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    const char *req = "T{\"op\": \"list\"}";
+    uint32_t len = strlen(req);
+    char buf[16];
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    strncpy(a.sun_path, argv[1], sizeof(a.sun_path) - 1);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) { printf("CONNECT %s\n", strerror(errno)); return 0; }
+    if (write(fd, &len, 4) != 4 || write(fd, req, len) != (ssize_t)len) { printf("WRITE\n"); return 0; }
+    printf(read(fd, buf, sizeof(buf)) > 0 ? "ANSWERED\n" : "CLOSED\n");
+    return 0;
+}
+"""
+
+
+def _as_nobody(probe, sock):
+    import subprocess
+    return subprocess.run([probe, sock], user=NOBODY, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to a second uid needs root")
+def test_only_the_owner_gets_in(sim_images):
+    import shutil
+    import subprocess
+    import tempfile
+    # A state dir another user can reach, so both the socket's mode and the
+    # peer-credential check are what stands in the way.
+    base = tempfile.mkdtemp(prefix="kexec-lu-uid-")
+    os.chmod(base, 0o755)
+    state = os.path.join(base, "host")
+    os.mkdir(state, 0o755)
+    probe = os.path.join(base, "probe")
+    with open(probe + ".c", "w") as f:
+        f.write(PROBE_C)
+    subprocess.run(["cc", "-o", probe, probe + ".c"], check=True)
+    sock = os.path.join(state, "privcmd")
+    try:
+        host = boot_host(state, sim_images["4.18"])
+        assert _as_nobody(probe, sock) == "CONNECT Permission denied"       # mode 0600
+        os.chmod(sock, 0o666)
+        assert _as_nobody(probe, sock) == "CLOSED"                          # SO_PEERCRED
+        assert any("refused pid" in l and "uid %d" % NOBODY in l for l in host.toolstack("dmesg"))
+        os.chmod(sock, 0o600)
+        assert host.toolstack("list")                                       # the owner still gets in
+    finally:
+        stop_host(state)
+        shutil.rmtree(base, ignore_errors=True)
