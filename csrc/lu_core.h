@@ -29,7 +29,10 @@ enum lu_frame_use {
     LU_USE_KIMAGE = 6,      /* staging copy of a loaded kexec image */
     LU_USE_CRASH = 7,       /* crash-kernel region (crashkernel=) */
     LU_USE_STREAM = 8,      /* live-update stream data pages */
-    LU_USE_MAX = 9
+    LU_USE_SHARED = 9,      /* Xen page shared with its owner: shared info, grant frames */
+    LU_USE_M2P = 10,        /* the machine-to-phys table: kept across a live update */
+    LU_USE_IOMMU_PT = 11,   /* IOMMU page tables: live while devices do DMA */
+    LU_USE_MAX = 12
 };
 
 /* Mark frames [first, first + count): owner, use, counts. */
@@ -66,3 +69,228 @@ int lu_ram_scrub(int fd, uint64_t offset, uint64_t len);
 /* counts[use] += frames in [first, end) with that use; counts has LU_USE_MAX slots. */
 void lu_frames_histogram(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint64_t *counts);
+
+/* ------------------------------------------------------------------------
+ * Page types and reference counts, Xen-style.
+ *   type_info: type in bits 28-31, PGT_pinned in bit 27, type count below.
+ *   count_info: PGC_allocated in bit 31, general reference count below.
+ */
+enum lu_pgt {
+    LU_PGT_NONE = 0, LU_PGT_L1 = 1, LU_PGT_L2 = 2, LU_PGT_L3 = 3, LU_PGT_L4 = 4,
+    LU_PGT_SEG_DESC = 5, LU_PGT_WRITABLE = 7,
+    LU_PGT_TYPE_SHIFT = 28,
+    LU_PGT_PINNED = 0x08000000,
+    LU_PGT_COUNT_MASK = 0x07ffffff,
+    LU_PGC_ALLOCATED = 0x80000000,
+    LU_PGC_COUNT_MASK = 0x7fffffff
+};
+
+/* x86-64 page-table entry bits the simulator uses. */
+enum lu_pte {
+    LU_PTE_PRESENT = 1, LU_PTE_RW = 2,
+    LU_PTE_ENTRIES = 512
+};
+
+/* What the page tables, pins and mappings imply for one frame. */
+struct lu_expect {
+    uint32_t type_info;
+    uint32_t count;
+};
+
+enum lu_walk_error {
+    LU_WALK_OK = 0,
+    LU_WALK_NOT_OWNED = 1,      /* an entry points at a frame the domain does not own */
+    LU_WALK_TYPE_CONFLICT = 2,  /* a frame would need two types at once */
+    LU_WALK_OUT_OF_RANGE = 3    /* an entry points past the end of RAM */
+};
+
+/*
+ * Walk a PV domain's page tables from its L4 and add what they imply to an
+ * accumulator of {type_info, count} pairs, one per frame, `stride` bytes
+ * apart: either a struct lu_expect array (stride 8) or the frame table
+ * itself (&ft[0].type_info, stride 16), which is how pinning takes its
+ * references.  Adds a type and a general reference on every page table below
+ * the root, a general reference on every mapped frame and a writable type
+ * reference for each RW mapping.  Each table is descended once, when its type
+ * count first becomes non-zero, as Xen validates it.  Stops at the first
+ * inconsistency: returns its lu_walk_error with the table frame and entry.
+ */
+int lu_pv_walk(const uint8_t *ram, uint64_t nr_frames, const struct lu_frame *ft,
+               uint16_t domid, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
+               uint64_t *bad_mfn, uint32_t *bad_entry);
+
+/* Page-table entries for `count` consecutive frames from first_mfn. */
+void lu_pt_fill(uint64_t *entries, uint64_t first_mfn, uint64_t count, uint64_t flags);
+
+/* out[i] = first + i for i < count (a P2M run). */
+void lu_fill_run(uint64_t *out, uint64_t first, uint64_t count);
+
+/* Expectations every frame starts from: one PGC_allocated reference for
+ * frames a domain owns (guest or shared), nothing for the rest. */
+void lu_expect_init(const struct lu_frame *ft, struct lu_expect *ex, uint64_t nr_frames);
+
+/*
+ * Walk a 4-level IOMMU table from root_mfn; for every present leaf, check
+ * that gfn -> mfn equals p2m[gfn] (p2m has nr_gfns entries).  Returns the
+ * number of leaves, or -1 with *bad_gfn set at the first mismatch.
+ */
+int64_t lu_iommu_check(const uint8_t *ram, uint64_t nr_frames, uint64_t root_mfn,
+                       const uint64_t *p2m, uint64_t nr_gfns, uint64_t *bad_gfn);
+
+/* Frames whose table entry differs from expectation: up to max_out of them. */
+uint64_t lu_frames_compare(const struct lu_frame *ft, const struct lu_expect *ex,
+                           uint64_t first, uint64_t end, uint64_t *out, uint64_t max_out);
+
+/* ------------------------------------------------------------------------
+ * Guests at work.  Every vCPU runs a deterministic workload: step k writes
+ * lu_workload_value(seed, vcpu, k) to slot k mod (ws_pages * 512) of its
+ * working set and sets its registers from k, so memory and registers after
+ * n steps are known in closed form.  HVM vCPUs read a device-model register
+ * every io_every steps; PV frontends send a request to dom0's backend every
+ * ring_every steps.  Both wait for dom0, whose vCPUs run the device model and
+ * the backends (dom0 software) when scheduled.
+ */
+enum lu_runstate {
+    LU_RUN_RUNNABLE = 0,
+    LU_RUN_BLOCKED_IO = 1,     /* HVM: I/O request in flight (not restartable) */
+    LU_RUN_BLOCKED_RING = 2    /* PV frontend: ring full, waiting for responses */
+};
+
+enum lu_evtchn_abi { LU_EVTCHN_2L = 0, LU_EVTCHN_FIFO = 1 };
+
+enum lu_domtype { LU_DOM_PV = 0, LU_DOM_PVH = 1, LU_DOM_HVM = 2 };
+
+/* Xen's struct ioreq (public/hvm/ioreq.h), 32 bytes. */
+struct lu_ioreq {
+    uint64_t addr;
+    uint64_t data;
+    uint32_t count;
+    uint32_t size;
+    uint32_t vp_eport;
+    uint16_t _pad0;
+    uint8_t  state:4;
+    uint8_t  data_is_ptr:1;
+    uint8_t  dir:1;
+    uint8_t  df:1;
+    uint8_t  _pad1:1;
+    uint8_t  type;
+};
+
+enum lu_ioreq_state {
+    LU_IOREQ_NONE = 0, LU_IOREQ_READY = 1, LU_IOREQ_INPROCESS = 2, LU_IORESP_READY = 3,
+    LU_IOREQ_TYPE_COPY = 1, LU_IOREQ_READ = 1,
+    LU_IO_MMIO_BASE = 0xfed00000
+};
+
+/* A shared ring (Xen's io/ring.h layout): 64-byte header, 16-byte slots. */
+struct lu_sring {
+    uint32_t req_prod, req_event, rsp_prod, rsp_event;
+    uint8_t  pad[48];
+    uint64_t ring[256];      /* LU_RING_SIZE slots of {u64 id, u64 value} */
+};
+enum lu_ring { LU_RING_SIZE = 128 };
+
+/* Where one event channel's pending/masked bits live in guest memory. */
+struct lu_port {
+    uint8_t *page;           /* shared info (2-level) or the event array page (FIFO) */
+    uint32_t port;
+    uint32_t abi;
+};
+
+/* Software state a guest keeps in its own memory (its "info page", gfn 0). */
+struct lu_guest_info {
+    uint64_t magic;          /* LU_GUEST_MAGIC */
+    uint64_t seed;
+    uint64_t rsp_cons;       /* PV frontend: responses consumed */
+    uint64_t rsp_errors;     /* responses that did not match their request */
+    uint64_t ws_base_gfn;    /* working sets: vCPU i at ws_base_gfn + i * ws_pages */
+    uint32_t ws_pages;
+    uint32_t io_every;
+    uint32_t ring_every;
+    uint32_t ring_gfn;
+};
+
+struct lu_regs {
+    uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp;
+    uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+    uint64_t rip, rflags;
+};
+
+struct lu_vcpu {
+    struct lu_regs regs;
+    uint64_t steps;
+    uint64_t seed;
+    uint32_t domid, vcpu_id, dtype, runstate;
+    uint32_t pause_req;      /* honoured between steps */
+    uint32_t on_cpu;         /* a pCPU is running it */
+    uint32_t io_every;       /* HVM device-model reads; 0: none */
+    uint32_t ring_every;     /* PV frontend requests; 0: none */
+    uint32_t ws_pages;
+    uint32_t idle;           /* no workload: never runs steps */
+    uint8_t *ram;
+    uint64_t *ws_mfns;       /* ws_pages frames of the working set */
+    struct lu_ioreq *ioreq;  /* HVM: this vCPU's slot */
+    struct lu_port dm_port;  /* dom0's port for this slot */
+    struct lu_port io_port;  /* this vCPU's port for the answer */
+    struct lu_sring *ring;   /* PV frontend: the ring it shares with dom0 */
+    struct lu_guest_info *info;
+    struct lu_port be_port;  /* dom0 backend's port */
+    struct lu_port fe_port;  /* this frontend's port */
+    uint64_t last_step_ns;   /* when the last step ran */
+    uint64_t max_gap_ns;     /* longest wait between two steps seen by the guest */
+};
+
+/* dom0 software: a device-model client (one HVM vCPU's ioreq slot). */
+struct lu_dm_client {
+    struct lu_ioreq *ioreq;
+    struct lu_port dm_port;
+    struct lu_port io_port;
+};
+
+/* dom0 software: a backend serving one PV frontend's ring. */
+struct lu_backend {
+    struct lu_sring *ring;   /* dom0's grant mapping of the frontend's page */
+    uint64_t *req_cons;      /* in dom0's own memory */
+    struct lu_port be_port;
+    struct lu_port fe_port;
+    uint32_t connected;
+};
+
+struct lu_sched {
+    struct lu_vcpu **vcpus;
+    uint32_t nr_vcpus;
+    uint32_t slice;          /* steps per turn on a pCPU */
+    uint32_t stop;
+    uint32_t cursor;
+    struct lu_dm_client *dm;
+    uint32_t nr_dm;
+    struct lu_backend *be;
+    uint32_t nr_be;
+    uint32_t dom0_running;   /* dom0 software runs only while dom0 does */
+};
+
+uint64_t lu_workload_value(uint64_t seed, uint32_t vcpu_id, uint64_t k);
+uint64_t lu_dm_read(uint64_t addr);
+uint64_t lu_backend_answer(uint64_t value);
+uint64_t lu_ring_request(uint64_t seed, uint32_t vcpu_id, uint64_t seq);
+
+/* Registers a vCPU must hold after `steps` steps. */
+void lu_workload_regs(uint64_t seed, uint32_t vcpu_id, uint32_t ws_pages, uint32_t io_every,
+                      uint64_t steps, struct lu_regs *out);
+
+/* Working-set slots that differ from what `steps` steps wrote: returns the
+ * count and the first one found (slot, value read, value expected). */
+uint64_t lu_workload_check(const uint8_t *ram, const uint64_t *ws_mfns, uint32_t ws_pages,
+                           uint64_t seed, uint32_t vcpu_id, uint64_t steps,
+                           uint64_t *slot, uint64_t *got, uint64_t *want);
+
+/* Event channel bits in guest memory. */
+void lu_port_set_pending(const struct lu_port *p);
+int lu_port_pending(const struct lu_port *p);
+int lu_port_masked(const struct lu_port *p);
+void lu_port_clear_pending(const struct lu_port *p);
+
+/* A pCPU: runs vCPUs in turn until s->stop.  Called on its own thread, with
+ * the GIL released (cffi does that). */
+void lu_sched_run(struct lu_sched *s, uint32_t pcpu);
+uint64_t lu_now_ns(void);

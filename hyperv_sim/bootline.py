@@ -14,6 +14,7 @@ DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
+MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
 VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus")
 
 
@@ -53,6 +54,9 @@ def _int(name, value, low=1, high=4096):
 
 def parse(text):
     """Parse a command line; BootLineError names the offending option."""
+    if len(text.encode()) > MAX_CMDLINE:
+        raise BootLineError("command line is %d bytes; Xen takes at most %d"
+                            % (len(text.encode()), MAX_CMDLINE))
     opts = BootOptions(text=text)
     try:
         words = shlex.split(text)

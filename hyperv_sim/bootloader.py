@@ -104,16 +104,21 @@ def power_on(image_path, state_dir, memory, cmdline):
         if os.path.exists(stale):
             os.unlink(stale)
     from hyperv_sim.ram import HostRAM   # the C core is needed only from here
+    eip = start + (image.entry - image.load_start)
+    # multiboot2's basic meminfo is 32-bit KiB: loaders report what fits.
+    page = bootinfo.build_page(BOOTINFO_ADDR, eip=eip, cmdline=cmdline, load_base_addr=start,
+                               mem_lower_kib=640, mem_upper_kib=min((memory - MiB) >> 10, 0xFFFFFFFF),
+                               loader_name="hyperv-sim boot")
     ram = HostRAM.create(ram_path, memory)
     try:
-        eip = start + (image.entry - image.load_start)
         ram.write(start, image.loaded_bytes())
-        ram.write(BOOTINFO_ADDR, bootinfo.build_page(
-            BOOTINFO_ADDR, eip=eip, cmdline=cmdline, load_base_addr=start,
-            mem_lower_kib=640, mem_upper_kib=(memory - MiB) >> 10, loader_name="hyperv-sim boot"))
+        ram.write(BOOTINFO_ADDR, page)
         ram.map.flush()
-    finally:
+    except BaseException:
         ram.close()
+        os.unlink(ram_path)
+        raise
+    ram.close()
     summary = {"state_dir": state_dir, "memory": memory, "xen_start": start, "placement": how,
                "image": str(image_path), "xen_version": str(image.xen_version), "cmdline": cmdline}
     return ram_path, BOOTINFO_ADDR, summary

@@ -23,7 +23,7 @@ def _size(default_unit):
 
 
 state_dir_option = click.option(
-    "--state-dir", envvar="HYPERV_SIM_DIR", default=default_state_dir, show_default="$HYPERV_SIM_DIR or ~/.local/state/hyperv-sim",
+    "--state-dir", envvar="HYPERV_SIM_DIR", default=default_state_dir, show_default="$HYPERV_SIM_DIR, else $XDG_STATE_HOME/hyperv-sim or ~/.local/state/hyperv-sim",
     type=click.Path(file_okay=False), help="The simulated host's directory (RAM, privcmd socket, console log).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -92,15 +92,20 @@ def shutdown(state_dir):
               help="Bytes the image occupies in memory (default: text size + 2M).")
 @click.option("--no-relocatable", is_flag=True, help="Leave out the multiboot2 relocatable tag.")
 @click.option("--no-live-update", is_flag=True,
-              help="Leave out the live-update notes (an image that cannot restore a stream).")
+              help="Leave out the stream note: a bootable image that cannot restore a "
+                   "live-update stream.")
+@click.option("--no-personality", is_flag=True,
+              help="Leave out every XenLU note, like a real Xen build: inspectable and "
+                   "loadable, not bootable by the simulator.")
 def mkimage(xen_version, output, elf64, no_gzip, text_size, mem_size, no_relocatable,
-            no_live_update):
+            no_live_update, no_personality):
     """Write a Xen-like image the simulator can boot and live-update into."""
     from .mkimage import write_image
     try:
         write_image(output, xen_version=xen_version, elf_class=64 if elf64 else 32,
                     gzip=not no_gzip, text_size=text_size, mem_size=mem_size,
-                    relocatable=not no_relocatable, lu=not no_live_update)
+                    relocatable=not no_relocatable, personality=not no_personality,
+                    lu=not no_live_update)
     except ValueError as e:
         raise KexecLuError("mkimage: %s" % e)
     except OSError as e:

@@ -94,8 +94,12 @@ class Hypervisor:
             raise BootFailure("live-update restore (liveupdate=...@base) is not supported "
                               "by this hypervisor build")
         self._lay_out_memory()
-        dom0 = self.create_domain("Domain-0", "pv", self.opts.dom0_mem, self.opts.dom0_max_vcpus,
-                                  control=True)
+        try:
+            dom0 = self.create_domain("Domain-0", "pv", self.opts.dom0_mem,
+                                      self.opts.dom0_max_vcpus, control=True)
+        except DomainError as e:
+            raise BootFailure("cannot build dom0 (dom0_mem=%s): %s"
+                              % (format_size(self.opts.dom0_mem), e))
         self.console.log("Dom0: %s, %d vCPUs", format_size(dom0.memory_bytes), dom0.vcpus)
 
     def _lay_out_memory(self):

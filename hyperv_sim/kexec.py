@@ -58,6 +58,23 @@ class KexecImage:
         }
 
 
+def _hash_zeros(digest, n):
+    chunk = bytes(min(n, 1 << 20))
+    while n > 0:
+        digest.update(chunk[:min(n, len(chunk))])
+        n -= len(chunk)
+
+
+def _digest(segs, datas):
+    """sha256 of every segment as it must appear at its destination."""
+    digest = hashlib.sha256()
+    for seg, data in zip(segs, datas):
+        digest.update(seg.dest.to_bytes(8, "little"))
+        digest.update(data)
+        _hash_zeros(digest, seg.dest_size - len(data))
+    return digest.hexdigest()
+
+
 class Kexec:
     def __init__(self, hv):
         self.hv = hv
@@ -131,22 +148,26 @@ class Kexec:
                                % (len(segments), abi.KEXEC_SEGMENT_MAX))
         segs = [Segment(dest=d, dest_size=ds, buf_size=bs) for _, bs, d, ds in segments]
         self._check_segments(ktype, segs, entry)
+        if ktype != abi.KEXEC_TYPE_CRASH:
+            need = sum(s.dest_size for s in segs) // PAGE_SIZE
+            if need > self.hv.allocator.free_frames:
+                raise KexecFailure(abi.ENOMEM, "load: staging needs %d frames, %d free"
+                                   % (need, self.hv.allocator.free_frames))
         datas = [read_buf(h, bs) if bs else b"" for h, bs, _, _ in segments]
+        image = KexecImage(ktype, arch, entry, segs, _digest(segs, datas))
 
-        digest = hashlib.sha256()
-        for seg, data in zip(segs, datas):
-            digest.update(seg.dest.to_bytes(8, "little"))
-            digest.update(data)
-            digest.update(bytes(seg.dest_size - len(data)))
-        image = KexecImage(ktype, arch, entry, segs, digest.hexdigest())
-
+        old = self.images.get(ktype)
         if ktype == abi.KEXEC_TYPE_CRASH:
+            # The crash region is reserved for this: the old image goes first,
+            # so that scrubbing it cannot wipe the new one.
+            if old:
+                self._release(old)
+                old = None
             for seg, data in zip(segs, datas):
                 self.hv.ram.write(seg.dest, data)
                 self.hv.ram.zero(seg.dest + len(data), seg.dest_size - len(data))
         else:
             self._stage(image, datas)
-        old = self.images.get(ktype)
         self.images[ktype] = image
         if old:
             self._release(old)

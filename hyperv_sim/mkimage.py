@@ -84,7 +84,7 @@ def _check_args(xen_version, elf_class, text_size, mem_size, link_addr,
             raise ValueError("record type %r is not a u32" % (t,))
 
 
-def _personality(xen_version, relocatable, with_mb2, lu, lu_stream_versions,
+def _personality(xen_version, relocatable, with_mb2, personality, lu, lu_stream_versions,
                  lu_record_types, mem_size, stub_len):
     """Segment bytes from MB2_OFFSET up to the filler, and where the notes and
     the build-id descriptor sit in them (offsets from segment start)."""
@@ -100,14 +100,17 @@ def _personality(xen_version, relocatable, with_mb2, lu, lu_stream_versions,
     notes_at = stub_len + len(out)
     notes = xennotes.encode_note(xennotes.GNU_OWNER, xennotes.NT_GNU_BUILD_ID, b"\0" * 20)
     build_id_at = notes_at + len(notes) - 20
-    if lu:
-        notes += (xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_VERSION,
-                                       xennotes.encode_version(major, minor, extra))
-                  + xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_STREAM,
-                                         xennotes.encode_stream(*lu_stream_versions,
-                                                                lu_record_types))
-                  + xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_IMAGE,
-                                         xennotes.encode_image(mem_size)))
+    # The personality (version, image size) makes an image bootable by the
+    # simulator; the stream note says it can restore a live-update stream.
+    if personality:
+        notes += xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_VERSION,
+                                      xennotes.encode_version(major, minor, extra))
+        if lu:
+            notes += xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_STREAM,
+                                          xennotes.encode_stream(*lu_stream_versions,
+                                                                 lu_record_types))
+        notes += xennotes.encode_note(xennotes.XENLU_OWNER, xennotes.XENLU_NOTE_IMAGE,
+                                      xennotes.encode_image(mem_size))
     out += notes
     # Xen's compile-info strings (version, compiler, extra), so that a
     # stripped image without XenLU notes still says which Xen it is.
@@ -139,11 +142,12 @@ def _stray_markers(head, personality_end):
 
 
 def build_image(xen_version="4.18.0", elf_class=32, gzip=True, text_size=MiB, mem_size=None,
-                relocatable=True, with_mb2=True, lu=True,
+                relocatable=True, with_mb2=True, personality=True, lu=True,
                 lu_stream_versions=(LU_FORMAT_VERSION, LU_FORMAT_VERSION),
                 lu_record_types=ALL_RECORD_TYPES, link_addr=DEFAULT_LINK_ADDR):
-    """The image file's bytes.  ``relocatable`` only matters with ``with_mb2``.
-    Same arguments, same bytes."""
+    """The image file's bytes.  ``relocatable`` only matters with ``with_mb2``;
+    ``lu`` (the stream note) only with ``personality`` (the XenLU notes that
+    make the simulator boot it).  Same arguments, same bytes."""
     if mem_size is None and isinstance(text_size, int):
         mem_size = -(-(text_size + 2 * MiB) // PAGE_SIZE) * PAGE_SIZE
     lu_stream_versions = tuple(lu_stream_versions)
@@ -157,7 +161,7 @@ def build_image(xen_version="4.18.0", elf_class=32, gzip=True, text_size=MiB, me
     vaddr = link_addr + (XEN_VIRT_BASE if elf_class == 64 else 0)
 
     pers, notes_at, notes_len, build_id_at = _personality(
-        xen_version, relocatable, with_mb2, lu, lu_stream_versions, lu_record_types,
+        xen_version, relocatable, with_mb2, personality, lu, lu_stream_versions, lu_record_types,
         mem_size, MB2_OFFSET)
     # Entry stub: jmp rel32 over header and notes (never executed: the
     # simulator only records the entry), nops up to the multiboot2 header.

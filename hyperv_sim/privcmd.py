@@ -79,6 +79,8 @@ class PrivcmdServer:
                 elif kind == wire.KIND_TOOLSTACK:
                     reply = self._toolstack(payload)
                     wire.send_frame(conn, kind, json.dumps(reply).encode())
+                elif kind is not None:
+                    self.console.log("privcmd: dropped a request of unknown kind %r", kind)
             except (ConnectionError, ValueError, OSError) as e:
                 self.console.log("privcmd: dropped a malformed request: %s", e)
 

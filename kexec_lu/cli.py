@@ -7,12 +7,17 @@ import click
 
 from . import __version__, abi
 from .clirun import run
-from .errors import KexecLuError
+from .errors import HypercallError, KexecLuError
 from .output import hexa, print_fields, print_json, print_table
 from .units import format_size, human_size, parse_address
 
 TYPE_CHOICE = click.Choice(sorted(abi.KEXEC_TYPES), case_sensitive=False)
 STATUS_ERROR = 255      # kexec -S returns -1 on error: exit status 255
+LOAD_HINTS = {
+    abi.EADDRNOTAVAIL: "a segment lies outside the memory allowed for this image type",
+    abi.ENOMEM: "not enough free memory to stage the image",
+    abi.EINVAL: "the hypervisor rejected the segments or the image type",
+}
 
 
 def _client():
@@ -130,7 +135,7 @@ def ranges(as_json):
 def _fetch_ranges(client, ktype):
     wanted = {abi.KEXEC_TYPE_LIVEUPDATE: (abi.KEXEC_RANGE_MA_LIVEUPDATE, abi.KEXEC_RANGE_MA_XEN),
               abi.KEXEC_TYPE_CRASH: (abi.KEXEC_RANGE_MA_CRASH,),
-              abi.KEXEC_TYPE_DEFAULT: (abi.KEXEC_RANGE_MA_XEN,)}[ktype]
+              abi.KEXEC_TYPE_DEFAULT: ()}[ktype]
     return {rid: client.get_range(rid) for rid in wanted}
 
 
@@ -193,7 +198,11 @@ def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dr
     cmdline = compose_cmdline(ktype, command_line, append, reused)
     plan = plan_load(img, ktype, _fetch_ranges(client, ktype), cmdline, mem_min, mem_max)
     if not dry_run:
-        client.kexec_load(ktype, plan.arch, plan.entry, plan.segments)
+        try:
+            client.kexec_load(ktype, plan.arch, plan.entry, plan.segments)
+        except HypercallError as e:
+            hint = LOAD_HINTS.get(e.errno)
+            raise KexecLuError("%s (%s; hyperv-sim dmesg has the details)" % (e, hint) if hint else str(e))
     if as_json:
         print_json(dict(plan.to_json(), loaded=not dry_run, image=img.to_json()))
     else:
@@ -226,6 +235,9 @@ def status(ctx, ktype, as_json):
     else:
         click.echo("%s image %s" % (ktype.lower(), "loaded" if loaded else "not loaded"))
     ctx.exit(1 if loaded else 0)
+
+
+status.error_status = STATUS_ERROR
 
 
 def main(argv=None):

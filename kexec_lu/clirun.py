@@ -12,7 +12,9 @@ def run(group, prog, argv=None):
     except click.UsageError as e:
         hint = " (see %s --help)" % e.ctx.command_path if e.ctx else ""
         click.echo("%s: %s%s" % (prog, e.format_message(), hint), err=True)
-        sys.exit(1)
+        # A command whose exit status carries an answer (kexec -S) says
+        # which status means "error".
+        sys.exit(getattr(e.ctx.command, "error_status", 1) if e.ctx else 1)
     except click.ClickException as e:
         click.echo("%s: %s" % (prog, e.format_message()), err=True)
         sys.exit(1)

@@ -78,14 +78,16 @@ def plan_load(image, ktype, ranges, cmdline, mem_min=None, mem_max=None):
         cmdline = " ".join(p for p in (cmdline, placement.liveupdate_param()) if p)
     else:
         align = reloc.align if reloc else PAGE_SIZE
-        lo, hi = (reloc.min_addr, reloc.max_addr) if reloc else (0, None)
+        lo, hi = (reloc.min_addr, reloc.max_addr) if reloc else (image.load_start, None)
         if ktype == abi.KEXEC_TYPE_CRASH:
             start, size = ranges[abi.KEXEC_RANGE_MA_CRASH]
             placement = window.plan_in_region("crash", start, size, image.load_size, align,
                                               lo, hi, mem_min, mem_max)
         else:
-            xen_start, _ = ranges[abi.KEXEC_RANGE_MA_XEN]
-            placement = window.plan_in_region("default", xen_start, window.ADDR_LIMIT - xen_start,
+            # A default kexec replaces the whole host: the image goes where a
+            # boot loader would put it first, its link address or lowest
+            # allowed one; the hypervisor stages it until exec.
+            placement = window.plan_in_region("default", 0, window.ADDR_LIMIT,
                                               image.load_size, align, lo, hi, mem_min, mem_max)
         if reloc is None and placement.image_start != image.load_start:
             raise ImageError("%s has no relocatable tag and its link address 0x%x is not "

@@ -29,6 +29,8 @@ def parse_address(text, what="address"):
         raise KexecLuError("invalid %s %r: expected a number such as 0x100000" % (what, text))
     if value < 0:
         raise KexecLuError("invalid %s %r: must not be negative" % (what, text))
+    if value >= 1 << 64:
+        raise KexecLuError("invalid %s %r: does not fit in 64 bits" % (what, text))
     return value
 
 

@@ -72,6 +72,10 @@ def plan_liveupdate(lu_start, lu_size, xen_start, xen_size, load_size, align,
     top = min(window_end, high + 1)
     start = align_down(top - load_size, align) if top >= load_size else -1
     floor = lu_start + LU_BOOTMEM_MIN
+    if start < floor and top < window_end:
+        raise WindowError("the image must end at or below 0x%x (--mem-max or the image's "
+                          "max_addr), which leaves no room for it above 0x%x in the window "
+                          "[0x%x, 0x%x)" % (high, floor, lu_start, window_end))
     if start < floor:
         shortfall = floor - start
         # liveupdate=S puts bootmem at [xen_start - S, xen_start); the image's

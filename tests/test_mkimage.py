@@ -23,9 +23,11 @@ def _elf(data):
 
 @pytest.mark.parametrize("elf_class", [32, 64])
 @pytest.mark.parametrize("compress", [True, False])
-@pytest.mark.parametrize("lu", [True, False])
-def test_round_trip(elf_class, compress, lu):
-    data = build_image(xen_version="4.18.2", elf_class=elf_class, gzip=compress, lu=lu)
+@pytest.mark.parametrize("personality, lu", [(True, True), (True, False), (False, False)],
+                         ids=["live-update", "no-stream-note", "no-notes"])
+def test_round_trip(elf_class, compress, personality, lu):
+    data = build_image(xen_version="4.18.2", elf_class=elf_class, gzip=compress,
+                       personality=personality, lu=lu)
     img = parse_image(data, "x")
     assert img.format == ("gzip+" if compress else "") + "elf%d" % elf_class
     assert img.compressed == compress
@@ -45,13 +47,13 @@ def test_round_trip(elf_class, compress, lu):
         (0x200000, 0xFFFFFFFF, 0x200000, 2, "high")
     assert len(img.build_id) == 40
     assert str(img.xen_version) == "4.18.2"
-    assert img.xen_version.source == ("note" if lu else "banner")
+    assert img.xen_version.source == ("note" if personality else "banner")
+    assert img.lu_image_size == (3 * MiB if personality else None)
     if lu:
         assert (img.lu.min_version, img.lu.max_version) == (LU_FORMAT_VERSION,) * 2
         assert img.lu.record_types == tuple(sorted(ALL_RECORD_TYPES))
-        assert img.lu_image_size == 3 * MiB
     else:
-        assert img.lu is None and img.lu_image_size is None
+        assert img.lu is None
 
 
 def test_custom_sizes_and_placement():
@@ -101,7 +103,7 @@ def test_gzip_wraps_the_plain_image_reproducibly():
 
 
 def test_deterministic():
-    for kw in (dict(), dict(elf_class=64, gzip=False, lu=False)):
+    for kw in (dict(), dict(elf_class=64, gzip=False, personality=False)):
         assert build_image(**kw) == build_image(**kw)
 
 
