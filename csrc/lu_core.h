@@ -122,8 +122,14 @@ int lu_pv_walk(const uint8_t *ram, uint64_t nr_frames, const struct lu_frame *ft
 /* Page-table entries for `count` consecutive frames from first_mfn. */
 void lu_pt_fill(uint64_t *entries, uint64_t first_mfn, uint64_t count, uint64_t flags);
 
-/* out[i] = first + i for i < count (a P2M run). */
+/* out[i] = first + i for i < count (a P2M or M2P run). */
 void lu_fill_run(uint64_t *out, uint64_t first, uint64_t count);
+
+/* out[i] = value for i < count. */
+void lu_fill_value(uint64_t *out, uint64_t value, uint64_t count);
+
+/* The first i < count with a[i] != first + i, or count if none. */
+uint64_t lu_check_run(const uint64_t *a, uint64_t first, uint64_t count);
 
 /* Expectations every frame starts from: one PGC_allocated reference for
  * frames a domain owns (guest or shared), nothing for the rest. */
@@ -276,7 +282,7 @@ uint64_t lu_ring_request(uint64_t seed, uint32_t vcpu_id, uint64_t seq);
 
 /* Registers a vCPU must hold after `steps` steps. */
 void lu_workload_regs(uint64_t seed, uint32_t vcpu_id, uint32_t ws_pages, uint32_t io_every,
-                      uint64_t steps, struct lu_regs *out);
+                      uint32_t ring_every, uint64_t steps, struct lu_regs *out);
 
 /* Working-set slots that differ from what `steps` steps wrote: returns the
  * count and the first one found (slot, value read, value expected). */

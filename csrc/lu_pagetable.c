@@ -207,3 +207,21 @@ void lu_expect_init(const struct lu_frame *ft, struct lu_expect *ex, uint64_t nr
         ex[mfn].count = owned ? (LU_PGC_ALLOCATED | 1u) : 0;
     }
 }
+
+void lu_fill_value(uint64_t *out, uint64_t value, uint64_t count)
+{
+    uint64_t i;
+
+    for ( i = 0; i < count; i++ )
+        out[i] = value;
+}
+
+uint64_t lu_check_run(const uint64_t *a, uint64_t first, uint64_t count)
+{
+    uint64_t i;
+
+    for ( i = 0; i < count; i++ )
+        if ( a[i] != first + i )
+            break;
+    return i;
+}

@@ -65,7 +65,7 @@ uint64_t lu_now_ns(void)
 /* ---- registers and memory in closed form ---- */
 
 void lu_workload_regs(uint64_t seed, uint32_t vcpu_id, uint32_t ws_pages, uint32_t io_every,
-                      uint64_t steps, struct lu_regs *r)
+                      uint32_t ring_every, uint64_t steps, struct lu_regs *r)
 {
     uint64_t slots = (uint64_t)ws_pages * SLOTS_PER_PAGE;
 
@@ -83,6 +83,8 @@ void lu_workload_regs(uint64_t seed, uint32_t vcpu_id, uint32_t ws_pages, uint32
     }
     if ( steps > 1 )
         r->r8 = lu_workload_value(seed, vcpu_id, steps - 2);
+    if ( ring_every )
+        r->r13 = steps / ring_every;
     if ( io_every && steps >= io_every )
     {
         r->r12 = steps / io_every;

@@ -141,37 +141,81 @@ def info(state_dir, as_json):
 
 
 @cli.command(name="list")
+@click.argument("domain", required=False)
+@click.option("-l", "--long", "long_", is_flag=True,
+              help="Everything about the domains (P2M, ports, grants, mappings), as JSON.")
 @state_dir_option
 @json_option
-def list_(state_dir, as_json):
-    """List domains (like xl list)."""
+def list_(domain, long_, state_dir, as_json):
+    """List domains (like xl list): type, memory, vCPUs, state, steps run."""
+    if long_:
+        print_json(_toolstack(state_dir, "details", domain=domain))
+        return
     doms = _toolstack(state_dir, "list")
+    if domain is not None:
+        doms = [d for d in doms if str(d["domid"]) == domain or d["name"] == domain]
+        if not doms:
+            raise KexecLuError("no such domain: %s" % domain)
     if as_json:
         print_json(doms)
         return
-    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State"],
-                [[d["name"], d["domid"], d["type"], d["memory"] // MiB, d["vcpus"], d["state"]]
-                 for d in doms])
+    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State", "Steps"],
+                [[d["name"], d["domid"], d["type"], d["memory"] // MiB, d["vcpus"], d["state"],
+                  d["steps"]] for d in doms])
 
 
 @cli.command()
-@click.argument("name")
-@click.option("--type", "dtype", type=click.Choice(["pv", "pvh", "hvm"]), default="pv",
-              show_default=True, help="Domain type.")
-@click.option("--memory", default="512", show_default=True, callback=_size("M"),
-              help="Guest memory (MiB, or with a unit).")
-@click.option("--vcpus", default=1, show_default=True, type=click.IntRange(1, 128),
-              help="Number of virtual CPUs.")
+@click.argument("name", required=False)
+@click.option("-f", "--config", "config_file", type=click.Path(dir_okay=False),
+              help="An xl-style domain configuration file; flags override its values.")
+@click.option("--type", "dtype", type=click.Choice(["pv", "pvh", "hvm"]), default=None,
+              help="Domain type.  [default: pv]")
+@click.option("--memory", default=None, callback=_size("M"),
+              help="Guest memory (MiB, or with a unit).  [default: 512]")
+@click.option("--vcpus", default=None, type=click.IntRange(1, 128),
+              help="Number of virtual CPUs.  [default: 1]")
+@click.option("--event-channel-abi", type=click.Choice(["2-level", "fifo"]), default=None,
+              help="Event channel ABI.  [default: 2-level]")
+@click.option("--grant-version", type=click.IntRange(1, 2), default=None,
+              help="Grant table version.  [default: 1]")
+@click.option("--pci", multiple=True, metavar="BDF",
+              help="Pass a PCI device through (repeatable), e.g. 0000:03:00.0.")
+@click.option("--workload", type=click.Choice(["busy", "idle"]), default=None,
+              help="What the vCPUs run.  [default: busy]")
+@click.option("--workload-pages", type=click.IntRange(1, 4096), default=None,
+              help="Guest pages each vCPU's workload writes.  [default: 16]")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=None,
+              help="Workload seed (default: random).")
 @state_dir_option
 @json_option
-def create(name, dtype, memory, vcpus, state_dir, as_json):
-    """Create and start a domain called NAME."""
-    dom = _toolstack(state_dir, "create", name=name, type=dtype, memory=memory, vcpus=vcpus)
+def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_version, pci,
+           workload, workload_pages, seed, state_dir, as_json):
+    """Create and start a domain: from a config file (-f), flags, or both."""
+    from .xlcfg import load_config, merge_flags
+    cfg = load_config(config_file) if config_file else None
+    cfg = merge_flags(cfg, name=name, type=dtype, memory=memory, vcpus=vcpus,
+                      event_channel_abi=event_channel_abi, grant_version=grant_version,
+                      pci=list(pci) or None, workload=workload, workload_pages=workload_pages,
+                      seed=seed)
+    dom = _toolstack(state_dir, "create", **cfg.to_request())
     if as_json:
         print_json(dom)
     else:
         click.echo("created d%d %s (%s, %s, %d vCPUs)" % (dom["domid"], dom["name"], dom["type"],
                                                          format_size(dom["memory"]), dom["vcpus"]))
+
+
+@cli.command()
+@click.argument("domain")
+@click.option("--no-detach", is_flag=True,
+              help="Leave dom0's mappings of the domain in place, as a hung backend would: "
+                   "the domain stays dying until `hyperv-sim detach`.")
+@state_dir_option
+def destroy(domain, no_detach, state_dir):
+    """Destroy DOMAIN (a name or domid); its memory is scrubbed once nobody maps it."""
+    _toolstack(state_dir, "destroy", domain=domain, detach=not no_detach)
+    remaining = [d for d in _toolstack(state_dir, "list") if d["name"] == domain or str(d["domid"]) == domain]
+    click.echo("%s is dying: dom0 still maps it" % domain if remaining else "destroyed %s" % domain)
 
 
 def _domain_command(op, verb, doc):
@@ -184,9 +228,31 @@ def _domain_command(op, verb, doc):
     return cli.command(name=op)(command)
 
 
-_domain_command("destroy", "destroyed", "Destroy DOMAIN (a name or domid); its memory is scrubbed.")
 _domain_command("pause", "paused", "Pause every vCPU of DOMAIN.")
 _domain_command("unpause", "unpaused", "Let DOMAIN run again.")
+_domain_command("detach", "detached", "dom0's backends and device model release their mappings "
+                "of DOMAIN (as when its frontend goes away); a dying domain then goes.")
+
+
+@cli.command()
+@state_dir_option
+@json_option
+def verify(state_dir, as_json):
+    """Check every domain: memory and registers against their step counts,
+    frame ownership, reference counts, event channels, IOMMU mappings.
+    Exits 0 only if everything holds."""
+    report = _toolstack(state_dir, "verify")
+    if as_json:
+        print_json(report)
+    else:
+        for d in report["domains"]:
+            click.echo("d%-3d %-16s %-8s %d steps" % (d["domid"], d["name"], d["state"], d["steps"]))
+        for p in report["problems"]:
+            click.echo("PROBLEM d%s %s: %s" % (p["domid"], p["check"], p["detail"]))
+        click.echo("verify: %s" % ("all checks hold" if report["ok"] else
+                                   "%d problems" % len(report["problems"])))
+    if not report["ok"]:
+        raise click.exceptions.Exit(1)
 
 
 @cli.command()

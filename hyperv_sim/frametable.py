@@ -21,12 +21,24 @@ USE_NAMES = {
     lib.LU_USE_KIMAGE: "kexec-image",
     lib.LU_USE_CRASH: "crash",
     lib.LU_USE_STREAM: "lu-stream",
+    lib.LU_USE_SHARED: "shared",
+    lib.LU_USE_M2P: "m2p",
+    lib.LU_USE_IOMMU_PT: "iommu-pt",
 }
 ENTRY_SIZE = ffi.sizeof("struct lu_frame")
 
 
 class OutOfMemory(Exception):
     pass
+
+
+class RefError(Exception):
+    """A reference Xen would refuse: a type the frame cannot take."""
+
+
+PGT_SHIFT = lib.LU_PGT_TYPE_SHIFT
+PGT_COUNT = lib.LU_PGT_COUNT_MASK
+PGC_ALLOCATED = lib.LU_PGC_ALLOCATED
 
 
 class FrameTable:
@@ -70,6 +82,28 @@ class FrameTable:
         self._range(first, first + count)
         return lib.lu_frames_find_mismatch(self.frames, first, first + count, owner, use) \
             == first + count
+
+    def get_ref(self, mfn, page_type=None, n=1):
+        """Take n general references, and n type references of page_type
+        (LU_PGT_*) if given, as Xen's get_page_and_type()."""
+        f = self.frames[mfn]
+        if page_type is not None:
+            have, count = f.type_info >> PGT_SHIFT, f.type_info & PGT_COUNT
+            if count and have != page_type:
+                raise RefError("mfn 0x%x has type %d, cannot take type %d" % (mfn, have, page_type))
+            f.type_info = (page_type << PGT_SHIFT) | (f.type_info & lib.LU_PGT_PINNED) | (count + n)
+        f.count_info += n
+
+    def put_ref(self, mfn, page_type=None, n=1):
+        f = self.frames[mfn]
+        if page_type is not None:
+            count = (f.type_info & PGT_COUNT) - n
+            f.type_info = ((page_type << PGT_SHIFT) | count) if count else 0
+        f.count_info -= n
+
+    def accumulator(self):
+        """The table as a {type_info, count} accumulator for lu_pv_walk."""
+        return ffi.cast("uint8_t *", self.frames) + ffi.offsetof("struct lu_frame", "type_info"), ENTRY_SIZE
 
     def entry(self, mfn):
         f = self.frames[mfn]
@@ -117,7 +151,7 @@ class FrameAllocator:
                 self._starts.insert(i, piece_start)
                 self._lengths.insert(i, piece_len)
 
-    def alloc(self, nr_frames, owner, use, limit=None, contiguous=False, align=1):
+    def alloc(self, nr_frames, owner, use, limit=None, contiguous=False, align=1, count_info=0):
         """Allocate and mark frames; returns [(first_mfn, count)] (highest first).
 
         limit: every frame must lie below this MFN.  contiguous: one extent,
@@ -151,7 +185,7 @@ class FrameAllocator:
         for start, count in picks:
             i = bisect.bisect_right(self._starts, start) - 1
             self._take(i, start, count)
-            self.table.mark(start, count, owner, use)
+            self.table.mark(start, count, owner, use, count_info=count_info)
         return picks
 
     def claim(self, first, count, owner, use):

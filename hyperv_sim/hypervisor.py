@@ -16,8 +16,16 @@ from kexec_lu.units import MiB, GiB, align_down, format_size
 
 from . import bootline
 from ._lu_core import lib
-from .domain import DOMAIN_TYPES, MAX_VCPUS, Domain, p2m_from_extents
-from .frametable import FrameAllocator, FrameTable, OutOfMemory
+from .builder import BuildError, Builder
+from .domain import DOMAIN_TYPES, MAX_VCPUS
+from .evtchn import EvtchnError
+from .frametable import FrameAllocator, FrameTable, OutOfMemory, RefError
+from .grant import GrantError
+from .guest import BACKEND_SLOT, BACKEND_STATE_PAGES
+from .m2p import M2P
+from .mappings import Mappings
+from .sched import Scheduler, pause_vcpus, unpause_vcpus
+from .verify import verify_host
 from .kexec import Kexec
 
 LOW_RESERVED = 1 * MiB          # firmware, real-mode area: never allocated
@@ -94,6 +102,10 @@ class Hypervisor:
             raise BootFailure("live-update restore (liveupdate=...@base) is not supported "
                               "by this hypervisor build")
         self._lay_out_memory()
+        self.mappings = Mappings(self.frametable)
+        self.pci_assigned = {}
+        self.backend_slots = [None] * (BACKEND_STATE_PAGES * (PAGE_SIZE // BACKEND_SLOT.size))
+        self.sched = Scheduler(self.nr_pcpus)
         try:
             dom0 = self.create_domain("Domain-0", "pv", self.opts.dom0_mem,
                                       self.opts.dom0_max_vcpus, control=True)
@@ -101,6 +113,7 @@ class Hypervisor:
             raise BootFailure("cannot build dom0 (dom0_mem=%s): %s"
                               % (format_size(self.opts.dom0_mem), e))
         self.console.log("Dom0: %s, %d vCPUs", format_size(dom0.memory_bytes), dom0.vcpus)
+        self.sched.start()
 
     def _lay_out_memory(self):
         ram, opts = self.ram, self.opts
@@ -136,6 +149,9 @@ class Hypervisor:
         if self.lu_size:
             self.console.log("Live update bootmem: %s at 0x%x, Xen at 0x%x-0x%x",
                              format_size(self.lu_size), self.lu_start, self.xen_start, xen_end)
+        m2p_bytes = M2P.bytes_for(nr)
+        (mfn, _), = self._alloc_xen(m2p_bytes // PAGE_SIZE, "the M2P table", lib.LU_USE_M2P)
+        self.m2p = M2P(ram, mfn * PAGE_SIZE, nr)
         self._reserve_crash_region()
         # Per-CPU crash notes and vmcoreinfo: hypervisor data dump tools read.
         notes_frames = _frames(self.nr_pcpus * self.CRASH_NOTE_SIZE)
@@ -146,9 +162,9 @@ class Hypervisor:
         ram.write(mfn * PAGE_SIZE, text)
         self.vmcoreinfo = (mfn * PAGE_SIZE, len(text))
 
-    def _alloc_xen(self, frames, what):
+    def _alloc_xen(self, frames, what, use=lib.LU_USE_XENHEAP):
         try:
-            return self.allocator.alloc(frames, DOMID_XEN, lib.LU_USE_XENHEAP, contiguous=True)
+            return self.allocator.alloc(frames, DOMID_XEN, use, contiguous=True)
         except OutOfMemory as e:
             raise BootFailure("no memory for %s: %s" % (what, e))
 
@@ -174,7 +190,8 @@ class Hypervisor:
 
     # domains
 
-    def create_domain(self, name, dtype, memory, vcpus, control=False):
+    def create_domain(self, name, dtype, memory, vcpus, control=False, evtchn_abi="2-level",
+                      grant_version=1, pci=(), workload="busy", workload_pages=16, seed=None):
         with self.lock:
             if not NAME_RE.match(name or ""):
                 raise DomainError("invalid domain name %r: use letters, digits and _.:- "
@@ -187,20 +204,64 @@ class Hypervisor:
                 raise DomainError("invalid vCPU count %d: 1 to %d" % (vcpus, MAX_VCPUS))
             if memory <= 0 or memory % PAGE_SIZE:
                 raise DomainError("invalid memory size %d: a positive multiple of 4 KiB" % memory)
+            if evtchn_abi not in ("2-level", "fifo"):
+                raise DomainError("invalid event channel ABI %r: 2-level or fifo" % evtchn_abi)
+            if grant_version not in (1, 2):
+                raise DomainError("invalid grant table version %r: 1 or 2" % grant_version)
+            if workload not in ("busy", "idle"):
+                raise DomainError("invalid workload %r: busy or idle" % workload)
             domid = 0 if control else self._next_domid
-            try:
-                extents = self.allocator.alloc(memory // PAGE_SIZE, domid, lib.LU_USE_GUEST)
-            except OutOfMemory as e:
-                raise DomainError("cannot create %s with %s: out of memory (%s)"
-                                  % (name, format_size(memory), e))
-            if not control:
-                self._next_domid += 1
-            dom = Domain(domid=domid, name=name, dtype=dtype, vcpus=vcpus,
-                         p2m=p2m_from_extents(extents), control=control)
-            self.domains[domid] = dom
-            self.console.log("d%d: created %s %s, %s, %d vCPUs, %d extents", domid, dtype.upper(),
-                             name, format_size(memory), vcpus, len(extents))
+            builder = Builder(self)
+            with self.sched.stopped():
+                try:
+                    dom = builder.build(domid, name, dtype, memory, vcpus, control=control,
+                                        evtchn_abi=evtchn_abi, grant_version=grant_version,
+                                        pci=tuple(pci), workload=workload,
+                                        workload_pages=workload_pages, seed=seed)
+                except (BuildError, GrantError, EvtchnError, RefError) as e:
+                    self._forget_partial(domid)
+                    builder.undo()
+                    raise DomainError("cannot create %s with %s: %s" % (name, format_size(memory), e))
+                if not control:
+                    self._next_domid += 1
+                self.domains[domid] = dom
+                self._reschedule()
+            self.console.log("d%d: created %s %s, %s, %d vCPUs, %s event channels, grant v%d%s",
+                             domid, dtype.upper(), name, format_size(memory), vcpus, evtchn_abi,
+                             grant_version, ", pci " + " ".join(pci) if pci else "")
             return dom
+
+    def _forget_partial(self, domid):
+        """A failed build: drop whatever it registered outside the domain."""
+        m = self.mappings
+        for gm in [g for g in m.grant_maps if g.granter == domid]:
+            m.grant_maps.remove(gm)
+            self.frametable.put_ref(gm.mfn, lib.LU_PGT_WRITABLE if gm.writable else None)
+        for fm in [f for f in m.foreign_maps if f.domid == domid]:
+            m.foreign_maps.remove(fm)
+            self.frametable.put_ref(fm.mfn, lib.LU_PGT_WRITABLE)
+        m.release_xen_maps(domid)
+        self.backend_slots = [None if s == domid else s for s in self.backend_slots]
+        self.pci_assigned = {b: d for b, d in self.pci_assigned.items() if d != domid}
+        dom0 = self.domains.get(0)
+        if dom0 and domid != 0:
+            for port in [p for p, v in dom0.evtchn.ports.items() if v.remote_domid == domid]:
+                del dom0.evtchn.ports[port]
+
+    def _reschedule(self):
+        """Hand the scheduler every live vCPU and the dom0 software serving
+        them.  Called with the scheduler stopped."""
+        builder = Builder(self)
+        vcpus, dm, backends = [], [], []
+        for dom in self.domains.values():
+            if dom.dying:
+                continue
+            vcpus += dom.vcpu_list()
+            if dom.ioreq:
+                dm += builder.dm_clients(dom)
+            if dom.frontend:
+                backends.append(builder.backend(dom))
+        self.sched.set_work(vcpus, dm, backends)
 
     def find_domain(self, ident):
         """A domain by domid (int or digits) or name."""
@@ -213,25 +274,70 @@ class Hypervisor:
                     return dom
             raise DomainError("no such domain: %s" % ident)
 
-    def destroy_domain(self, ident):
+    def destroy_domain(self, ident, detach=True):
+        """Xen's destroydomain.  With detach, dom0's backends and device
+        model first let go of the domain (what xl destroy does); without, a
+        domain dom0 still maps stays, dying, until `detach_domain`."""
         with self.lock:
             dom = self.find_domain(ident)
             if dom.control:
                 raise DomainError("%s is the control domain and cannot be destroyed" % dom.name)
-            extents = dom.machine_extents()
-            for mfn, count in extents:
-                self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
-            self.allocator.release(extents)
-            del self.domains[dom.domid]
-            self.console.log("d%d: destroyed %s, %s freed", dom.domid, dom.name,
-                             format_size(dom.memory_bytes))
+            with self.sched.stopped():
+                if not dom.dying:
+                    dom.dying = True
+                    self.mappings.release_xen_maps(dom.domid)
+                    self.console.log("d%d: %s is dying", dom.domid, dom.name)
+                if detach:
+                    self.mappings.release_held_on(dom)
+                self._reschedule()
+                self._reap(dom)
+
+    def detach_domain(self, ident):
+        """dom0's backends and device models release their mappings of a
+        domain (its frontend went away); a dying domain then goes."""
+        with self.lock:
+            dom = self.find_domain(ident)
+            with self.sched.stopped():
+                self.mappings.release_held_on(dom)
+                self._reap(dom)
+
+    def _reap(self, dom):
+        """Free a dying domain once nobody maps its pages any more."""
+        if not dom.dying or self.mappings.held_on(dom.domid):
+            return False
+        self._forget_partial(dom.domid)
+        for gfn, mfn, count in dom.p2m:
+            self.m2p.invalidate(mfn, count)
+        frames = dom.machine_extents() + dom.shared_frames + dom.iommu_frames
+        for mfn, count in frames:
+            self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+        self.allocator.release(frames)
+        del self.domains[dom.domid]
+        self.console.log("d%d: destroyed %s, %s freed", dom.domid, dom.name,
+                         format_size(dom.memory_bytes))
+        return True
 
     def set_paused(self, ident, paused):
         with self.lock:
             dom = self.find_domain(ident)
+            if dom.dying:
+                raise DomainError("%s is dying" % dom.name)
+            if paused:
+                pause_vcpus(dom.vcpu_list())
+            else:
+                unpause_vcpus(dom.vcpu_list())
             dom.paused = paused
             self.console.log("d%d: %s", dom.domid, "paused" if paused else "unpaused")
             return dom
+
+    def verify(self):
+        with self.lock:
+            return verify_host(self)
+
+    def close(self):
+        """Stop every vCPU, then let go of RAM (power off)."""
+        self.sched.shutdown()
+        self.ram.close()
 
     # reports
 

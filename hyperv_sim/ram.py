@@ -23,7 +23,8 @@ class HostRAM:
         self.nr_frames = size // PAGE_SIZE
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         # One C view of the whole mapping, for the C core.
-        self.base = ffi.from_buffer("unsigned char[]", self.map, require_writable=True)
+        self._view = ffi.from_buffer("unsigned char[]", self.map, require_writable=True)
+        self.base = ffi.cast("uint8_t *", self._view)
 
     @classmethod
     def create(cls, path, size):
@@ -49,7 +50,7 @@ class HostRAM:
         return cls(path, fd, size)
 
     def close(self):
-        self.base = None
+        self.base = self._view = None
         self.map.close()
         os.close(self.fd)
 

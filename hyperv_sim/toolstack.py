@@ -17,7 +17,10 @@ class Toolstack:
             "info": lambda r: hv.info(),
             "list": lambda r: hv.list_domains(),
             "create": self.create,
-            "destroy": lambda r: hv.destroy_domain(r["domain"]),
+            "destroy": lambda r: hv.destroy_domain(r["domain"], detach=bool(r.get("detach", True))),
+            "detach": lambda r: hv.detach_domain(r["domain"]),
+            "details": self.details,
+            "verify": lambda r: hv.verify(),
             "pause": lambda r: hv.set_paused(r["domain"], True).describe(),
             "unpause": lambda r: hv.set_paused(r["domain"], False).describe(),
             "dmesg": lambda r: hv.console.lines(),
@@ -32,8 +35,23 @@ class Toolstack:
         return handler(request)
 
     def create(self, r):
-        dom = self.hv.create_domain(str(r["name"]), str(r["type"]), int(r["memory"]), int(r["vcpus"]))
+        seed = r.get("seed")
+        dom = self.hv.create_domain(
+            str(r["name"]), str(r["type"]), int(r["memory"]), int(r["vcpus"]),
+            evtchn_abi=str(r.get("event_channel_abi", "2-level")),
+            grant_version=int(r.get("grant_version", 1)),
+            pci=[str(b) for b in r.get("pci", [])],
+            workload=str(r.get("workload", "busy")),
+            workload_pages=int(r.get("workload_pages", 16)),
+            seed=None if seed is None else int(seed))
         return dom.describe()
+
+    def details(self, r):
+        with self.hv.lock:
+            doms = [self.hv.find_domain(r["domain"])] if r.get("domain") is not None \
+                else sorted(self.hv.domains.values(), key=lambda d: d.domid)
+            return {"domains": [d.details() for d in doms],
+                    "mappings": self.hv.mappings.describe()}
 
     def shutdown(self, r):
         self.hv.console.log("shutdown requested")

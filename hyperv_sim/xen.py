@@ -55,8 +55,8 @@ def main(argv=None):
         server.serve_forever()
     finally:
         server.close()
+        hv.close()
         console.log("powered off")
-        ram.close()
         # Power off: RAM contents are gone.
         for path in (os.path.join(args.state_dir, PID_FILE), args.ram):
             try:

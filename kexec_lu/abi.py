@@ -99,3 +99,38 @@ EADDRNOTAVAIL = 99
 
 # The live-update breadcrumb magic: "LiveUpda" with the page bits cleared.
 LU_BREADCRUMB_MAGIC = 0x4C69766555706461 & PAGE_MASK
+
+# Grant table entry flags (public/grant_table.h).
+GTF_permit_access = 1 << 0
+GTF_readonly = 1 << 2
+GTF_reading = 1 << 3
+GTF_writing = 1 << 4
+
+# Virtual IRQs (public/xen.h).
+VIRQ_TIMER = 0
+VIRQ_DEBUG = 1
+VIRQ_CONSOLE = 2
+VIRQ_DOM_EXC = 3
+
+# HVM parameters (public/hvm/params.h).
+HVM_PARAM_CALLBACK_IRQ = 0
+HVM_PARAM_STORE_PFN = 1
+HVM_PARAM_STORE_EVTCHN = 2
+HVM_PARAM_PAE_ENABLED = 4
+HVM_PARAM_IOREQ_PFN = 5
+HVM_PARAM_BUFIOREQ_PFN = 6
+HVM_PARAM_TIMER_MODE = 10
+HVM_PARAM_HPET_ENABLED = 11
+HVM_PARAM_CONSOLE_PFN = 17
+HVM_PARAM_CONSOLE_EVTCHN = 18
+HVM_PARAM_NESTEDHVM = 24
+
+# struct shared_info on x86-64: 32 vcpu_info of 64 bytes, then the 2-level
+# event channel bitmaps.
+SHINFO_EVTCHN_PENDING = 2048
+SHINFO_EVTCHN_MASK = 2560
+EVTCHN_2L_NR_CHANNELS = 64 * 64
+# FIFO event words (public/event_channel.h).
+EVTCHN_FIFO_PENDING = 1 << 31
+EVTCHN_FIFO_MASKED = 1 << 30
+EVTCHN_FIFO_LINKED = 1 << 29

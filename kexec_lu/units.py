@@ -16,7 +16,8 @@ def parse_size(text, default_unit="B", what="size"):
     if not m:
         raise KexecLuError("invalid %s %r: expected a number with an optional unit "
                            "K, M, G or T (e.g. 64M)" % (what, text))
-    number = int(m.group(1), 0)
+    digits = m.group(1)
+    number = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 10)
     unit = m.group(2).upper() or default_unit.upper()
     return number << _UNITS[unit]
 

@@ -134,4 +134,4 @@ def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M do
 def hv(tmp_path, sim_images):
     h = make_hypervisor(tmp_path / "hv", sim_images["4.18"])
     yield h
-    h.ram.close()
+    h.close()

@@ -1,0 +1,103 @@
+"""The scheduler: one thread per physical CPU, each running the C core's
+pCPU loop (lu_sched_run) without the GIL, taking vCPUs in turn.
+
+What runs is changed only while every pCPU is stopped (`stopped()`), so the
+C side never sees an array being rebuilt.  Pausing a domain needs no stop: a
+vCPU's pause request is honoured between steps.
+"""
+import contextlib
+import threading
+import time
+
+from ._lu_core import ffi, lib
+
+SLICE_STEPS = 4096
+
+
+class Scheduler:
+    def __init__(self, nr_pcpus):
+        self.nr_pcpus = nr_pcpus
+        self.s = ffi.new("struct lu_sched *")
+        self.s.slice = SLICE_STEPS
+        self._keep = []          # the C arrays s points into
+        self._threads = []
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def _start(self):
+        self.s.stop = 0
+        self._threads = [threading.Thread(target=lib.lu_sched_run, args=(self.s, cpu),
+                                          name="pcpu%d" % cpu, daemon=True)
+                         for cpu in range(self.nr_pcpus)]
+        for t in self._threads:
+            t.start()
+
+    def _stop(self):
+        self.s.stop = 1
+        for t in self._threads:
+            t.join()
+        self._threads = []
+
+    @property
+    def running(self):
+        return bool(self._threads)
+
+    def start(self):
+        with self._lock:
+            if not self.running and not self._depth:
+                self._start()
+
+    def shutdown(self):
+        with self._lock:
+            if self.running:
+                self._stop()
+
+    @contextlib.contextmanager
+    def stopped(self):
+        """Every vCPU off its pCPU, at a step boundary, until the block ends."""
+        with self._lock:
+            was_running = self.running
+            if was_running:
+                self._stop()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if was_running and not self._depth:
+                    self._start()
+
+    def set_work(self, vcpus, dm_clients, backends):
+        """vcpus: cdata struct lu_vcpu *; dm_clients, backends: filled
+        struct lu_dm_client / lu_backend values.  Call inside stopped()."""
+        assert not self.running
+        varr = ffi.new("struct lu_vcpu *[]", max(len(vcpus), 1))
+        for i, v in enumerate(vcpus):
+            varr[i] = v
+        dm = ffi.new("struct lu_dm_client[]", max(len(dm_clients), 1))
+        for i, c in enumerate(dm_clients):
+            dm[i] = c
+        be = ffi.new("struct lu_backend[]", max(len(backends), 1))
+        for i, b in enumerate(backends):
+            be[i] = b
+        self._keep = [varr, dm, be, list(vcpus)]
+        self.s.vcpus, self.s.nr_vcpus = varr, len(vcpus)
+        self.s.dm, self.s.nr_dm = dm, len(dm_clients)
+        self.s.be, self.s.nr_be = be, len(backends)
+        self.s.cursor = 0
+
+
+def pause_vcpus(vcpus, timeout=5.0):
+    """Ask each vCPU to stop and wait until none is on a pCPU."""
+    for v in vcpus:
+        v.pause_req = 1
+    deadline = time.monotonic() + timeout
+    while any(v.on_cpu for v in vcpus):
+        if time.monotonic() > deadline:
+            raise TimeoutError("vCPUs still running after %.1f s" % timeout)
+        time.sleep(0.0002)
+
+
+def unpause_vcpus(vcpus):
+    for v in vcpus:
+        v.pause_req = 0

@@ -1,0 +1,234 @@
+"""`hyperv-sim verify`: is every guest exactly as it must be?
+
+With every vCPU stopped at a step boundary, recompute from first principles
+and compare: each working set and register file against the closed form of
+its step count; frame ownership and the M2P against the P2M; every frame's
+type and reference counts against what page tables, pins, grant maps,
+foreign and Xen mappings imply; event channel and ring/ioreq protocol
+state (a request with nobody notified is a lost event); IOMMU tables
+against the P2M.  Each discrepancy is reported precisely.
+"""
+from kexec_lu import abi
+from kexec_lu.abi import PAGE_SIZE
+
+from ._lu_core import ffi, lib
+from .builder import read_backend_slot
+from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES
+from .guest import P2M
+
+MAX_REPORTED_FRAMES = 20
+TYPE_NAMES = {0: "none", 1: "l1", 2: "l2", 3: "l3", 4: "l4", 5: "seg_desc", 7: "writable"}
+REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
+        "r12", "r13", "r14", "r15", "rip", "rflags")
+
+
+def _type_str(type_info):
+    t, n = type_info >> PGT_SHIFT, type_info & PGT_COUNT
+    pinned = "+pinned" if type_info & lib.LU_PGT_PINNED else ""
+    return "%s:%d%s" % (TYPE_NAMES.get(t, t), n, pinned)
+
+
+class Report:
+    def __init__(self):
+        self.problems = []
+        self.domains = []
+
+    def bad(self, domid, check, detail):
+        self.problems.append({"domid": domid, "check": check, "detail": detail})
+
+    def to_json(self):
+        return {"ok": not self.problems, "problems": self.problems, "domains": self.domains}
+
+
+def verify_host(hv):
+    rep = Report()
+    with hv.sched.stopped():
+        ex = ffi.new("struct lu_expect[]", hv.ram.nr_frames)
+        lib.lu_expect_init(hv.frametable.frames, ex, hv.ram.nr_frames)
+        for dom in sorted(hv.domains.values(), key=lambda d: d.domid):
+            _check_domain(hv, dom, ex, rep)
+            rep.domains.append({"domid": dom.domid, "name": dom.name, "state": dom.state,
+                                "steps": dom.steps})
+        _check_mappings(hv, ex, rep)
+        _check_refcounts(hv, ex, rep)
+    return rep.to_json()
+
+
+def _check_domain(hv, dom, ex, rep):
+    ft, p2m = hv.frametable, P2M(dom.p2m)
+    d = dom.domid
+    # Ownership and the M2P.
+    lu_lo, lu_hi = hv.lu_start // PAGE_SIZE, (hv.xen_start + hv.xen_size) // PAGE_SIZE
+    for gfn, mfn, count in dom.p2m:
+        if not ft.all_match(mfn, count, d, lib.LU_USE_GUEST):
+            bad = lib.lu_frames_find_mismatch(ft.frames, mfn, mfn + count, d, lib.LU_USE_GUEST)
+            e = ft.entry(bad)
+            rep.bad(d, "ownership", "mfn 0x%x (gfn 0x%x) belongs to owner %d as %s, not to d%d"
+                    % (bad, gfn + bad - mfn, e["owner"], e["use"], d))
+        if hv.lu_size and mfn < lu_hi and mfn + count > lu_lo:
+            rep.bad(d, "ownership", "frames 0x%x-0x%x lie in LU bootmem" % (mfn, mfn + count))
+        wrong = hv.m2p.check_run(mfn, gfn, count)
+        if wrong is not None:
+            rep.bad(d, "m2p", "M2P[0x%x] is 0x%x, expected gfn 0x%x"
+                    % (wrong, hv.m2p.get(wrong), gfn + wrong - mfn))
+    for mfn, count in dom.shared_frames:
+        if not ft.all_match(mfn, count, d, lib.LU_USE_SHARED):
+            rep.bad(d, "ownership", "shared frames at mfn 0x%x are not d%d's" % (mfn, d))
+    owned = ft.count(d, lib.LU_USE_GUEST)
+    if owned != dom.nr_frames:
+        rep.bad(d, "ownership", "frame table gives d%d %d guest frames, its P2M %d"
+                % (d, owned, dom.nr_frames))
+    _check_workload(hv, dom, rep)
+    if dom.dtype == "pv":
+        _expect_pv(hv, dom, p2m, ex, rep)
+    _check_io(hv, dom, rep)
+    if dom.iommu_root is not None:
+        arr = p2m.array(dom.layout.nr_pages)
+        bad = ffi.new("uint64_t *")
+        leaves = lib.lu_iommu_check(hv.ram.base, hv.ram.nr_frames, dom.iommu_root, arr,
+                                    dom.layout.nr_pages, bad)
+        if leaves < 0:
+            rep.bad(d, "iommu", "IOMMU maps gfn 0x%x elsewhere than the P2M" % bad[0])
+        elif leaves != dom.layout.nr_pages:
+            rep.bad(d, "iommu", "IOMMU maps %d of %d gfns" % (leaves, dom.layout.nr_pages))
+
+
+def _check_workload(hv, dom, rep):
+    info = hv.ram.pointer(P2M(dom.p2m).mfn(dom.layout.info_gfn) * PAGE_SIZE, "struct lu_guest_info *")
+    if info.rsp_errors:
+        rep.bad(dom.domid, "ring", "the guest received %d corrupted backend responses" % info.rsp_errors)
+    want = ffi.new("struct lu_regs *")
+    slot, got, expect = ffi.new("uint64_t *"), ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    for i, v in enumerate(dom.vcpu_list()):
+        n = lib.lu_workload_check(hv.ram.base, v.ws_mfns, v.ws_pages, v.seed, v.vcpu_id, v.steps,
+                                  slot, got, expect)
+        if n:
+            page = slot[0] % v.ws_pages
+            rep.bad(dom.domid, "memory", "vCPU%d working set: %d words differ after %d steps; "
+                    "first at gfn 0x%x offset 0x%x: 0x%x, expected 0x%x"
+                    % (i, n, v.steps, dom.layout.ws_base_gfn + i * v.ws_pages + page,
+                       (slot[0] // v.ws_pages) * 8, got[0], expect[0]))
+        lib.lu_workload_regs(v.seed, v.vcpu_id, v.ws_pages, v.io_every, v.ring_every, v.steps, want)
+        diffs = ["%s=0x%x (expected 0x%x)" % (r, getattr(v.regs, r), getattr(want, r))
+                 for r in REGS if getattr(v.regs, r) != getattr(want, r)]
+        if diffs:
+            rep.bad(dom.domid, "registers", "vCPU%d after %d steps: %s" % (i, v.steps, ", ".join(diffs)))
+
+
+def _expect_pv(hv, dom, p2m, ex, rep):
+    """What pinning, CR3s, GDTs and the page tables imply."""
+    l4 = ex[dom.l4_mfn]
+    l4.type_info = (lib.LU_PGT_L4 << PGT_SHIFT) | lib.LU_PGT_PINNED | (1 + dom.vcpus)
+    l4.count += 1 + dom.vcpus
+    for gfn in dom.layout.gdt_gfns:
+        e = ex[p2m.mfn(gfn)]
+        e.type_info = (lib.LU_PGT_SEG_DESC << PGT_SHIFT) | ((e.type_info & PGT_COUNT) + 1)
+        e.count += 1
+    bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
+    rc = lib.lu_pv_walk(hv.ram.base, hv.ram.nr_frames, hv.frametable.frames, dom.domid,
+                        dom.l4_mfn, ffi.cast("uint8_t *", ex), ffi.sizeof("struct lu_expect"),
+                        bad_mfn, bad_entry)
+    if rc:
+        what = {lib.LU_WALK_NOT_OWNED: "points at a frame d%d does not own" % dom.domid,
+                lib.LU_WALK_TYPE_CONFLICT: "needs a frame to have two types",
+                lib.LU_WALK_OUT_OF_RANGE: "points past the end of RAM"}[rc]
+        rep.bad(dom.domid, "page-tables", "table at mfn 0x%x entry %d %s" % (bad_mfn[0], bad_entry[0], what))
+
+
+def _check_io(hv, dom, rep):
+    d = dom.domid
+    if dom.ioreq:
+        dom0 = hv.domains[0]
+        for i, (guest_port, dm_port) in enumerate(dom.ioreq.ports):
+            v = dom.vcpu_state[i]
+            state = bytes(ffi.buffer(v.ioreq, 32))[30] & 0x0F
+            blocked = v.runstate == lib.LU_RUN_BLOCKED_IO
+            if blocked != (state != lib.LU_IOREQ_NONE):
+                rep.bad(d, "ioreq", "vCPU%d is %s but its ioreq slot is in state %d"
+                        % (i, "waiting for I/O" if blocked else "running", state))
+            if state == lib.LU_IOREQ_READY and not dom0.evtchn.pending(dm_port):
+                rep.bad(d, "event", "lost event: vCPU%d's I/O request waits, but dom0 port %d "
+                        "(device model) is not pending" % (i, dm_port))
+            if state == lib.LU_IORESP_READY and not dom.evtchn.pending(guest_port):
+                rep.bad(d, "event", "lost event: vCPU%d's I/O is answered, but its port %d is "
+                        "not pending" % (i, guest_port))
+    if dom.frontend and not dom.dying:
+        _check_ring(hv, dom, rep)
+    for port, p in dom.evtchn.ports.items() if dom.evtchn else ():
+        if p.kind == "interdomain":
+            peer = hv.domains.get(p.remote_domid)
+            back = peer.evtchn.ports.get(p.remote_port) if peer else None
+            if back is None or back.remote_domid != d or back.remote_port != port:
+                rep.bad(d, "event", "port %d is bound to d%s port %s, which does not point back"
+                        % (port, p.remote_domid, p.remote_port))
+
+
+def _check_ring(hv, dom, rep):
+    d, fe = dom.domid, dom.frontend
+    dom0 = hv.domains[0]
+    v = dom.vcpu_state[0]
+    ring = v.ring
+    info = v.info
+    slot = read_backend_slot(hv.ram, _backend_addr(hv, fe.backend_slot))
+    produced = v.steps // v.ring_every
+    if ring.req_prod != produced & 0xFFFFFFFF:
+        rep.bad(d, "ring", "req_prod %d, but %d steps produce %d requests" % (ring.req_prod, v.steps, produced))
+    cons = slot["req_cons"]
+    if (ring.req_prod - cons) & 0xFFFFFFFF and not dom0.evtchn.pending(fe.be_port):
+        rep.bad(d, "event", "lost event: %d requests wait for dom0's backend, but its port %d is "
+                "not pending" % ((ring.req_prod - cons) & 0xFFFFFFFF, fe.be_port))
+    if ring.rsp_prod != cons & 0xFFFFFFFF:
+        rep.bad(d, "ring", "rsp_prod %d but the backend consumed %d" % (ring.rsp_prod, cons))
+    if (ring.rsp_prod - info.rsp_cons) & 0xFFFFFFFF and not dom.evtchn.pending(fe.fe_port):
+        rep.bad(d, "event", "lost event: %d responses wait for the guest, but its port %d is not "
+                "pending" % ((ring.rsp_prod - info.rsp_cons) & 0xFFFFFFFF, fe.fe_port))
+
+
+def _backend_addr(hv, slot):
+    from .builder import Builder
+    return Builder(hv).backend_slot_addr(slot)
+
+
+def _check_mappings(hv, ex, rep):
+    m = hv.mappings
+    for gm in m.grant_maps:
+        e = ex[gm.mfn]
+        e.count += 1
+        if gm.writable:
+            e.type_info = (lib.LU_PGT_WRITABLE << PGT_SHIFT) | ((e.type_info & PGT_COUNT) + 1)
+        granter = hv.domains.get(gm.granter)
+        if granter is None:
+            rep.bad(gm.granter, "grant", "d%d maps ref %d of a domain that no longer exists"
+                    % (gm.mapper, gm.ref))
+            continue
+        flags, domid, gfn = granter.grants.entry(gm.ref)
+        if not flags & abi.GTF_permit_access or domid != gm.mapper:
+            rep.bad(gm.granter, "grant", "ref %d is mapped by d%d but no longer granted to it"
+                    % (gm.ref, gm.mapper))
+        elif not flags & abi.GTF_reading or (gm.writable and not flags & abi.GTF_writing):
+            rep.bad(gm.granter, "grant", "ref %d is mapped but its entry lacks GTF_reading/writing"
+                    % gm.ref)
+        elif P2M(granter.p2m).mfn(gfn) != gm.mfn:
+            rep.bad(gm.granter, "grant", "ref %d now names gfn 0x%x, not the mapped frame" % (gm.ref, gfn))
+    for fm in m.foreign_maps + m.xen_maps:
+        e = ex[fm.mfn]
+        e.count += 1
+        e.type_info = (lib.LU_PGT_WRITABLE << PGT_SHIFT) | ((e.type_info & PGT_COUNT) + 1)
+
+
+def _check_refcounts(hv, ex, rep):
+    ft = hv.frametable
+    out = ffi.new("uint64_t[]", MAX_REPORTED_FRAMES)
+    n = lib.lu_frames_compare(ft.frames, ex, 0, hv.ram.nr_frames, out, MAX_REPORTED_FRAMES)
+    for i in range(min(n, MAX_REPORTED_FRAMES)):
+        mfn = out[i]
+        f = ft.frames[mfn]
+        want = ex[mfn]
+        owner = f.owner
+        where = "d%d gfn 0x%x" % (owner, hv.m2p.get(mfn)) if f.use == lib.LU_USE_GUEST else \
+            "owner %d" % owner
+        rep.bad(owner, "refcount", "mfn 0x%x (%s, %s): count %d type %s, expected count %d type %s"
+                % (mfn, where, USE_NAMES.get(f.use, f.use), f.count_info & ~PGC_ALLOCATED & 0x7FFFFFFF,
+                   _type_str(f.type_info), want.count & 0x7FFFFFFF, _type_str(want.type_info)))
+    if n > MAX_REPORTED_FRAMES:
+        rep.bad(None, "refcount", "%d more frames differ" % (n - MAX_REPORTED_FRAMES))
