@@ -49,6 +49,12 @@ uint64_t lu_frames_scan(const struct lu_frame *ft, uint64_t first, uint64_t end,
                         uint16_t owner, uint8_t use,
                         uint64_t *starts, uint64_t *lengths, uint64_t max_out);
 
+/* Frames in [first, end) owned by `owner` whose page type is a page table
+ * or a descriptor page (per-page state worth a record): up to max_out of
+ * them with their type_info; returns how many there are. */
+uint64_t lu_frames_typed(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                         uint16_t owner, uint64_t *mfns, uint32_t *type_info, uint64_t max_out);
+
 /* Number of frames in [first, end) whose owner and use match. */
 uint64_t lu_frames_count(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint16_t owner, uint8_t use);
@@ -203,9 +209,17 @@ struct lu_port {
     uint32_t abi;
 };
 
-/* Software state a guest keeps in its own memory (its "info page", gfn 0). */
+/* Per-vCPU clock a guest keeps: when its last step ran, and the longest
+ * wait it has seen between two steps (what a guest notices of a pause). */
+struct lu_guest_vcpu {
+    uint64_t last_step_ns;
+    uint64_t max_gap_ns;
+};
+
+/* Software state a guest keeps in its own memory (its "info page", gfn 0):
+ * what its code needs to carry on, whichever hypervisor runs it. */
 struct lu_guest_info {
-    uint64_t magic;          /* LU_GUEST_MAGIC */
+    uint64_t magic;          /* GUEST_MAGIC */
     uint64_t seed;
     uint64_t rsp_cons;       /* PV frontend: responses consumed */
     uint64_t rsp_errors;     /* responses that did not match their request */
@@ -214,7 +228,14 @@ struct lu_guest_info {
     uint32_t io_every;
     uint32_t ring_every;
     uint32_t ring_gfn;
+    uint32_t fe_port;        /* PV frontend: its event channel */
+    uint32_t flags;          /* LU_GUEST_IDLE */
+    uint64_t backend_gfn;    /* dom0: first page of its backends' state */
+    uint32_t backend_pages;
+    uint32_t reserved;
+    struct lu_guest_vcpu vcpu[128];
 };
+enum lu_guest_flags { LU_GUEST_IDLE = 1 };
 
 struct lu_regs {
     uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp;
@@ -228,6 +249,7 @@ struct lu_vcpu {
     uint64_t seed;
     uint32_t domid, vcpu_id, dtype, runstate;
     uint32_t pause_req;      /* honoured between steps */
+    uint32_t quiesce_req;    /* pause at the next restartable boundary */
     uint32_t on_cpu;         /* a pCPU is running it */
     uint32_t io_every;       /* HVM device-model reads; 0: none */
     uint32_t ring_every;     /* PV frontend requests; 0: none */
@@ -242,8 +264,6 @@ struct lu_vcpu {
     struct lu_guest_info *info;
     struct lu_port be_port;  /* dom0 backend's port */
     struct lu_port fe_port;  /* this frontend's port */
-    uint64_t last_step_ns;   /* when the last step ran */
-    uint64_t max_gap_ns;     /* longest wait between two steps seen by the guest */
 };
 
 /* dom0 software: a device-model client (one HVM vCPU's ioreq slot). */
@@ -300,3 +320,41 @@ void lu_port_clear_pending(const struct lu_port *p);
  * the GIL released (cffi does that). */
 void lu_sched_run(struct lu_sched *s, uint32_t pcpu);
 uint64_t lu_now_ns(void);
+
+/* ------------------------------------------------------------------------
+ * The live-update stream: scattered over data pages by xen#1, gathered
+ * into one contiguous view ("vmap") and validated whole by xen#2.
+ */
+
+/* A fast 64-bit digest (for the breadcrumb's integrity words). */
+uint64_t lu_hash64(const uint8_t *data, uint64_t len);
+
+/* Copy len bytes into the frames mfns[0..nr), zero-filling the last one. */
+void lu_stream_scatter(uint8_t *ram, const uint64_t *mfns, uint64_t nr,
+                       const uint8_t *data, uint64_t len);
+
+/* Copy the frames mfns[0..nr) into out (nr * 4096 bytes). */
+void lu_stream_gather(const uint8_t *ram, const uint64_t *mfns, uint64_t nr, uint8_t *out);
+
+enum lu_stream_error {
+    LU_STREAM_OK = 0,
+    LU_STREAM_TRUNCATED = -1,      /* a header or record runs past the end */
+    LU_STREAM_BAD_HEADER = -2,     /* image header: marker, id, version, options */
+    LU_STREAM_UNKNOWN_RECORD = -3, /* a mandatory record type this image cannot restore */
+    LU_STREAM_BAD_PADDING = -4,    /* non-zero bytes after a record body */
+    LU_STREAM_TOO_LARGE = -5,      /* a record over 128 MiB */
+    LU_STREAM_BAD_DOMAIN = -6,     /* domain header: type or page shift */
+    LU_STREAM_NO_END = -7,         /* a section without its END record */
+    LU_STREAM_LU_ONLY_HEADER = -8  /* the system section does not start with LU_VERSION */
+};
+
+/*
+ * Check the framing of a whole stream: image header, the system section
+ * (LU_VERSION first, up to END), then domain sections (domain header,
+ * records, END) to the last byte.  known[] lists the record types this
+ * hypervisor can restore; unknown optional ones are allowed.  Returns the
+ * number of records, or an lu_stream_error with the offset and type of the
+ * record at fault.
+ */
+int64_t lu_stream_validate(const uint8_t *buf, uint64_t len, const uint32_t *known,
+                           uint32_t nr_known, uint64_t *bad_offset, uint32_t *bad_type);

@@ -81,3 +81,24 @@ void lu_frames_histogram(const struct lu_frame *ft, uint64_t first, uint64_t end
         if ( ft[mfn].use < LU_USE_MAX )
             counts[ft[mfn].use]++;
 }
+
+uint64_t lu_frames_typed(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                         uint16_t owner, uint64_t *mfns, uint32_t *type_info, uint64_t max_out)
+{
+    uint64_t mfn, n = 0;
+
+    for ( mfn = first; mfn < end; mfn++ )
+    {
+        uint32_t t = ft[mfn].type_info >> LU_PGT_TYPE_SHIFT;
+
+        if ( ft[mfn].owner != owner || t < LU_PGT_L1 || t > LU_PGT_SEG_DESC )
+            continue;
+        if ( n < max_out )
+        {
+            mfns[n] = mfn;
+            type_info[n] = ft[mfn].type_info;
+        }
+        n++;
+    }
+    return n;
+}

@@ -364,6 +364,10 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
         if ( !__atomic_compare_exchange_n(&v->on_cpu, &expected, 1, 0,
                                           __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) )
             continue;
+        /* A vCPU with an I/O request in flight is not at a restartable
+         * boundary: it keeps running until the device model answers. */
+        if ( __atomic_load_n(&v->quiesce_req, __ATOMIC_ACQUIRE) && v->runstate != LU_RUN_BLOCKED_IO )
+            __atomic_store_n(&v->pause_req, 1, __ATOMIC_RELEASE);
         if ( !__atomic_load_n(&v->pause_req, __ATOMIC_ACQUIRE) )
         {
             uint64_t before = v->steps;
@@ -375,11 +379,12 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
                 dom0_software(s);
             if ( v->steps != before )
             {
+                struct lu_guest_vcpu *clock = &v->info->vcpu[v->vcpu_id];
                 uint64_t now = lu_now_ns();
 
-                if ( v->last_step_ns && now - v->last_step_ns > v->max_gap_ns )
-                    v->max_gap_ns = now - v->last_step_ns;
-                v->last_step_ns = now;
+                if ( clock->last_step_ns && now - clock->last_step_ns > clock->max_gap_ns )
+                    clock->max_gap_ns = now - clock->last_step_ns;
+                clock->last_step_ns = now;
                 progressed = 1;
             }
         }

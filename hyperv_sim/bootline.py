@@ -13,9 +13,11 @@ from kexec_lu.units import MiB, parse_address, parse_size
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
+         "lu_quiesce_timeout", "lu_fault",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
 MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
-VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus")
+VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
+          "lu_quiesce_timeout", "lu_fault")
 
 
 class BootLineError(KexecLuError):
@@ -32,6 +34,8 @@ class BootOptions:
     crash_size: int = 0
     crash_base: int = None
     nr_cpus: int = None
+    lu_quiesce_timeout_ms: int = 2000
+    lu_fault: str = None            # debug: fail a live update at this named point
     unknown: list = field(default_factory=list)
 
 
@@ -81,6 +85,13 @@ def parse(text):
                 opts.crash_size, opts.crash_base = _size_at_base(name, value)
             elif name == "nr_cpus":
                 opts.nr_cpus = _int(name, value, 1, 4096)
+            elif name == "lu_quiesce_timeout":
+                opts.lu_quiesce_timeout_ms = _int(name, value, 1, 600000)
+            elif name == "lu_fault":
+                from .liveupdate.report import FAULT_POINTS
+                if value not in FAULT_POINTS:
+                    raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, ", ".join(FAULT_POINTS)))
+                opts.lu_fault = value
             elif name not in KNOWN:
                 opts.unknown.append(word)
         except BootLineError:

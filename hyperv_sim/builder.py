@@ -86,7 +86,7 @@ class Builder:
         dom.grants = GrantTable(hv.ram, grant_version, gt_frames, status)
         guest.write_info(hv.ram, p2m.mfn(lay.info_gfn), dom.seed, lay,
                          guest.IO_EVERY if dtype == "hvm" else 0,
-                         guest.RING_EVERY if frontend else 0)
+                         guest.RING_EVERY if frontend else 0, idle=workload == "idle")
         if dtype == "pv":
             self._build_pv_tables(dom, p2m)
         self._bind_ports(dom, p2m)
@@ -119,8 +119,9 @@ class Builder:
         if rc:
             raise BuildError("page tables of %s do not validate (error %d at mfn 0x%x entry %d)"
                              % (dom.name, rc, bad_mfn[0], bad_entry[0]))
-        for gfn in lay.gdt_gfns:
-            ft.get_ref(p2m.mfn(gfn), lib.LU_PGT_SEG_DESC)
+        dom.gdt_mfns = [p2m.mfn(gfn) for gfn in lay.gdt_gfns]
+        for mfn in dom.gdt_mfns:
+            ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
 
     # event channels
 
@@ -130,6 +131,7 @@ class Builder:
             # The guest registers its event array and control blocks; Xen
             # keeps both mapped.
             bits_mfn = p2m.mfn(lay.evtchn_array_gfn)
+            dom.fifo_gfns = (lay.evtchn_array_gfn, lay.evtchn_ctrl_gfn)
             hv.mappings.map_xen(dom, lay.evtchn_array_gfn, "evtchn-fifo-array")
             hv.mappings.map_xen(dom, lay.evtchn_ctrl_gfn, "evtchn-fifo-control")
         else:
@@ -236,16 +238,14 @@ class Builder:
         addr = self.backend_slot_addr(slot)
         hv.ram.write(addr, guest.BACKEND_SLOT.pack(0, dom.domid, ref, be_port, fe_port))
         v = dom.vcpu_state[0]          # vCPU 0 drives the ring
+        v.info.fe_port = fe_port
         v.ring_every = guest.RING_EVERY
         v.ring = hv.ram.pointer(P2M(dom.p2m).mfn(lay.ring_gfn) * PAGE_SIZE, "struct lu_sring *")
         v.fe_port = dom.evtchn.lu_port(fe_port)[0]
         v.be_port = dom0.evtchn.lu_port(be_port)[0]
 
     def backend_slot_addr(self, slot):
-        dom0 = self.hv.domains[0]
-        per = PAGE_SIZE // guest.BACKEND_SLOT.size
-        gfn = dom0.layout.backend_gfns[slot // per]
-        return P2M(dom0.p2m).mfn(gfn) * PAGE_SIZE + (slot % per) * guest.BACKEND_SLOT.size
+        return backend_slot_addr(self.hv, slot)
 
     def backend(self, dom):
         """dom0's backend for dom's frontend, as the C core runs it."""
@@ -266,12 +266,27 @@ class Builder:
     def _passthrough(self, dom, p2m, pci, iommu):
         hv = self.hv
         frames = [m + i for m, n in sorted(iommu) for i in range(n)]
-        levels = guest.table_counts(dom.layout.nr_pages)
+        levels = guest.table_counts(dom.nr_frames)
         dom.iommu_root = guest.build_tables(hv.ram, frames, levels, p2m)
         dom.iommu_frames = iommu
         dom.devices = list(pci)
         for bdf in pci:
             hv.pci_assigned[bdf] = dom.domid
+
+
+def guest_info(hv, dom):
+    """The guest's own bookkeeping page (gfn 0), as the C core sees it."""
+    return hv.ram.pointer(P2M(dom.p2m).mfn(guest.INFO_GFN) * PAGE_SIZE, "struct lu_guest_info *")
+
+
+def backend_slot_addr(hv, slot):
+    """Where dom0's backend keeps the state of its slot-th frontend."""
+    dom0 = hv.domains[0]
+    info = guest_info(hv, dom0)
+    per = PAGE_SIZE // guest.BACKEND_SLOT.size
+    if slot // per >= info.backend_pages:
+        raise BuildError("dom0 has no backend slot %d" % slot)
+    return P2M(dom0.p2m).mfn(info.backend_gfn + slot // per) * PAGE_SIZE + (slot % per) * guest.BACKEND_SLOT.size
 
 
 def read_backend_slot(ram, addr):

@@ -64,6 +64,8 @@ class Domain:
     grants: object = None
     shared_frames: list = field(default_factory=list)   # [(mfn, count)]
     l4_mfn: int = None               # PV: pinned, and every vCPU's CR3
+    gdt_mfns: list = field(default_factory=list)         # PV: each vCPU's GDT frame
+    fifo_gfns: tuple = None          # FIFO ABI: (event array gfn, control block gfn)
     vcpu_state: object = None        # cdata struct lu_vcpu[vcpus]
     ws_mfns: list = field(default_factory=list)          # per vCPU, cdata uint64_t[]
     hvm_params: dict = field(default_factory=dict)
@@ -134,7 +136,7 @@ class Domain:
             "iommu_root": self.iommu_root,
             "vcpu_states": [{"vcpu": i, "steps": v.steps, "runstate": RUNSTATES.get(v.runstate, "?"),
                              "paused": bool(v.pause_req), "rip": v.regs.rip, "rax": v.regs.rax,
-                             "max_gap_ns": v.max_gap_ns}
+                             "max_gap_ns": v.info.vcpu[i].max_gap_ns}
                             for i, v in enumerate(self.vcpu_list())],
         })
         return d

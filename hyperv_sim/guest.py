@@ -24,6 +24,9 @@ IO_EVERY = 1 << 16                    # HVM: a device-model read every 64 Ki ste
 RING_EVERY = 1 << 15                  # PV frontends: a backend request every 32 Ki steps
 
 
+INFO_GFN = 0
+
+
 class LayoutError(Exception):
     pass
 
@@ -39,7 +42,7 @@ def table_counts(nr_pages):
 @dataclass
 class Layout:
     nr_pages: int
-    info_gfn: int = 0
+    info_gfn: int = INFO_GFN
     pt_gfns: list = field(default_factory=list)        # L4 first, then L3s, L2s, L1s
     pt_levels: list = field(default_factory=list)      # [1, n3, n2, n1]
     gdt_gfns: list = field(default_factory=list)
@@ -158,7 +161,7 @@ def build_tables(ram, table_mfns, levels, p2m, read_only=(), leaf_flags=PTE_PRES
     return l4
 
 
-def write_info(ram, info_mfn, seed, lay, io_every, ring_every):
+def write_info(ram, info_mfn, seed, lay, io_every, ring_every, idle=False):
     """The guest's own bookkeeping page (what its kernel would keep)."""
     info = ram.pointer(info_mfn * PAGE_SIZE, "struct lu_guest_info *")
     info.magic = GUEST_MAGIC
@@ -170,4 +173,7 @@ def write_info(ram, info_mfn, seed, lay, io_every, ring_every):
     info.io_every = io_every
     info.ring_every = ring_every
     info.ring_gfn = lay.ring_gfn or 0
+    info.flags = lib.LU_GUEST_IDLE if idle else 0
+    info.backend_gfn = lay.backend_gfns[0] if lay.backend_gfns else 0
+    info.backend_pages = len(lay.backend_gfns)
     return info

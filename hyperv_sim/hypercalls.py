@@ -60,6 +60,8 @@ class Dispatcher:
         if handler is None:
             return -abi.ENOSYS
         mem = GuestMemory(regions)
+        if self.hv.lu_active and call.op == abi.HYPERVISOR_kexec_op:
+            return -abi.EBUSY
         try:
             with self.hv.lock:
                 return handler(mem, list(call.arg), caller_domid)
@@ -106,9 +108,28 @@ class Dispatcher:
             if ktype not in kexec.images:
                 raise KexecFailure(abi.ENOENT, "exec: no %s image loaded"
                                    % abi.KEXEC_TYPE_NAMES[ktype])
-            raise KexecFailure(abi.EOPNOTSUPP, "exec of a %s image is not supported by this "
-                               "hypervisor build" % abi.KEXEC_TYPE_NAMES[ktype])
+            if ktype != abi.KEXEC_TYPE_LIVEUPDATE:
+                raise KexecFailure(abi.EOPNOTSUPP, "exec of a %s image (a reboot) is not "
+                                   "supported by the simulator" % abi.KEXEC_TYPE_NAMES[ktype])
+            return self._live_update()
         return -abi.EINVAL
+
+    def _live_update(self):
+        """Pre-flight now; the update itself runs once domains quiesce."""
+        from .liveupdate.engine import LiveUpdate
+        hv = self.hv
+        if hv.lu_active:
+            raise KexecFailure(abi.EBUSY, "exec: a live update is already in progress")
+        lu = LiveUpdate(hv, fault_point=hv.lu_fault or hv.opts.lu_fault)
+        hv.lu_fault = None
+        hv.lu_report = lu.report
+        try:
+            lu.preflight()
+        except KexecFailure as e:
+            lu.report.finish("refused", str(e))
+            raise
+        lu.start()
+        return 0
 
     # xen_version
 

@@ -16,7 +16,7 @@ from kexec_lu.units import MiB, GiB, align_down, format_size
 
 from . import bootline
 from ._lu_core import lib
-from .builder import BuildError, Builder
+from .builder import BuildError, Builder, backend_slot_addr
 from .domain import DOMAIN_TYPES, MAX_VCPUS
 from .evtchn import EvtchnError
 from .frametable import FrameAllocator, FrameTable, OutOfMemory, RefError
@@ -42,6 +42,11 @@ class DomainError(KexecLuError):
     pass
 
 
+class RestoreFailure(BootFailure):
+    """xen#2 could not restore: it halts, RAM and breadcrumb intact."""
+
+
+
 class Personality:
     """Who this hypervisor is, read from its image's XenLU notes."""
 
@@ -65,13 +70,20 @@ class Personality:
 class Hypervisor:
     CRASH_NOTE_SIZE = 512
 
-    def __init__(self, ram, entry, console, nr_pcpus=None):
+    def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None):
         self.ram = ram
         self.console = console
         self.lock = threading.RLock()
         self.domains = {}
         self._next_domid = 1
         self.kexec = Kexec(self)
+        # How to jump into a new hypervisor (xen.py: execve); None in tests
+        # that run a hypervisor inside their own process.
+        self.exec_into = exec_into
+        self.lu_active = False
+        self.lu_report = None
+        self.lu_fault = None
+        self.incarnation = int.from_bytes(os.urandom(8), "little")
         self._boot(entry, nr_pcpus)
 
     # boot
@@ -98,14 +110,14 @@ class Hypervisor:
         self.console.log("Command line: %s", info.cmdline)
         for word in self.opts.unknown:
             self.console.log("parameter \"%s\" unknown!", word)
-        if self.opts.liveupdate_base is not None:
-            raise BootFailure("live-update restore (liveupdate=...@base) is not supported "
-                              "by this hypervisor build")
-        self._lay_out_memory()
-        self.mappings = Mappings(self.frametable)
         self.pci_assigned = {}
         self.backend_slots = [None] * (BACKEND_STATE_PAGES * (PAGE_SIZE // BACKEND_SLOT.size))
         self.sched = Scheduler(self.nr_pcpus)
+        if self.opts.liveupdate_base is not None:
+            self._restore()
+            return
+        self._lay_out_memory()
+        self.mappings = Mappings(self.frametable)
         try:
             dom0 = self.create_domain("Domain-0", "pv", self.opts.dom0_mem,
                                       self.opts.dom0_max_vcpus, control=True)
@@ -114,6 +126,77 @@ class Hypervisor:
                               % (format_size(self.opts.dom0_mem), e))
         self.console.log("Dom0: %s, %d vCPUs", format_size(dom0.memory_bytes), dom0.vcpus)
         self.sched.start()
+
+    def _restore(self):
+        """Booted by a live update: everything from the stream."""
+        from .liveupdate import handover, restore as lur
+        from .liveupdate.report import InjectedFault, Report
+        from .liveupdate.stream import StreamError
+        t0 = lib.lu_now_ns()
+        self.lu_report = rep = Report()
+        rep.begin("xen2-boot")
+        self.lu_start = self.opts.liveupdate_base
+        # Whatever lies between the bootmem xen#1 named and this image is
+        # bootmem too (freed image space), so the next window is contiguous.
+        self.lu_size = max(self.opts.liveupdate_size, self.xen_start - self.lu_start)
+        xen_frames = -(-(self.xen_start + self.xen_size) // PAGE_SIZE) - self.xen_start // PAGE_SIZE
+        rep.info.update(to_version=self.personality.version, xen2_start_ns=t0)
+
+        def fault(point):
+            if self.opts.lu_fault == point:
+                raise InjectedFault(point)
+        try:
+            rep.phase("map-stream")
+            stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size, self.xen_start, self.xen_size)
+            rep.phase("validate")
+            fault("restore-validate")
+            system, plans = lur.decode(stream.buf, self.personality.lu_records)
+            facts = lur.check(self, system, plans, stream,
+                              (self.lu_start // PAGE_SIZE, self.lu_size // PAGE_SIZE),
+                              (self.xen_start // PAGE_SIZE, xen_frames))
+            rep.id = facts["update_id"] if facts["update_id"] is not None else rep.id
+            rep.info.update(from_version=facts["xen1_version"], stream_bytes=len(stream.buf),
+                            stream_pages=len(stream.mfns))
+            xen1 = [[n.rstrip(b"\0").decode(), a, b] for n, a, b in facts["timings"]]
+            first_pause = next((a for n, a, b in xen1 if n == "first-pause"), None)
+            rep.phases[:0] = [p for p in xen1 if p[0] != "first-pause"]
+            lur.restore(self, stream, plans, facts, fault)
+        except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
+            rep.finish("halted", str(e))
+            raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e)
+        rep.phase("release-stream")
+        for mfn, count in stream.extents():
+            self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+            self.frametable.mark(mfn, count, DOMID_INVALID, lib.LU_USE_FREE)
+        handover.clear_breadcrumb(self)
+        self.allocator = FrameAllocator(self.frametable)
+        self._xen_data_pages()
+        self._next_domid = max(self.domains) + 1
+        rep.phase("unpause")
+        with self.sched.stopped():
+            self._reschedule()
+        for dom in self.domains.values():
+            if not dom.paused and not dom.dying:
+                unpause_vcpus(dom.vcpu_list())
+        self.sched.start()
+        done = lib.lu_now_ns()
+        rep.finish("complete")
+        if first_pause is not None:
+            rep.info["blackout_ms"] = (done - first_pause) / 1e6
+        rep.info["restored_domains"] = len(self.domains)
+        self.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
+                         "blackout %.1f ms", facts["xen1_version"], len(self.domains),
+                         (done - t0) / 1e6, rep.info.get("blackout_ms", 0.0))
+
+    def _xen_data_pages(self):
+        """Per-CPU crash notes and vmcoreinfo: hypervisor data dump tools read."""
+        notes_frames = _frames(self.nr_pcpus * self.CRASH_NOTE_SIZE)
+        (mfn, _), = self._alloc_xen(notes_frames, "crash notes")
+        self.crash_notes_base = mfn * PAGE_SIZE
+        (mfn, _), = self._alloc_xen(1, "vmcoreinfo")
+        text = ("VMCOREINFO_XEN\nOSRELEASE=%s\nPAGESIZE=%d\n" % (self.personality.version, PAGE_SIZE)).encode()
+        self.ram.write(mfn * PAGE_SIZE, text)
+        self.vmcoreinfo = (mfn * PAGE_SIZE, len(text))
 
     def _lay_out_memory(self):
         ram, opts = self.ram, self.opts
@@ -153,14 +236,7 @@ class Hypervisor:
         (mfn, _), = self._alloc_xen(m2p_bytes // PAGE_SIZE, "the M2P table", lib.LU_USE_M2P)
         self.m2p = M2P(ram, mfn * PAGE_SIZE, nr)
         self._reserve_crash_region()
-        # Per-CPU crash notes and vmcoreinfo: hypervisor data dump tools read.
-        notes_frames = _frames(self.nr_pcpus * self.CRASH_NOTE_SIZE)
-        (mfn, _), = self._alloc_xen(notes_frames, "crash notes")
-        self.crash_notes_base = mfn * PAGE_SIZE
-        (mfn, _), = self._alloc_xen(1, "vmcoreinfo")
-        text = ("VMCOREINFO_XEN\nOSRELEASE=%s\nPAGESIZE=%d\n" % (self.personality.version, PAGE_SIZE)).encode()
-        ram.write(mfn * PAGE_SIZE, text)
-        self.vmcoreinfo = (mfn * PAGE_SIZE, len(text))
+        self._xen_data_pages()
 
     def _alloc_xen(self, frames, what, use=lib.LU_USE_XENHEAP):
         try:
@@ -241,7 +317,11 @@ class Hypervisor:
             m.foreign_maps.remove(fm)
             self.frametable.put_ref(fm.mfn, lib.LU_PGT_WRITABLE)
         m.release_xen_maps(domid)
-        self.backend_slots = [None if s == domid else s for s in self.backend_slots]
+        for slot, owner in enumerate(self.backend_slots):
+            if owner == domid:
+                # dom0's backend forgets the frontend (its state lives in dom0).
+                self.ram.zero(backend_slot_addr(self, slot), BACKEND_SLOT.size)
+                self.backend_slots[slot] = None
         self.pci_assigned = {b: d for b, d in self.pci_assigned.items() if d != domid}
         dom0 = self.domains.get(0)
         if dom0 and domid != 0:
@@ -366,6 +446,8 @@ class Hypervisor:
                 "kexec": {name: (self.kexec.images[t].describe() if t in self.kexec.images else None)
                           for t, name in KEXEC_TYPE_NAMES.items()},
                 "pid": os.getpid(),
+                "incarnation": self.incarnation,
+                "live_update": self.lu_report.to_json() if self.lu_report else None,
             }
 
     def list_domains(self):

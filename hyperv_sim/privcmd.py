@@ -11,8 +11,8 @@ import socket
 import struct
 import threading
 
-from kexec_lu import privcmd as wire
-from kexec_lu.errors import KexecLuError
+from kexec_lu import abi, privcmd as wire
+from kexec_lu.errors import Busy, KexecLuError
 
 from .hypercalls import CALL_SIZE
 
@@ -74,7 +74,7 @@ class PrivcmdServer:
                 kind, payload = wire.recv_frame(conn)
                 if kind == wire.KIND_HYPERCALL:
                     call, regions = wire.decode_hypercall(payload, CALL_SIZE)
-                    ret = self.dispatcher.call(call, regions)
+                    ret = self.dispatcher.call(call, regions) if self.dispatcher else -abi.ENODEV  # halted
                     wire.send_frame(conn, kind, wire.encode_reply(ret, regions))
                 elif kind == wire.KIND_TOOLSTACK:
                     reply = self._toolstack(payload)
@@ -91,6 +91,6 @@ class PrivcmdServer:
                 raise ValueError("request is not an object")
             return {"ok": True, "result": self.toolstack.handle(request)}
         except KexecLuError as e:
-            return {"ok": False, "error": str(e)}
+            return {"ok": False, "error": str(e), "busy": isinstance(e, Busy)}
         except (ValueError, TypeError, KeyError) as e:
             return {"ok": False, "error": "bad toolstack request: %s" % e}

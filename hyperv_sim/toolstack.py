@@ -5,7 +5,10 @@ message fit for the user.
 """
 import os
 
-from kexec_lu.errors import KexecLuError
+from kexec_lu.errors import Busy, KexecLuError
+
+# What may run while a live update holds the hypervisor.
+READ_ONLY = ("ping", "lu-report", "dmesg")
 
 
 class Toolstack:
@@ -25,6 +28,8 @@ class Toolstack:
             "unpause": lambda r: hv.set_paused(r["domain"], False).describe(),
             "dmesg": lambda r: hv.console.lines(),
             "shutdown": self.shutdown,
+            "lu-report": lambda r: hv.lu_report.to_json() if hv.lu_report else None,
+            "lu-fault": self.lu_fault,
         }
 
     def handle(self, request):
@@ -32,7 +37,18 @@ class Toolstack:
         handler = self.ops.get(op)
         if handler is None:
             raise KexecLuError("unknown toolstack operation %r" % op)
+        if self.hv.lu_active and op not in READ_ONLY:
+            raise Busy("a live update is in progress; try again when it is done")
         return handler(request)
+
+    def lu_fault(self, r):
+        """Debug: make the next live update fail at a named point."""
+        from .liveupdate.report import FAULT_POINTS
+        point = r.get("point")
+        if point is not None and point not in FAULT_POINTS:
+            raise KexecLuError("unknown fault point %r: one of %s" % (point, ", ".join(FAULT_POINTS)))
+        self.hv.lu_fault = point
+        return point
 
     def create(self, r):
         seed = r.get("seed")
@@ -57,3 +73,25 @@ class Toolstack:
         self.hv.console.log("shutdown requested")
         self.on_shutdown()
         return None
+
+
+class HaltedToolstack:
+    """What a hypervisor that could not restore still answers."""
+
+    def __init__(self, console, reason, on_shutdown):
+        self.console = console
+        self.reason = reason
+        self.on_shutdown = on_shutdown
+
+    def handle(self, request):
+        op = request.get("op")
+        if op == "ping":
+            return {"pid": os.getpid(), "halted": self.reason}
+        if op == "dmesg":
+            return self.console.lines()
+        if op == "lu-report":
+            return {"state": "halted", "error": self.reason, "phases": [], "id": None}
+        if op == "shutdown":
+            self.on_shutdown()
+            return None
+        raise KexecLuError("the hypervisor is halted: %s" % self.reason)

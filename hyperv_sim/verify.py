@@ -12,7 +12,7 @@ from kexec_lu import abi
 from kexec_lu.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
-from .builder import read_backend_slot
+from .builder import backend_slot_addr, guest_info, read_backend_slot
 from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES
 from .guest import P2M
 
@@ -83,18 +83,18 @@ def _check_domain(hv, dom, ex, rep):
         _expect_pv(hv, dom, p2m, ex, rep)
     _check_io(hv, dom, rep)
     if dom.iommu_root is not None:
-        arr = p2m.array(dom.layout.nr_pages)
+        arr = p2m.array(dom.nr_frames)
         bad = ffi.new("uint64_t *")
         leaves = lib.lu_iommu_check(hv.ram.base, hv.ram.nr_frames, dom.iommu_root, arr,
-                                    dom.layout.nr_pages, bad)
+                                    dom.nr_frames, bad)
         if leaves < 0:
             rep.bad(d, "iommu", "IOMMU maps gfn 0x%x elsewhere than the P2M" % bad[0])
-        elif leaves != dom.layout.nr_pages:
-            rep.bad(d, "iommu", "IOMMU maps %d of %d gfns" % (leaves, dom.layout.nr_pages))
+        elif leaves != dom.nr_frames:
+            rep.bad(d, "iommu", "IOMMU maps %d of %d gfns" % (leaves, dom.nr_frames))
 
 
 def _check_workload(hv, dom, rep):
-    info = hv.ram.pointer(P2M(dom.p2m).mfn(dom.layout.info_gfn) * PAGE_SIZE, "struct lu_guest_info *")
+    info = guest_info(hv, dom)
     if info.rsp_errors:
         rep.bad(dom.domid, "ring", "the guest received %d corrupted backend responses" % info.rsp_errors)
     want = ffi.new("struct lu_regs *")
@@ -106,7 +106,7 @@ def _check_workload(hv, dom, rep):
             page = slot[0] % v.ws_pages
             rep.bad(dom.domid, "memory", "vCPU%d working set: %d words differ after %d steps; "
                     "first at gfn 0x%x offset 0x%x: 0x%x, expected 0x%x"
-                    % (i, n, v.steps, dom.layout.ws_base_gfn + i * v.ws_pages + page,
+                    % (i, n, v.steps, info.ws_base_gfn + i * v.ws_pages + page,
                        (slot[0] // v.ws_pages) * 8, got[0], expect[0]))
         lib.lu_workload_regs(v.seed, v.vcpu_id, v.ws_pages, v.io_every, v.ring_every, v.steps, want)
         diffs = ["%s=0x%x (expected 0x%x)" % (r, getattr(v.regs, r), getattr(want, r))
@@ -120,8 +120,8 @@ def _expect_pv(hv, dom, p2m, ex, rep):
     l4 = ex[dom.l4_mfn]
     l4.type_info = (lib.LU_PGT_L4 << PGT_SHIFT) | lib.LU_PGT_PINNED | (1 + dom.vcpus)
     l4.count += 1 + dom.vcpus
-    for gfn in dom.layout.gdt_gfns:
-        e = ex[p2m.mfn(gfn)]
+    for mfn in dom.gdt_mfns:
+        e = ex[mfn]
         e.type_info = (lib.LU_PGT_SEG_DESC << PGT_SHIFT) | ((e.type_info & PGT_COUNT) + 1)
         e.count += 1
     bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
@@ -169,7 +169,7 @@ def _check_ring(hv, dom, rep):
     v = dom.vcpu_state[0]
     ring = v.ring
     info = v.info
-    slot = read_backend_slot(hv.ram, _backend_addr(hv, fe.backend_slot))
+    slot = read_backend_slot(hv.ram, backend_slot_addr(hv, fe.backend_slot))
     produced = v.steps // v.ring_every
     if ring.req_prod != produced & 0xFFFFFFFF:
         rep.bad(d, "ring", "req_prod %d, but %d steps produce %d requests" % (ring.req_prod, v.steps, produced))
@@ -182,11 +182,6 @@ def _check_ring(hv, dom, rep):
     if (ring.rsp_prod - info.rsp_cons) & 0xFFFFFFFF and not dom.evtchn.pending(fe.fe_port):
         rep.bad(d, "event", "lost event: %d responses wait for the guest, but its port %d is not "
                 "pending" % ((ring.rsp_prod - info.rsp_cons) & 0xFFFFFFFF, fe.fe_port))
-
-
-def _backend_addr(hv, slot):
-    from .builder import Builder
-    return Builder(hv).backend_slot_addr(slot)
 
 
 def _check_mappings(hv, ex, rep):

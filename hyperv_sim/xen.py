@@ -2,7 +2,8 @@
 
 What a CPU has after a boot loader or kexec jumps: host RAM and an entry
 address.  The state directory is dom0's side of the machine (where the
-privcmd socket and the console log are), not hypervisor state.
+privcmd socket and the console log are), not hypervisor state.  A live
+update ends here with an execve into the same command and a new entry.
 """
 import argparse
 import os
@@ -11,15 +12,20 @@ import sys
 
 from .console import Console
 from .hypercalls import Dispatcher
-from .hypervisor import BootFailure, Hypervisor
+from .hypervisor import BootFailure, Hypervisor, RestoreFailure
 from .privcmd import PrivcmdServer
 from .ram import HostRAM, RamError
-from .toolstack import Toolstack
+from .toolstack import HaltedToolstack, Toolstack
 
 PID_FILE = "xen.pid"
 CONSOLE_FILE = "console.log"
 RAM_FILE = "ram"
 SOCKET_FILE = "privcmd"
+
+
+def xen_argv(ram_path, entry, state_dir):
+    return [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path, "--entry", hex(entry),
+            "--state-dir", state_dir]
 
 
 def main(argv=None):
@@ -30,40 +36,63 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     console = Console(os.path.join(args.state_dir, CONSOLE_FILE))
-    try:
-        ram = HostRAM.open(args.ram)
-        hv = Hypervisor(ram, args.entry, console)
-    except (BootFailure, RamError, OSError) as e:
-        console.log("PANIC: %s", e)
-        print("hyperv-sim: %s" % e, file=sys.stderr)
-        return 1
-
+    sock_path = os.path.join(args.state_dir, SOCKET_FILE)
     server = None
 
     def stop(*_):
         if server:
             server.stopping.set()
 
-    sock_path = os.path.join(args.state_dir, SOCKET_FILE)
-    server = PrivcmdServer(sock_path, Dispatcher(hv), Toolstack(hv, on_shutdown=stop), console)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def exec_into(entry):
+        """The jump into xen#2: only RAM, its command line (in the boot
+        information at `entry`) and the entry itself go across."""
+        server.close()
+        hv.sched.shutdown()
+        console.log("exec into the new hypervisor at 0x%x", entry)
+        console.close()
+        os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir))
+
     with open(os.path.join(args.state_dir, PID_FILE), "w") as f:
         f.write("%d\n" % os.getpid())
+    try:
+        ram = HostRAM.open(args.ram)
+        hv = Hypervisor(ram, args.entry, console, exec_into=exec_into)
+        toolstack, dispatcher = Toolstack(hv, on_shutdown=stop), Dispatcher(hv)
+        keep_ram = False
+    except RestoreFailure as e:
+        # Halted: RAM and breadcrumb stay for another image to restore from;
+        # the console still answers.
+        console.log("PANIC: %s", e)
+        toolstack, dispatcher = HaltedToolstack(console, str(e), on_shutdown=stop), None
+        keep_ram, hv = True, None
+    except (BootFailure, RamError, OSError) as e:
+        console.log("PANIC: %s", e)
+        print("hyperv-sim: %s" % e, file=sys.stderr)
+        _remove(os.path.join(args.state_dir, PID_FILE))
+        return 1
+
+    server = PrivcmdServer(sock_path, dispatcher, toolstack, console)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     console.log("privcmd listening on %s", sock_path)
     try:
         server.serve_forever()
     finally:
         server.close()
-        hv.close()
+        if hv is not None:
+            hv.close()
         console.log("powered off")
-        # Power off: RAM contents are gone.
-        for path in (os.path.join(args.state_dir, PID_FILE), args.ram):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        _remove(os.path.join(args.state_dir, PID_FILE))
+        if not keep_ram:
+            _remove(args.ram)       # power off: RAM contents are gone
     return 0
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 if __name__ == "__main__":

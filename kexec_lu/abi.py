@@ -96,6 +96,9 @@ ENOSYS = 38
 EOPNOTSUPP = 95
 EOVERFLOW = 75
 EADDRNOTAVAIL = 99
+EIO = 5
+ENOEXEC = 8
+ENODEV = 19
 
 # The live-update breadcrumb magic: "LiveUpda" with the page bits cleared.
 LU_BREADCRUMB_MAGIC = 0x4C69766555706461 & PAGE_MASK

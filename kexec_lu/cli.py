@@ -240,5 +240,25 @@ def status(ctx, ktype, as_json):
 status.error_status = STATUS_ERROR
 
 
+@cli.command(name="exec")
+@click.option("-t", "--type", "ktype", type=click.Choice(["liveupdate"]), default="liveupdate",
+              show_default=True, help="Only a live update can be executed on a running host.")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1, 3600),
+              help="Seconds to wait for the new hypervisor to report.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+def exec_(ktype, timeout, as_json):
+    """Live-update into the loaded image: quiesce, save, exec, restore.
+
+    Shows each phase as it happens and, once the new hypervisor has restored
+    every domain, the blackout (first vCPU paused to last one unpaused).
+    """
+    from .liveupdate import run_live_update
+    report = run_live_update(_client(), timeout=timeout, show=not as_json)
+    if as_json:
+        print_json(report)
+    if report["state"] != "complete":
+        raise KexecLuError("live update %s: %s" % (report["state"], report.get("error")))
+
+
 def main(argv=None):
     run(cli, "kexec-lu", argv)

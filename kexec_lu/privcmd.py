@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 
-from .errors import HypervisorUnavailable, KexecLuError
+from .errors import Busy, HypervisorUnavailable, KexecLuError
 
 KIND_HYPERCALL = b"H"
 KIND_TOOLSTACK = b"T"
@@ -169,5 +169,6 @@ class SocketPrivcmd:
         """A simulator-only toolstack request; raises KexecLuError on failure."""
         reply = json.loads(self._exchange(KIND_TOOLSTACK, json.dumps(dict(args, op=op)).encode()))
         if not reply.get("ok"):
-            raise KexecLuError(reply.get("error", "toolstack request %s failed" % op))
+            cls = Busy if reply.get("busy") else KexecLuError
+            raise cls(reply.get("error", "toolstack request %s failed" % op))
         return reply.get("result")

@@ -1,0 +1,139 @@
+"""xen#1's side of a live update: pre-flight, quiesce, save, hand-over, exec.
+
+Runs on its own thread once KEXEC_CMD_kexec (type live update) has passed
+the pre-flight checks, as Xen updates "when all the domains are quiescent"
+rather than inside the hypercall.  Any failure before the point of no return
+(copying the new image over the running one) resumes every domain exactly
+as it was and says what failed.
+"""
+import threading
+
+from kexec_lu import abi, lustream as ls, xennotes
+from kexec_lu.abi import PAGE_SIZE
+
+from .._lu_core import lib
+from ..kexec import KexecFailure
+from . import handover, save
+from .quiesce import Quiesce, QuiesceTimeout
+from .report import InjectedFault, Report
+
+DEFAULT_QUIESCE_TIMEOUT_MS = 2000
+
+
+class LiveUpdate:
+    def __init__(self, hv, fault_point=None):
+        self.hv = hv
+        self.fault_point = fault_point
+        self.report = Report()
+        self.report.info["from_version"] = hv.personality.version
+
+    def fault(self, point):
+        if self.fault_point == point:
+            raise InjectedFault(point)
+
+    # pre-flight: changes nothing; raises KexecFailure naming what blocks
+
+    def preflight(self):
+        hv = self.hv
+        self.report.begin("preflight")
+        image = hv.kexec.images.get(abi.KEXEC_TYPE_LIVEUPDATE)
+        if image is None:
+            raise KexecFailure(abi.ENOENT, "no live-update image loaded")
+        if hv.exec_into is None:
+            raise KexecFailure(abi.EOPNOTSUPP, "this hypervisor has no process to replace")
+        if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
+            raise KexecFailure(abi.EIO, "the loaded image changed in memory since it was loaded")
+        notes = self._image_notes(image)
+        if xennotes.XENLU_NOTE_VERSION not in notes or xennotes.XENLU_NOTE_IMAGE not in notes:
+            raise KexecFailure(abi.ENOEXEC, "the loaded image is not a hypervisor this simulator "
+                               "can run (no XenLU personality notes)")
+        major, minor, extra = xennotes.decode_version(notes[xennotes.XENLU_NOTE_VERSION])
+        self.report.info["to_version"] = "%d.%d%s" % (major, minor, extra)
+        if xennotes.XENLU_NOTE_STREAM not in notes:
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore any live-update "
+                               "stream (its image has no stream note)" % (major, minor, extra))
+        lo, hi, types = xennotes.decode_stream(notes[xennotes.XENLU_NOTE_STREAM])
+        if not lo <= ls.LU_FORMAT_VERSION <= hi:
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 restores stream versions %d-%d, this stream "
+                               "is version %d" % (lo, hi, ls.LU_FORMAT_VERSION))
+        missing = {t: why for t, why in save.needed_record_types(hv).items() if t not in set(types)}
+        if missing:
+            t = min(missing)
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, which %s"
+                               % (major, minor, extra, ls.record_name(t), missing[t]))
+        self._check_bootmem_clean()
+        self.fault("preflight")
+        self.report.end()
+
+    def _image_notes(self, image):
+        """xen#2's personality, from the image as staged (the biggest
+        segment; the other is the boot-information page)."""
+        seg = max(image.segments, key=lambda s: s.dest_size)
+        return xennotes.find_xenlu_notes(self.hv.kexec.staged_bytes(seg))
+
+    def _check_bootmem_clean(self):
+        hv = self.hv
+        lo, n = hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE
+        for owner_use, what in ((lib.LU_USE_GUEST, "guest page"), (lib.LU_USE_SHARED, "shared page"),
+                                (lib.LU_USE_IOMMU_PT, "IOMMU page table")):
+            for dom_owner in [d.domid for d in hv.domains.values()] + [abi.DOMID_XEN]:
+                if hv.frametable.count(dom_owner, owner_use, lo, lo + n):
+                    raise KexecFailure(abi.EBUSY, "a %s of owner %d lies in LU bootmem" % (what, dom_owner))
+
+    # the update itself
+
+    def start(self):
+        hv = self.hv
+        hv.lu_active = True
+        hv.lu_report = self.report
+        threading.Thread(target=self._run, name="live-update", daemon=True).start()
+
+    def _run(self):
+        hv, rep = self.hv, self.report
+        q = pages = None
+        try:
+            with hv.lock:
+                rep.phase("quiesce")
+                q = Quiesce(hv)
+                q.hvm_first(hv.opts.lu_quiesce_timeout_ms / 1000.0, self.fault)
+                q.pv_last(self.fault)
+                rep.info["first_pause_ns"] = q.first_pause_ns
+                rep.phase("save")
+                self.fault("save")
+                rep.end()
+                timings = rep.timings() + [("first-pause", q.first_pause_ns, q.first_pause_ns)]
+                data, types = save.build_stream(hv, timings, q.paused_before, rep.id)
+                rep.phase("handover")
+                self.fault("stream-alloc")
+                pages = handover.StreamPages(hv, data)
+                pages.build_mfn_array(self.fault)
+                pages.write_breadcrumb(self.fault)
+                self.fault("image-check")
+                if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
+                    raise KexecFailure(abi.EIO, "the loaded image changed in memory")
+                rep.info.update(stream_bytes=len(data), stream_pages=pages.nr,
+                                record_types=sorted(ls.record_name(t) for t in types))
+                image = hv.kexec.images[abi.KEXEC_TYPE_LIVEUPDATE]
+                hv.console.log("live update: %d-byte stream in %d pages, MFN array at 0x%x; "
+                               "exec into %s", len(data), pages.nr, pages.array_maddr,
+                               rep.info.get("to_version"))
+                # Point of no return.
+                handover.place_image(hv, image)
+                rep.phase("exec")
+                hv.exec_into(image.entry)
+        except (QuiesceTimeout, InjectedFault, KexecFailure, handover.HandoverError) as e:
+            self._abort(q, pages, str(e))
+        except Exception as e:          # a bug: still, nothing may be lost
+            self._abort(q, pages, "internal error: %r" % e)
+            raise
+
+    def _abort(self, q, pages, why):
+        hv = self.hv
+        if pages is not None:
+            pages.release()
+            handover.clear_breadcrumb(hv)
+        if q is not None:
+            q.resume()
+        self.report.finish("aborted", why)
+        hv.lu_active = False
+        hv.console.log("live update aborted, every domain resumed: %s", why)

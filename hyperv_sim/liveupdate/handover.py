@@ -1,0 +1,77 @@
+"""Hand-over: the stream in data pages, the MFN array, the breadcrumb, the
+new image at its destination, and the exec.
+
+Stream pages come from anywhere outside LU bootmem and guest pages (free
+frames are neither); the MFN array is physically contiguous.
+"""
+from kexec_lu.abi import DOMID_XEN, PAGE_SIZE
+
+from .._lu_core import ffi, lib
+from ..frametable import OutOfMemory
+from . import stream as S
+
+
+class HandoverError(Exception):
+    pass
+
+
+class StreamPages:
+    def __init__(self, hv, data):
+        self.hv = hv
+        self.length = len(data)
+        self.extents = []
+        nr = -(-len(data) // PAGE_SIZE)
+        try:
+            self.extents += hv.allocator.alloc(nr, DOMID_XEN, lib.LU_USE_STREAM)
+        except OutOfMemory as e:
+            raise HandoverError("no memory for the %d-page stream: %s" % (nr, e))
+        self.mfns = ffi.new("uint64_t[]", nr)
+        i = 0
+        for mfn, count in sorted(self.extents):
+            lib.lu_fill_run(self.mfns + i, mfn, count)
+            i += count
+        self.nr = nr
+        lib.lu_stream_scatter(hv.ram.base, self.mfns, nr, ffi.from_buffer("uint8_t[]", data), len(data))
+        self.hash = S.hash64(data)
+
+    def build_mfn_array(self, fault=None):
+        if fault:
+            fault("mfn-array")
+        frames = S.mfn_array_frames(self.nr)
+        try:
+            ext = self.hv.allocator.alloc(frames, DOMID_XEN, lib.LU_USE_STREAM, contiguous=True)
+        except OutOfMemory as e:
+            raise HandoverError("no %d contiguous frames for the MFN array: %s" % (frames, e))
+        self.extents += ext
+        (first, _), = ext
+        raw = bytes(ffi.buffer(self.mfns, 8 * self.nr))
+        self.hv.ram.write(first * PAGE_SIZE, raw + bytes(frames * PAGE_SIZE - len(raw)))
+        self.array_maddr = first * PAGE_SIZE
+        self.array_hash = S.hash64(raw)
+        return self.array_maddr
+
+    def write_breadcrumb(self, fault=None):
+        if fault:
+            fault("breadcrumb")
+        self.hv.ram.write(self.hv.lu_start, S.pack_breadcrumb(
+            self.array_maddr, self.nr, self.length, self.hash, self.array_hash))
+
+    def release(self):
+        """Give the pages back (an aborted update, or xen#2 once restored)."""
+        for mfn, count in self.extents:
+            self.hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+        self.hv.allocator.release(self.extents)
+        self.extents = []
+
+
+def clear_breadcrumb(hv):
+    hv.ram.write(hv.lu_start, bytes(S.BREADCRUMB.size))
+
+
+def place_image(hv, image):
+    """Copy the loaded image from its staging frames to its destination:
+    over LU bootmem's top and the running hypervisor's own image.  The point
+    of no return."""
+    kexec = hv.kexec
+    for seg in image.segments:
+        hv.ram.write(seg.dest, kexec.staged_bytes(seg))

@@ -1,0 +1,71 @@
+"""Quiesce: every vCPU paused at an architectural restartable boundary.
+
+HVM and PVH guests first, as soon as any I/O request in flight is answered;
+dom0 (which runs the device models) and the PV guests keep running until
+they too are paused, just before the save.  Bounded: past the timeout
+everything is resumed and the vCPUs that never got there are named.
+"""
+import time
+
+from .._lu_core import lib
+from ..sched import pause_vcpus
+
+RUNSTATE = {lib.LU_RUN_RUNNABLE: "runnable", lib.LU_RUN_BLOCKED_IO: "waiting for its device model",
+            lib.LU_RUN_BLOCKED_RING: "waiting for its backend"}
+
+
+class QuiesceTimeout(Exception):
+    pass
+
+
+class Quiesce:
+    def __init__(self, hv):
+        self.hv = hv
+        self.doms = [d for d in sorted(hv.domains.values(), key=lambda d: d.domid) if not d.dying]
+        # The administrator's choices survive the update.
+        self.paused_before = {d.domid for d in self.doms if d.paused}
+        self.first_pause_ns = None
+
+    def _now(self):
+        return lib.lu_now_ns()
+
+    def hvm_first(self, timeout_s, fault=None):
+        """Pause HVM and PVH guests at restartable boundaries."""
+        group = [d for d in self.doms if d.dtype in ("hvm", "pvh")]
+        vcpus = [(d, i, v) for d in group for i, v in enumerate(d.vcpu_list())]
+        self.first_pause_ns = self._now()
+        for d, _, v in vcpus:
+            v.quiesce_req = 1
+            if v.pause_req and v.runstate == lib.LU_RUN_BLOCKED_IO:
+                # Paused mid-request: it must run to the boundary first.
+                v.pause_req = 0
+        if fault:
+            fault("quiesce-hvm")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            waiting = [(d, i, v) for d, i, v in vcpus if not v.pause_req or v.on_cpu]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                d, i, v = waiting[0]
+                raise QuiesceTimeout("vCPU %d of d%d (%s) never reached a restartable boundary "
+                                     "within %d ms: %s" % (i, d.domid, d.name, timeout_s * 1000,
+                                                           RUNSTATE.get(v.runstate, v.runstate)))
+            time.sleep(0.0002)
+
+    def pv_last(self, fault=None):
+        """Then the PV guests and dom0."""
+        if fault:
+            fault("quiesce-pv")
+        group = [d for d in self.doms if d.dtype == "pv"]
+        if self.first_pause_ns is None:
+            self.first_pause_ns = self._now()
+        pause_vcpus([v for d in group for v in d.vcpu_list()])
+
+    def resume(self):
+        """Undo: everything runs again exactly as before."""
+        for d in self.doms:
+            keep = d.domid in self.paused_before
+            for v in d.vcpu_list():
+                v.quiesce_req = 0
+                v.pause_req = 1 if keep else 0

@@ -1,0 +1,585 @@
+"""xen#2's side: find the breadcrumb, map the stream, validate all of it,
+then restore every domain in three passes.
+
+Nothing is changed until the whole stream has been checked: framing (C
+core), then every record's meaning (frames in range, owned once, outside LU
+bootmem; every domid a record depends on present; ports that point back).
+A stream that fails leaves RAM and breadcrumb as they were.  Until the
+stream is consumed xen#2 allocates no host frame outside LU bootmem: its
+frame table goes where xen#1's was, in the region the stream hands over.
+"""
+import struct
+from concurrent.futures import ThreadPoolExecutor
+
+from kexec_lu import abi, lustream as ls
+from kexec_lu.abi import PAGE_SIZE
+
+from .. import guest
+from .._lu_core import ffi, lib
+from ..builder import backend_slot_addr, guest_info, read_backend_slot
+from ..domain import DTYPE_CODES, Domain, Frontend, IoreqServer
+from ..evtchn import EventChannels, Port
+from ..frametable import PGC_ALLOCATED, FrameTable
+from ..grant import GrantMap, GrantTable
+from ..guest import P2M
+from ..m2p import M2P
+from ..mappings import ForeignMap, Mappings, XenMap
+from . import records as R
+from .stream import DOMAIN_TYPE_PV, StreamError, hash64, iter_sections, mfn_array_frames, \
+    read_breadcrumb, validate
+
+LOW_RESERVED_FRAMES = 256       # the first MiB
+
+
+class RestoreFailure(Exception):
+    pass
+
+
+def _fail(fmt, *args):
+    raise RestoreFailure(fmt % args if args else fmt)
+
+
+# ---------------------------------------------------------------- mapping the stream
+
+class MappedStream:
+    """The stream, found through the breadcrumb and gathered into one
+    contiguous buffer through its MFN array (the design's vmap)."""
+
+    def __init__(self, ram, lu_start, lu_size, xen_start, xen_size):
+        nr_frames = ram.nr_frames
+        bc = read_breadcrumb(ram.read(lu_start, 48))
+        if bc is None:
+            _fail("no live-update breadcrumb at 0x%x: nothing to restore", lu_start)
+        self.breadcrumb = bc
+        nr, array = bc["nr_mfns"], bc["mfn_array"]
+        if not 0 < nr <= nr_frames or not nr * PAGE_SIZE - PAGE_SIZE < bc["length"] <= nr * PAGE_SIZE:
+            _fail("breadcrumb: %d stream pages for %d bytes is not a stream", nr, bc["length"])
+        forbidden = [(lu_start // PAGE_SIZE, (lu_start + lu_size) // PAGE_SIZE, "LU bootmem"),
+                     (xen_start // PAGE_SIZE, -(-(xen_start + xen_size) // PAGE_SIZE), "the hypervisor image")]
+        array_frames = mfn_array_frames(nr)
+        if array % PAGE_SIZE or array // PAGE_SIZE + array_frames > nr_frames:
+            _fail("breadcrumb: MFN array at 0x%x is not inside RAM", array)
+        self._outside(array // PAGE_SIZE, array_frames, forbidden, "the MFN array")
+        raw = ram.read(array, nr * 8)
+        if hash64(raw) != bc["array_hash"]:
+            _fail("the MFN array at 0x%x does not match its breadcrumb hash", array)
+        mfns = struct.unpack("<%dQ" % nr, raw)
+        if len(set(mfns)) != nr:
+            _fail("the MFN array names a frame twice")
+        for i, m in enumerate(mfns):
+            if m >= nr_frames:
+                _fail("MFN array entry %d: frame 0x%x is past the end of RAM", i, m)
+            self._outside(m, 1, forbidden, "stream page %d" % i)
+            if array // PAGE_SIZE <= m < array // PAGE_SIZE + array_frames:
+                _fail("stream page %d (0x%x) lies in the MFN array", i, m)
+        self.mfns = list(mfns)
+        self.array_extent = (array // PAGE_SIZE, array_frames)
+        out = ffi.new("uint8_t[]", nr * PAGE_SIZE)
+        lib.lu_stream_gather(ram.base, ffi.new("uint64_t[]", self.mfns), nr, out)
+        self.buf = bytes(ffi.buffer(out, bc["length"]))
+        if hash64(self.buf) != bc["stream_hash"]:
+            _fail("the stream does not match its breadcrumb hash (corrupted in memory)")
+
+    @staticmethod
+    def _outside(first, count, forbidden, what):
+        for lo, hi, name in forbidden:
+            if first < hi and first + count > lo:
+                _fail("%s (frame 0x%x) lies in %s", what, first, name)
+
+    def extents(self):
+        """Every frame the stream and its array occupy, as extents."""
+        runs = []
+        for m in sorted(self.mfns):
+            if runs and runs[-1][0] + runs[-1][1] == m:
+                runs[-1][1] += 1
+            else:
+                runs.append([m, 1])
+        return [tuple(r) for r in runs] + [self.array_extent]
+
+
+# ---------------------------------------------------------------- decoding and checking
+
+class DomainPlan:
+    def __init__(self, header, offset):
+        self.header = header
+        self.offset = offset
+        self.records = {}       # type -> [(offset, decoded)]
+
+    def one(self, rtype, required=True):
+        got = self.records.get(rtype, [])
+        if len(got) > 1:
+            raise StreamError("record %s at offset 0x%x: a domain has it more than once"
+                              % (ls.record_name(rtype), got[1][0]))
+        if not got:
+            if required:
+                raise StreamError("domain section at offset 0x%x has no %s record"
+                                  % (self.offset, ls.record_name(rtype)))
+            return None
+        return got[0][1]
+
+    def all(self, rtype):
+        return [v for _, v in self.records.get(rtype, [])]
+
+
+_DECODERS = {
+    ls.REC_LU_VERSION: lambda b: R.VERSION[1](b),
+    ls.REC_LU_XEN_REGIONS: lambda b: R.XEN_REGIONS[1](b)[1],
+    ls.REC_LU_M2P: lambda b: R.M2P[1](b),
+    ls.REC_LU_TIMINGS: lambda b: R.TIMINGS[1](b),
+    ls.REC_LU_DOMAIN: lambda b: R.DOMAIN[1](b),
+    ls.REC_X86_PV_INFO: lambda b: R.PV_INFO[1](b),
+    ls.REC_LU_P2M_EXTENTS: lambda b: R.P2M_EXTENTS[1](b)[1],
+    ls.REC_LU_PAGE_OWNERSHIP: lambda b: R.OWNERSHIP[1](b)[1],
+    ls.REC_LU_PV_PAGE_TYPES: lambda b: R.PV_PAGE_TYPES[1](b)[1],
+    ls.REC_LU_GRANT_TABLE: lambda b: R.GRANT_TABLE[1](b),
+    ls.REC_LU_GRANT_STATUS: lambda b: R.GRANT_STATUS[1](b)[1],
+    ls.REC_LU_EVTCHN_FIFO: lambda b: R.EVTCHN_FIFO[1](b),
+    ls.REC_LU_EVTCHN_PORTS: lambda b: R.EVTCHN_PORTS[1](b)[1],
+    ls.REC_LU_VCPU_STATE: lambda b: R.VCPU[1](b),
+    ls.REC_HVM_PARAMS: lambda b: R.HVM_PARAMS[1](b)[1],
+    ls.REC_LU_IOREQ_SERVER: lambda b: R.IOREQ_SERVER[1](b),
+    ls.REC_LU_GRANT_MAPS: lambda b: R.GRANT_MAPS[1](b)[1],
+    ls.REC_LU_FOREIGN_MAPS: lambda b: R.FOREIGN_MAPS[1](b)[1],
+    ls.REC_LU_IOMMU: R.unpack_iommu,
+}
+
+
+def decode(buf, known_types):
+    """Framing, then every body: -> (system {type: [value]}, [DomainPlan])."""
+    validate(buf, known_types)
+    system, domains = {}, []
+    for header, recs in iter_sections(buf):
+        plan = DomainPlan(header, recs[0][0]) if header is not None else None
+        for off, rtype, body in recs:
+            base = rtype & ~ls.REC_OPTIONAL
+            if base == ls.REC_END:
+                continue
+            dec = _DECODERS.get(base)
+            if dec is None:
+                continue            # an optional record this hypervisor does not know
+            try:
+                value = dec(body)
+            except (R.RecordError, struct.error) as e:
+                raise StreamError("record %s at offset 0x%x: %s" % (ls.record_name(rtype), off, e))
+            if plan is None:
+                system.setdefault(base, []).append((off, value))
+            else:
+                plan.records.setdefault(base, []).append((off, value))
+        if plan is not None:
+            domains.append(plan)
+    return system, domains
+
+
+def check(hv, system, domains, stream, lu_range, xen_range):
+    """Every record's meaning, before anything changes.  Returns the facts
+    restore needs (regions, m2p)."""
+    nr_frames = hv.ram.nr_frames
+
+    def sys_one(rtype):
+        got = system.get(rtype, [])
+        if len(got) != 1:
+            raise StreamError("the system section has %d %s records, needs 1" % (len(got), ls.record_name(rtype)))
+        return got[0]
+
+    _, (major, minor, fmt, nr_domains) = sys_one(ls.REC_LU_VERSION)
+    lo, hi = hv.personality.lu_versions or (0, -1)
+    if not lo <= fmt <= hi:
+        raise StreamError("record LU_VERSION: stream format %d, this hypervisor restores %d-%d" % (fmt, lo, hi))
+    if nr_domains != len(domains):
+        raise StreamError("record LU_VERSION says %d domains, the stream has %d sections"
+                          % (nr_domains, len(domains)))
+    off, regions = sys_one(ls.REC_LU_XEN_REGIONS)
+    ft_regions = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
+    if len(ft_regions) != 1:
+        raise StreamError("record LU_XEN_REGIONS at offset 0x%x: %d frame-table regions, needs 1"
+                          % (off, len(ft_regions)))
+    claims = []         # (first, end, what): no frame may be in two
+
+    def claim(first, count, what, where):
+        if count <= 0 or first + count > nr_frames:
+            raise StreamError("%s: frames 0x%x+%d are not inside RAM" % (where, first, count))
+        claims.append((first, first + count, what, where))
+
+    for start, n, kind, _ in regions:
+        claim(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region"}.get(kind, "region"),
+              "record LU_XEN_REGIONS at offset 0x%x" % off)
+    if ft_regions[0][1] * PAGE_SIZE < FrameTable.bytes_for(nr_frames):
+        raise StreamError("record LU_XEN_REGIONS: the frame-table region is too small for %d frames" % nr_frames)
+    off, (m2p_start, m2p_entries) = sys_one(ls.REC_LU_M2P)
+    if m2p_entries != nr_frames:
+        raise StreamError("record LU_M2P at offset 0x%x: %d entries for %d frames" % (off, m2p_entries, nr_frames))
+    claim(m2p_start, M2P.bytes_for(nr_frames) // PAGE_SIZE, "M2P", "record LU_M2P at offset 0x%x" % off)
+    claim(lu_range[0], lu_range[1], "LU bootmem", "this hypervisor's command line")
+    claim(xen_range[0], xen_range[1], "hypervisor image", "this hypervisor")
+    claim(0, LOW_RESERVED_FRAMES, "low memory", "this hypervisor")
+    for first, n in stream.extents():
+        claim(first, n, "live-update stream", "the MFN array")
+
+    by_id = {}
+    for plan in domains:
+        d = plan.one(ls.REC_LU_DOMAIN)
+        domid, flags, dtype, vcpus, _, shinfo, name = d
+        where = "record LU_DOMAIN at offset 0x%x" % plan.records[ls.REC_LU_DOMAIN][0][0]
+        if domid >= abi.DOMID_FIRST_RESERVED or domid in by_id:
+            raise StreamError("%s: domid %d is %s" % (where, domid, "reserved" if domid >= abi.DOMID_FIRST_RESERVED else "a duplicate"))
+        if dtype not in R.DTYPE_NAMES or not 1 <= vcpus <= 128:
+            raise StreamError("%s: type %d with %d vCPUs" % (where, dtype, vcpus))
+        if (plan.header[0] == DOMAIN_TYPE_PV) != (R.DTYPE_NAMES[dtype] == "pv"):
+            raise StreamError("%s: domain header type %d does not match type %s" % (where, plan.header[0], R.DTYPE_NAMES[dtype]))
+        by_id[domid] = plan
+        plan.domid, plan.flags, plan.dtype, plan.vcpus, plan.name = \
+            domid, flags, R.DTYPE_NAMES[dtype], vcpus, R.cstr(name)
+        plan.shinfo = shinfo
+    if 0 not in by_id or not by_id[0].flags & R.DOM_CONTROL:
+        raise StreamError("the stream has no control domain d0")
+
+    for plan in domains:
+        _check_domain(plan, by_id, claim, nr_frames)
+    claims.sort()
+    for a, b in zip(claims, claims[1:]):
+        if b[0] < a[1]:
+            raise StreamError("%s: frame 0x%x is claimed twice (%s, and %s in %s)"
+                              % (b[3], b[0], b[2], a[2], a[3]))
+    for plan in domains:
+        _check_links(plan, by_id)
+    return {"frametable": ft_regions[0], "regions": regions, "m2p": (m2p_start, m2p_entries),
+            "timings": [t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
+            "update_id": next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
+            "xen1_version": "%d.%d" % (major, minor)}
+
+
+def _where(plan, rtype):
+    recs = plan.records.get(rtype)
+    return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if recs else plan.offset)
+
+
+def _check_domain(plan, by_id, claim, nr_frames):
+    d = plan.domid
+    p2m = plan.one(ls.REC_LU_P2M_EXTENTS)
+    owned = plan.one(ls.REC_LU_PAGE_OWNERSHIP)
+    ram_owned, shared_owned = [], []
+    for mfn, n, kind, _ in owned:
+        if kind not in (R.OWN_RAM, R.OWN_SHARED):
+            raise StreamError("%s: d%d ownership kind %d" % (_where(plan, ls.REC_LU_PAGE_OWNERSHIP), d, kind))
+        claim(mfn, n, "d%d %s" % (d, "memory" if kind == R.OWN_RAM else "shared page"),
+              _where(plan, ls.REC_LU_PAGE_OWNERSHIP))
+        (ram_owned if kind == R.OWN_RAM else shared_owned).append((mfn, n))
+
+    def inside(mfn, count, extents):
+        return any(m <= mfn and mfn + count <= m + n for m, n in extents)
+
+    gfns = sorted((g, n) for g, _, n in p2m)
+    for (g0, n0), (g1, _) in zip(gfns, gfns[1:]):
+        if g1 < g0 + n0:
+            raise StreamError("%s: d%d gfn 0x%x mapped twice" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g1))
+    for g, m, n in p2m:
+        if not inside(m, n, ram_owned):
+            raise StreamError("%s: d%d maps gfn 0x%x to frames 0x%x+%d it does not own"
+                              % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g, m, n))
+    if sum(n for _, _, n in p2m) != sum(n for _, n in ram_owned):
+        raise StreamError("%s: d%d owns frames its P2M does not map" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d))
+    plan.p2m = [tuple(e) for e in p2m]
+    plan.shared = shared_owned
+    if not inside(plan.shinfo, 1, shared_owned):
+        raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_DOMAIN), d, plan.shinfo))
+    (nr_gt, version), frames = plan.one(ls.REC_LU_GRANT_TABLE)
+    status = [f for (f,) in plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2)) or []]
+    if version not in (1, 2) or not nr_gt:
+        raise StreamError("%s: d%d grant table version %d with %d frames" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
+    for f in [f for (f,) in frames] + status:
+        if not inside(f, 1, shared_owned):
+            raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, f))
+    plan.grant = (version, [f for (f,) in frames], status)
+    if plan.dtype == "pv":
+        plan.one(ls.REC_X86_PV_INFO)
+        types = plan.one(ls.REC_LU_PV_PAGE_TYPES)
+        for mfn, t, flags in types:
+            if not inside(mfn, 1, ram_owned) or t not in (1, 2, 3, 4, 5):
+                raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
+        plan.types = types
+        pinned = [mfn for mfn, t, flags in types if t == lib.LU_PGT_L4 and flags & R.PT_PINNED]
+        if len(pinned) != 1:
+            raise StreamError("%s: d%d needs exactly one pinned L4, has %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, len(pinned)))
+        plan.l4 = pinned[0]
+    vcpus = plan.all(ls.REC_LU_VCPU_STATE)
+    if sorted(v[0] for v in vcpus) != list(range(plan.vcpus)):
+        raise StreamError("%s: d%d has %d vCPUs but vCPU records %s"
+                          % (_where(plan, ls.REC_LU_VCPU_STATE), d, plan.vcpus, sorted(v[0] for v in vcpus)))
+    for v in vcpus:
+        if plan.dtype == "pv" and v[-1] != plan.l4:
+            raise StreamError("%s: d%d vCPU%d CR3 0x%x is not its pinned L4" % (_where(plan, ls.REC_LU_VCPU_STATE), d, v[0], v[-1]))
+        if v[1] not in (lib.LU_RUN_RUNNABLE, lib.LU_RUN_BLOCKED_IO, lib.LU_RUN_BLOCKED_RING):
+            raise StreamError("%s: d%d vCPU%d run state %d" % (_where(plan, ls.REC_LU_VCPU_STATE), d, v[0], v[1]))
+    plan.vcpu_records = sorted(vcpus)
+    fifo = plan.one(ls.REC_LU_EVTCHN_FIFO, required=False)
+    if fifo:
+        ports_off = plan.records[ls.REC_LU_EVTCHN_PORTS][0][0] if ls.REC_LU_EVTCHN_PORTS in plan.records else 1 << 62
+        if plan.records[ls.REC_LU_EVTCHN_FIFO][0][0] > ports_off:
+            raise StreamError("%s: the ABI must come before the ports" % _where(plan, ls.REC_LU_EVTCHN_FIFO))
+        for g in fifo:
+            if not any(g0 <= g < g0 + n for g0, _, n in plan.p2m):
+                raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (_where(plan, ls.REC_LU_EVTCHN_FIFO), d, g))
+    plan.fifo = fifo
+    plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS)
+    iommu = plan.one(ls.REC_LU_IOMMU, required=False)
+    if iommu:
+        root, extents, devices = iommu
+        for mfn, n in extents:
+            claim(mfn, n, "d%d IOMMU tables" % d, _where(plan, ls.REC_LU_IOMMU))
+        if not inside(root, 1, extents):
+            raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (_where(plan, ls.REC_LU_IOMMU), d, root))
+    plan.iommu = iommu
+
+
+def _check_links(plan, by_id):
+    """Cross-domain references: each must name a domain in the stream."""
+    d = plan.domid
+    ports = {p[0]: p for p in plan.ports}
+    for port, kind, _, vcpu, rdom, rport, virq, _ in plan.ports:
+        if kind not in R.PORT_KIND_NAMES or not 0 < port < 1 << 17:
+            raise StreamError("%s: d%d port %d kind %d" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, kind))
+        if kind == R.PORT_KINDS["interdomain"]:
+            peer = by_id.get(rdom)
+            back = {p[0]: p for p in peer.ports}.get(rport) if peer else None
+            if back is None or back[4] != d or back[5] != port:
+                raise StreamError("%s: d%d port %d is bound to d%d port %d, which does not exist or "
+                                  "does not point back" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, rdom, rport))
+        elif kind == R.PORT_KINDS["unbound"] and rdom != R.NO_DOMID and rdom not in by_id:
+            raise StreamError("%s: d%d port %d waits for d%d, which is not in the stream"
+                              % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, rdom))
+    ioreq = plan.one(ls.REC_LU_IOREQ_SERVER, required=False)
+    if ioreq:
+        (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq
+        if dm not in by_id:
+            raise StreamError("%s: d%d's device model runs in d%d, which is not in the stream"
+                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, dm))
+        for gport, dport in pairs:
+            if gport not in ports:
+                raise StreamError("%s: d%d ioreq port %d is not bound" % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, gport))
+    for handle, granter, flags, ref, _, mfn in plan.one(ls.REC_LU_GRANT_MAPS, required=False) or []:
+        g = by_id.get(granter)
+        if g is None:
+            raise StreamError("%s: d%d maps a grant of d%d, which is not in the stream"
+                              % (_where(plan, ls.REC_LU_GRANT_MAPS), d, granter))
+        if not any(m <= mfn < m + n for _, m, n in g.p2m):
+            raise StreamError("%s: d%d maps frame 0x%x as d%d ref %d, but d%d does not own it"
+                              % (_where(plan, ls.REC_LU_GRANT_MAPS), d, mfn, granter, ref, granter))
+    for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
+        t = by_id.get(domid)
+        if t is None or not _populated(t, gfn) or P2M(t.p2m).mfn(gfn) != mfn:
+            raise StreamError("%s: d%d maps gfn 0x%x of d%d at frame 0x%x, which d%d does not map there"
+                              % (_where(plan, ls.REC_LU_FOREIGN_MAPS), d, gfn, domid, mfn, domid))
+
+
+def _populated(plan, gfn):
+    return any(g <= gfn < g + n for g, _, n in plan.p2m)
+
+
+# ---------------------------------------------------------------- restoring
+
+def restore(hv, stream, plans, facts, fault=None):
+    """Rebuild the frame table and every domain; the caller has checked all."""
+    nr = hv.ram.nr_frames
+    ft_start, ft_frames, _, _ = facts["frametable"]
+    ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
+    # Xen's own frames first: the frame table is rebuilt from records, in
+    # xen#1's frame-table region, never trusted as it was.
+    ft.mark(0, nr, abi.DOMID_INVALID, lib.LU_USE_FREE)
+    ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
+    ft.mark(hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_LU_BOOTMEM)
+    xen_first = hv.xen_start // PAGE_SIZE
+    ft.mark(xen_first, -(-(hv.xen_start + hv.xen_size) // PAGE_SIZE) - xen_first, abi.DOMID_XEN,
+            lib.LU_USE_XEN_IMAGE)
+    ft.mark(ft_start, ft_frames, abi.DOMID_XEN, lib.LU_USE_XENHEAP)
+    m2p_start, _ = facts["m2p"]
+    hv.m2p = M2P(hv.ram, m2p_start * PAGE_SIZE, nr)
+    ft.mark(m2p_start, M2P.bytes_for(nr) // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_M2P)
+    hv.crash_region = (0, 0)
+    for start, n, kind, _ in facts["regions"]:
+        if kind == R.REGION_CRASH:
+            ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_CRASH)
+            hv.crash_region = (start * PAGE_SIZE, n * PAGE_SIZE)
+    for first, n in stream.extents():
+        ft.mark(first, n, abi.DOMID_XEN, lib.LU_USE_STREAM)
+    hv.mappings = Mappings(ft)
+
+    workers = ThreadPoolExecutor(max_workers=hv.nr_pcpus)
+    try:
+        for number, step in enumerate((_pass0, _pass1, _pass2)):
+            if fault:
+                fault("restore-pass%d" % number)
+            hv.lu_report.phase("restore-pass%d" % number)
+            list(workers.map(lambda plan: step(hv, plan), plans))
+            if number == 2:
+                _cross_domain(hv, plans)
+    finally:
+        workers.shutdown()
+    hv.lu_report.end()
+
+
+def _pass0(hv, plan):
+    """Create the domain, its P2M and its vCPUs (no state yet)."""
+    dom = Domain(domid=plan.domid, name=plan.name, dtype=plan.dtype, vcpus=plan.vcpus,
+                 p2m=plan.p2m, control=bool(plan.flags & R.DOM_CONTROL),
+                 paused=bool(plan.flags & R.DOM_PAUSED), dying=bool(plan.flags & R.DOM_DYING),
+                 shared_frames=plan.shared, shared_info_mfn=plan.shinfo)
+    dom.vcpu_state = ffi.new("struct lu_vcpu[]", plan.vcpus)
+    for i in range(plan.vcpus):
+        v = dom.vcpu_state[i]
+        v.domid, v.vcpu_id, v.dtype = dom.domid, i, DTYPE_CODES[dom.dtype]
+        v.pause_req = 1                     # nothing runs until the end
+    plan.dom = dom
+
+
+def _pass1(hv, plan):
+    """Page ownership and grant-table frames; PV page types, then the
+    references the page tables imply (validated as Xen pins the L4)."""
+    dom, ft = plan.dom, hv.frametable
+    for gfn, mfn, n in dom.p2m:
+        ft.mark(mfn, n, dom.domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
+    for mfn, n in dom.shared_frames:
+        ft.mark(mfn, n, dom.domid, lib.LU_USE_SHARED, count_info=PGC_ALLOCATED | 1)
+    version, frames, status = plan.grant
+    dom.grant_version = version
+    dom.grants = GrantTable(hv.ram, version, frames, status)
+    if dom.dtype != "pv":
+        return
+    for mfn, t, flags in plan.types:
+        # The type each table page had; counts come from the walk below.
+        ft.frames[mfn].type_info = t << lib.LU_PGT_TYPE_SHIFT
+    dom.l4_mfn = plan.l4
+    ft.frames[plan.l4].type_info = (lib.LU_PGT_L4 << lib.LU_PGT_TYPE_SHIFT) | lib.LU_PGT_PINNED | 1
+    ft.frames[plan.l4].count_info += 1
+    acc, stride = ft.accumulator()
+    bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
+    rc = lib.lu_pv_walk(hv.ram.base, hv.ram.nr_frames, ft.frames, dom.domid, dom.l4_mfn,
+                        acc, stride, bad_mfn, bad_entry)
+    if rc:
+        raise RestoreFailure("d%d page tables do not validate (error %d at mfn 0x%x entry %d)"
+                             % (dom.domid, rc, bad_mfn[0], bad_entry[0]))
+
+
+def _pass2(hv, plan):
+    """Everything else: vCPU state, event channels, HVM parameters, the
+    IOREQ server, IOMMU; then the guest software's own pointers."""
+    dom, ft = plan.dom, hv.frametable
+    p2m = P2M(dom.p2m)
+    if plan.fifo:
+        dom.evtchn_abi, dom.fifo_gfns = "fifo", tuple(plan.fifo)
+        bits = p2m.mfn(plan.fifo[0])
+        for gfn, what in zip(plan.fifo, ("evtchn-fifo-array", "evtchn-fifo-control")):
+            mfn = p2m.mfn(gfn)
+            ft.get_ref(mfn, lib.LU_PGT_WRITABLE)
+            hv.mappings.xen_maps.append(XenMap(dom.domid, gfn, mfn, what))
+    else:
+        bits = dom.shared_info_mfn
+    dom.evtchn = EventChannels(hv.ram, dom.evtchn_abi, bits)
+    for port, kind, _, vcpu, rdom, rport, virq, _ in plan.ports:
+        kind = R.PORT_KIND_NAMES[kind]
+        dom.evtchn.ports[port] = Port(port, kind, vcpu=vcpu,
+                                      remote_domid=None if rdom == R.NO_DOMID else rdom,
+                                      remote_port=rport if kind == "interdomain" else None,
+                                      virq=virq if kind == "virq" else None)
+    for vid, runstate, paused, _, steps, *rest in plan.vcpu_records:
+        regs, cr3 = rest[:18], rest[18]
+        v = dom.vcpu_state[vid]
+        v.runstate, v.steps = runstate, steps
+        for name, value in zip(R.REG_NAMES, regs):
+            setattr(v.regs, name, value)
+        if dom.dtype == "pv":
+            ft.get_ref(cr3, lib.LU_PGT_L4)
+    if dom.dtype == "pv":
+        dom.gdt_mfns = [mfn for mfn, t, _ in sorted(plan.types) if t == lib.LU_PGT_SEG_DESC]
+        for mfn in dom.gdt_mfns:
+            ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
+    dom.hvm_params = dict(plan.one(ls.REC_HVM_PARAMS, required=False) or [])
+    ioreq = plan.one(ls.REC_LU_IOREQ_SERVER, required=False)
+    if ioreq:
+        (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq
+        dom.ioreq = IoreqServer(id=sid, dm_domid=dm, ioreq_gfn=ioreq_gfn, bufioreq_gfn=buf_gfn,
+                                ioreq_mfn=p2m.mfn(ioreq_gfn), ports=[tuple(p) for p in pairs])
+        ft.get_ref(dom.ioreq.ioreq_mfn, lib.LU_PGT_WRITABLE)
+        hv.mappings.xen_maps.append(XenMap(dom.domid, ioreq_gfn, dom.ioreq.ioreq_mfn, "ioreq"))
+    if plan.iommu:
+        root, extents, devices = plan.iommu
+        for mfn, n in extents:
+            ft.mark(mfn, n, abi.DOMID_XEN, lib.LU_USE_IOMMU_PT)
+        dom.iommu_root, dom.iommu_frames, dom.devices = root, [tuple(e) for e in extents], list(devices)
+
+
+def _cross_domain(hv, plans):
+    """References one domain holds on another's pages (every owner is in
+    place by now), then the software each guest runs resumes its pointers."""
+    ft = hv.frametable
+    hv.domains = {p.domid: p.dom for p in plans}
+    for plan in plans:
+        for handle, granter, flags, ref, _, mfn in plan.one(ls.REC_LU_GRANT_MAPS, required=False) or []:
+            writable = bool(flags & R.MAP_WRITABLE)
+            ft.get_ref(mfn, lib.LU_PGT_WRITABLE if writable else None)
+            hv.mappings.grant_maps.append(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
+            hv.mappings._next_handle = max(hv.mappings._next_handle, handle + 1)
+        for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
+            ft.get_ref(mfn, lib.LU_PGT_WRITABLE)
+            hv.mappings.foreign_maps.append(ForeignMap(plan.domid, domid, gfn, mfn, "foreign"))
+        for bdf in plan.dom.devices:
+            hv.pci_assigned[bdf] = plan.domid
+    hv.backend_slots = read_backend_slots(hv, len(hv.backend_slots))
+    for dom in hv.domains.values():
+        resume_software(hv, dom)
+
+
+def resume_software(hv, dom):
+    """Point each vCPU at what its guest's code uses, read from the guest's
+    own memory (its info page) and the restored ports and IOREQ server."""
+    info = guest_info(hv, dom)
+    if info.magic != guest.GUEST_MAGIC:
+        raise RestoreFailure("d%d: no guest info page at gfn 0 (magic 0x%x)" % (dom.domid, info.magic))
+    p2m = P2M(dom.p2m)
+    dom.seed = info.seed
+    dom.workload = "idle" if info.flags & lib.LU_GUEST_IDLE else "busy"
+    dom0 = hv.domains[0]
+    for i, v in enumerate(dom.vcpu_list()):
+        mfns = ffi.new("uint64_t[]", max(info.ws_pages, 1))
+        for p in range(info.ws_pages):
+            mfns[p] = p2m.mfn(info.ws_base_gfn + i * info.ws_pages + p)
+        dom.ws_mfns.append(mfns)
+        v.seed, v.ram, v.ws_mfns, v.ws_pages, v.info = dom.seed, hv.ram.base, mfns, info.ws_pages, info
+        v.idle = 1 if info.flags & lib.LU_GUEST_IDLE else 0
+    if dom.ioreq:
+        for i, (gport, dport) in enumerate(dom.ioreq.ports):
+            v = dom.vcpu_state[i]
+            v.io_every = info.io_every
+            v.ioreq = hv.ram.pointer(dom.ioreq.ioreq_mfn * PAGE_SIZE + i * ffi.sizeof("struct lu_ioreq"),
+                                     "struct lu_ioreq *")
+            v.io_port = dom.evtchn.lu_port(gport)[0]
+            v.dm_port = dom0.evtchn.lu_port(dport)[0]
+    if info.ring_every and not dom.control:
+        fe_port = info.fe_port
+        be_port = dom.evtchn.ports[fe_port].remote_port
+        slot = _find_backend_slot(hv, dom.domid)
+        refs = [m.ref for m in hv.mappings.grant_maps if m.granter == dom.domid]
+        ring_ref = read_backend_slot(hv.ram, backend_slot_addr(hv, slot))["ring_ref"]
+        dom.frontend = Frontend(ring_ref=ring_ref, fe_port=fe_port, be_port=be_port,
+                                backend_slot=slot, grant_refs=sorted(refs))
+        v = dom.vcpu_state[0]
+        v.ring_every = info.ring_every
+        v.ring = hv.ram.pointer(p2m.mfn(info.ring_gfn) * PAGE_SIZE, "struct lu_sring *")
+        v.fe_port = dom.evtchn.lu_port(fe_port)[0]
+        v.be_port = dom0.evtchn.lu_port(be_port)[0]
+
+
+def _find_backend_slot(hv, domid):
+    for slot, owner in enumerate(hv.backend_slots):
+        if owner == domid:
+            return slot
+    raise RestoreFailure("dom0 runs no backend for d%d's frontend" % domid)
+
+
+def read_backend_slots(hv, nr_slots):
+    """Which frontend each of dom0's backend slots serves (dom0's memory)."""
+    info = guest_info(hv, hv.domains[0])
+    usable = min(nr_slots, info.backend_pages * (PAGE_SIZE // guest.BACKEND_SLOT.size))
+    slots = [None] * nr_slots
+    for slot in range(usable):
+        slots[slot] = read_backend_slot(hv.ram, backend_slot_addr(hv, slot))["front_domid"] or None
+    return slots

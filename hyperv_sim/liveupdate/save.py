@@ -1,0 +1,132 @@
+"""Save: the hypervisor's state as a live-update stream.
+
+System-wide state first (xen#1's version, the regions xen#2 may reuse or
+must keep, the M2P), then every domain on its own, cross-domain references
+by domid.  Page ownership goes as extents; only PV page-table and descriptor
+frames get per-page records.  No page contents: memory stays where it is.
+"""
+from kexec_lu import lustream as ls
+from kexec_lu.abi import PAGE_SIZE
+
+from .. import frametable as fts
+from .._lu_core import ffi, lib
+from . import records as R
+from .stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter
+
+
+def needed_record_types(hv):
+    """{record type: why} for the stream the current state makes."""
+    need = {t: "every stream" for t in (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P,
+                                        ls.REC_LU_DOMAIN, ls.REC_LU_P2M_EXTENTS,
+                                        ls.REC_LU_PAGE_OWNERSHIP, ls.REC_LU_GRANT_TABLE,
+                                        ls.REC_LU_EVTCHN_PORTS, ls.REC_LU_VCPU_STATE)}
+    for dom in sorted(hv.domains.values(), key=lambda d: d.domid):
+        who = "d%d (%s)" % (dom.domid, dom.name)
+        if dom.dtype == "pv":
+            need.setdefault(ls.REC_X86_PV_INFO, who + " is PV")
+            need.setdefault(ls.REC_LU_PV_PAGE_TYPES, who + " has PV page tables")
+        if dom.grant_version == 2:
+            need.setdefault(ls.REC_LU_GRANT_STATUS, who + " uses grant table v2")
+        if dom.evtchn_abi == "fifo":
+            need.setdefault(ls.REC_LU_EVTCHN_FIFO, who + " uses FIFO event channels")
+        if dom.hvm_params:
+            need.setdefault(ls.REC_HVM_PARAMS, who + " has HVM parameters")
+        if dom.ioreq:
+            need.setdefault(ls.REC_LU_IOREQ_SERVER, who + " has an IOREQ server")
+        if dom.iommu_root is not None:
+            need.setdefault(ls.REC_LU_IOMMU, who + " has a passthrough device")
+    for m in hv.mappings.grant_maps:
+        need.setdefault(ls.REC_LU_GRANT_MAPS, "d%d maps grants" % m.mapper)
+    for m in hv.mappings.foreign_maps:
+        need.setdefault(ls.REC_LU_FOREIGN_MAPS, "d%d maps foreign pages" % m.mapper)
+    return need
+
+
+def build_stream(hv, timings, paused_before, update_id=0):
+    """The whole stream as bytes.  paused_before: domids the administrator
+    had paused (they stay paused after the update)."""
+    w = StreamWriter()
+    p = hv.personality
+    doms = sorted(hv.domains.values(), key=lambda d: d.domid)
+    w.record(ls.REC_LU_VERSION, R.VERSION[0](p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms)))
+    ft = hv.frametable
+    regions = [(ft.base_maddr // PAGE_SIZE, fts.FrameTable.bytes_for(ft.nr_frames) // PAGE_SIZE,
+                R.REGION_FRAMETABLE, 0)]
+    if hv.crash_region[1]:
+        regions.append((hv.crash_region[0] // PAGE_SIZE, hv.crash_region[1] // PAGE_SIZE, R.REGION_CRASH, 0))
+    w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS[0]((len(regions), 0), regions))
+    w.record(ls.REC_LU_M2P, R.M2P[0](hv.m2p.base_maddr // PAGE_SIZE, hv.m2p.nr_frames))
+    w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL,
+             R.TIMINGS[0]((len(timings), 0, update_id), [(n.encode()[:16], a, b) for n, a, b in timings]))
+    w.end()
+    for dom in doms:
+        _domain(w, hv, dom, dom.domid in paused_before)
+    return w.getvalue(), w.types
+
+
+def _domain(w, hv, dom, paused):
+    p = hv.personality
+    w.domain(DOMAIN_TYPE_PV if dom.dtype == "pv" else DOMAIN_TYPE_HVM, p.major, p.minor)
+    flags = (R.DOM_CONTROL if dom.control else 0) | (R.DOM_PAUSED if paused else 0) | \
+        (R.DOM_DYING if dom.dying else 0)
+    w.record(ls.REC_LU_DOMAIN, R.DOMAIN[0](dom.domid, flags, R.DTYPES[dom.dtype], dom.vcpus, 0,
+                                          dom.shared_info_mfn, dom.name.encode()))
+    if dom.dtype == "pv":
+        w.record(ls.REC_X86_PV_INFO, R.PV_INFO[0](8, 4))
+    w.record(ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS[0]((len(dom.p2m), 0), dom.p2m))
+    owned = [(mfn, n, R.OWN_RAM, 0) for _, mfn, n in sorted(dom.p2m, key=lambda e: e[1])]
+    owned += [(mfn, n, R.OWN_SHARED, 0) for mfn, n in sorted(dom.shared_frames)]
+    w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP[0]((len(owned), 0), owned))
+    if dom.dtype == "pv":
+        typed = _typed_frames(hv, dom)
+        w.record(ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0]((len(typed), 0), typed))
+    g = dom.grants
+    w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE[0]((len(g.frames), g.version), [(f,) for f in g.frames]))
+    if g.version == 2:
+        w.record(ls.REC_LU_GRANT_STATUS, R.GRANT_STATUS[0]((len(g.status_frames), 0),
+                                                          [(f,) for f in g.status_frames]))
+    if dom.fifo_gfns:
+        w.record(ls.REC_LU_EVTCHN_FIFO, R.EVTCHN_FIFO[0](*dom.fifo_gfns))
+    ports = [(n, R.PORT_KINDS[pt.kind], 0, pt.vcpu,
+              R.NO_DOMID if pt.remote_domid is None else pt.remote_domid,
+              pt.remote_port or 0, pt.virq or 0, 0) for n, pt in sorted(dom.evtchn.ports.items())]
+    w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS[0]((len(ports), 0), ports))
+    for i, v in enumerate(dom.vcpu_list()):
+        regs = [getattr(v.regs, r) for r in R.REG_NAMES]
+        cr3 = dom.l4_mfn if dom.l4_mfn is not None else 0
+        w.record(ls.REC_LU_VCPU_STATE, R.VCPU[0](i, v.runstate, v.pause_req, 0, v.steps, *regs, cr3))
+    if dom.hvm_params:
+        params = sorted(dom.hvm_params.items())
+        w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS[0]((len(params), 0), params))
+    if dom.ioreq:
+        s = dom.ioreq
+        w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER[0](
+            (len(s.ports), s.id, s.dm_domid, s.ioreq_gfn, s.bufioreq_gfn, 0), s.ports))
+    gmaps = [(m.handle, m.granter, R.MAP_WRITABLE if m.writable else 0, m.ref, 0, m.mfn)
+             for m in hv.mappings.grant_maps if m.mapper == dom.domid]
+    if gmaps:
+        w.record(ls.REC_LU_GRANT_MAPS, R.GRANT_MAPS[0]((len(gmaps), 0), gmaps))
+    fmaps = [(m.domid, 0, 0, m.gfn, m.mfn) for m in hv.mappings.foreign_maps if m.mapper == dom.domid]
+    if fmaps:
+        w.record(ls.REC_LU_FOREIGN_MAPS, R.FOREIGN_MAPS[0]((len(fmaps), 0), fmaps))
+    if dom.iommu_root is not None:
+        w.record(ls.REC_LU_IOMMU, R.pack_iommu(dom.iommu_root, sorted(dom.iommu_frames), dom.devices))
+    w.end()
+
+
+def _typed_frames(hv, dom):
+    """(mfn, type, flags) of the domain's page-table and descriptor frames,
+    read from the frame table: the one per-page state worth carrying."""
+    out = []
+    for _, mfn, n in dom.p2m:
+        total = lib.lu_frames_typed(hv.frametable.frames, mfn, mfn + n, dom.domid, ffi.NULL, ffi.NULL, 0)
+        if not total:
+            continue
+        mfns, types = ffi.new("uint64_t[]", total), ffi.new("uint32_t[]", total)
+        lib.lu_frames_typed(hv.frametable.frames, mfn, mfn + n, dom.domid, mfns, types, total)
+        for i in range(total):
+            t = types[i]
+            out.append((mfns[i], t >> fts.PGT_SHIFT, R.PT_PINNED if t & lib.LU_PGT_PINNED else 0))
+    return out
+
+

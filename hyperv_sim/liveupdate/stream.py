@@ -1,0 +1,112 @@
+"""Stream framing and the breadcrumb.
+
+Stream := image header (24 bytes, big-endian: marker ~0, "XENF", version 3,
+options 0), the system section (records from LU_VERSION to END), then one
+section per domain: domain header (16 bytes: type 1 PV / 2 HVM, page shift
+12, Xen major/minor), records, END.  Records are {u32 type, u32 length,
+body, zero padding to 8 bytes}, little-endian.
+
+Breadcrumb: the first words of LU bootmem, little-endian u64s: magic, machine
+address of the MFN array, stream size (nr_mfns << 12), then this format's
+extensions: exact stream length, hash of the stream, hash of the MFN array.
+"""
+import struct
+
+from kexec_lu import lustream as ls
+from kexec_lu.abi import LU_BREADCRUMB_MAGIC, PAGE_SIZE
+
+from .._lu_core import ffi, lib
+
+IMAGE_HEADER = struct.Struct(">QIIH6x")
+DOMAIN_HEADER = struct.Struct("<IHHII")
+RECORD_HEADER = struct.Struct("<II")
+BREADCRUMB = struct.Struct("<6Q")
+DOMAIN_TYPE_PV, DOMAIN_TYPE_HVM = 1, 2
+ERRORS = {
+    lib.LU_STREAM_TRUNCATED: "runs past the end of the stream",
+    lib.LU_STREAM_BAD_HEADER: "bad image header (marker, id, version or options)",
+    lib.LU_STREAM_UNKNOWN_RECORD: "is a mandatory record type this hypervisor cannot restore",
+    lib.LU_STREAM_BAD_PADDING: "has non-zero padding",
+    lib.LU_STREAM_TOO_LARGE: "is larger than 128 MiB",
+    lib.LU_STREAM_BAD_DOMAIN: "bad domain header (type or page shift)",
+    lib.LU_STREAM_NO_END: "section has no END record",
+    lib.LU_STREAM_LU_ONLY_HEADER: "system section does not start with LU_VERSION",
+}
+
+
+class StreamError(Exception):
+    """A stream xen#2 refuses; names the record and offset."""
+
+
+class StreamWriter:
+    def __init__(self):
+        self.parts = [IMAGE_HEADER.pack(ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION, 0)]
+        self.types = set()
+
+    def record(self, rtype, body=b""):
+        self.types.add(rtype & ~ls.REC_OPTIONAL)
+        self.parts.append(RECORD_HEADER.pack(rtype, len(body)))
+        self.parts.append(body + bytes(-len(body) % 8))
+
+    def end(self):
+        self.record(ls.REC_END)
+
+    def domain(self, dtype_code, xen_major, xen_minor):
+        self.parts.append(DOMAIN_HEADER.pack(dtype_code, 12, 0, xen_major, xen_minor))
+
+    def getvalue(self):
+        return b"".join(self.parts)
+
+
+def validate(buf, known_types):
+    """Framing of the whole stream (C core); returns the record count."""
+    known = ffi.new("uint32_t[]", sorted(known_types) or [0])
+    bad_off, bad_type = ffi.new("uint64_t *"), ffi.new("uint32_t *")
+    view = ffi.from_buffer("uint8_t[]", buf)
+    n = lib.lu_stream_validate(view, len(buf), known, len(known_types), bad_off, bad_type)
+    if n < 0:
+        raise StreamError("record %s at offset 0x%x %s" % (ls.record_name(bad_type[0]), bad_off[0],
+                                                           ERRORS.get(n, "is invalid (%d)" % n)))
+    return n
+
+
+def iter_sections(buf):
+    """Yield (domain_header or None, [(offset, type, body)]) per section of
+    an already validated stream: the system section first (no header)."""
+    off, first = IMAGE_HEADER.size, True
+    while off < len(buf):
+        header = None
+        if not first:
+            header = DOMAIN_HEADER.unpack_from(buf, off)
+            off += DOMAIN_HEADER.size
+        records = []
+        while True:
+            rtype, length = RECORD_HEADER.unpack_from(buf, off)
+            records.append((off, rtype, bytes(buf[off + 8:off + 8 + length])))
+            off += 8 + length + (-length % 8)
+            if rtype == ls.REC_END:
+                break
+        yield header, records
+        first = False
+
+
+def pack_breadcrumb(mfn_array_maddr, nr_mfns, stream_len, stream_hash, array_hash):
+    return BREADCRUMB.pack(LU_BREADCRUMB_MAGIC, mfn_array_maddr, nr_mfns << 12, stream_len,
+                           stream_hash, array_hash)
+
+
+def read_breadcrumb(raw):
+    """-> dict, or None if there is no breadcrumb."""
+    magic, array, size, length, shash, ahash = BREADCRUMB.unpack_from(raw)
+    if magic != LU_BREADCRUMB_MAGIC:
+        return None
+    return {"mfn_array": array, "nr_mfns": size >> 12, "size": size, "length": length,
+            "stream_hash": shash, "array_hash": ahash}
+
+
+def hash64(data):
+    return lib.lu_hash64(ffi.from_buffer("uint8_t[]", data), len(data))
+
+
+def mfn_array_frames(nr_mfns):
+    return -(-nr_mfns * 8 // PAGE_SIZE)

@@ -1,0 +1,62 @@
+"""`kexec-lu exec`: trigger the live update and follow it to the end.
+
+KEXEC_CMD_kexec (type live update) returns once xen#1's pre-flight checks
+pass; the update then runs on its own.  Its progress is read from the
+hypervisor's live-update report (a simulator toolstack request), across the
+exec: the report xen#2 serves carries the same update id.
+"""
+import time
+
+from . import abi
+from .errors import Busy, HypercallError, HypervisorUnavailable, KexecLuError
+
+POLL_S = 0.005
+DONE = ("complete", "aborted", "halted", "refused")
+
+
+def _report(client):
+    try:
+        return client.transport.toolstack("lu-report")
+    except HypervisorUnavailable:
+        return None          # between xen#1 and xen#2: nobody answers yet
+
+
+def run_live_update(client, timeout=120.0, show=True):
+    try:
+        client.kexec_exec(abi.KEXEC_TYPE_LIVEUPDATE)
+    except HypercallError as e:
+        rep = _report(client) or {}
+        why = rep.get("error") if rep.get("state") == "refused" else None
+        if e.errno == abi.EBUSY:
+            raise Busy("a live update is already in progress; retry when it is done")
+        raise KexecLuError("live update refused: %s" % (why or e))
+    first = _report(client)
+    uid = first["id"] if first else None
+    shown = 0
+    deadline = time.monotonic() + timeout
+    if show:
+        print("live update %s -> %s" % (first.get("from_version"), first.get("to_version")) if first
+              else "live update started")
+    while time.monotonic() < deadline:
+        rep = _report(client)
+        if rep is not None and (uid is None or rep.get("id") == uid or rep.get("state") == "halted"):
+            phases = [p for p in rep["phases"] if p["ms"] is not None]
+            if show:
+                for p in phases[shown:]:
+                    print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
+            shown = max(shown, len(phases))
+            if rep["state"] in DONE:
+                if show:
+                    _summary(rep)
+                return rep
+        time.sleep(POLL_S)
+    raise KexecLuError("no report from the hypervisor within %d s (see hyperv-sim dmesg)" % timeout)
+
+
+def _summary(rep):
+    if rep["state"] == "complete":
+        print("complete: Xen %s -> %s, blackout %.2f ms, %d domains, %d-byte stream"
+              % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
+                 rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
+    else:
+        print("%s: %s" % (rep["state"], rep.get("error")))
