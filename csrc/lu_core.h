@@ -292,7 +292,7 @@ struct lu_sched {
     uint32_t nr_dm;
     struct lu_backend *be;
     uint32_t nr_be;
-    uint32_t dom0_running;   /* dom0 software runs only while dom0 does */
+    uint32_t dom0_running;   /* a dom0 vCPU is running dom0's software */
 };
 
 uint64_t lu_workload_value(uint64_t seed, uint32_t vcpu_id, uint64_t k);

@@ -376,7 +376,18 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
                 for ( j = 0; j < s->slice && !vcpu_step(v); j++ )
                     ;
             if ( v->domid == 0 )
-                dom0_software(s);
+            {
+                /* dom0's device model and backends are single-threaded
+                 * processes: one dom0 vCPU runs them at a time. */
+                uint32_t idle_sw = 0;
+
+                if ( __atomic_compare_exchange_n(&s->dom0_running, &idle_sw, 1, 0,
+                                                 __ATOMIC_ACQUIRE, __ATOMIC_RELAXED) )
+                {
+                    dom0_software(s);
+                    __atomic_store_n(&s->dom0_running, 0, __ATOMIC_RELEASE);
+                }
+            }
             if ( v->steps != before )
             {
                 struct lu_guest_vcpu *clock = &v->info->vcpu[v->vcpu_id];

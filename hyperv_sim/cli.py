@@ -255,6 +255,56 @@ def verify(state_dir, as_json):
         raise click.exceptions.Exit(1)
 
 
+@cli.group()
+def stream():
+    """Live-update streams: save the host's state as one, decode one."""
+
+
+@stream.command(name="save")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@state_dir_option
+def stream_save(output, state_dir):
+    """Write the running host's state as a live-update stream (its vCPUs
+    are held at a step boundary while it is written)."""
+    import base64
+    data = base64.b64decode(_toolstack(state_dir, "stream-save"))
+    try:
+        with open(output, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise KexecLuError("cannot write %s: %s" % (output, e.strerror))
+    click.echo("wrote %s (%d bytes)" % (output, len(data)))
+
+
+@stream.command(name="dump")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@state_dir_option
+@json_option
+def stream_dump(file, state_dir, as_json):
+    """Decode a stream record by record: FILE, or without it the stream a
+    halted hypervisor could not restore."""
+    import base64
+    from .liveupdate.dump import dump
+    from .liveupdate.stream import StreamError
+    if file:
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise KexecLuError("cannot read %s: %s" % (file, e.strerror))
+    else:
+        data = base64.b64decode(_toolstack(state_dir, "stream-read"))
+    try:
+        rows = dump(data)
+    except StreamError as e:
+        raise KexecLuError("invalid stream: %s" % e)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        click.echo("0x%08x  %-24s %8d  %s" % (r["offset"], r["what"], r["length"], r.get("summary", "")))
+
+
 @cli.command()
 @state_dir_option
 def dmesg(state_dir):

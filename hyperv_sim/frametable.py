@@ -110,6 +110,16 @@ class FrameTable:
         return {"owner": f.owner, "use": USE_NAMES.get(f.use, f.use),
                 "type_info": f.type_info, "count_info": f.count_info}
 
+    def guest_bytes(self, maddr, length):
+        """How many bytes of [maddr, maddr+length) lie in guest frames."""
+        first, end = maddr // PAGE_SIZE, -(-(maddr + length) // PAGE_SIZE)
+        total = 0
+        for mfn in range(first, end):
+            if self.frames[mfn].use == lib.LU_USE_GUEST:
+                lo, hi = max(maddr, mfn * PAGE_SIZE), min(maddr + length, (mfn + 1) * PAGE_SIZE)
+                total += hi - lo
+        return total
+
     def histogram(self):
         """{use name: frames} over the whole table."""
         counts = ffi.new("uint64_t[]", lib.LU_USE_MAX)

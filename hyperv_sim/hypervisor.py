@@ -45,6 +45,10 @@ class DomainError(KexecLuError):
 class RestoreFailure(BootFailure):
     """xen#2 could not restore: it halts, RAM and breadcrumb intact."""
 
+    def __init__(self, message, stream=None):
+        super().__init__(message)
+        self.stream = stream      # the bytes it found, for `hyperv-sim stream dump`
+
 
 
 class Personality:
@@ -145,6 +149,7 @@ class Hypervisor:
         def fault(point):
             if self.opts.lu_fault == point:
                 raise InjectedFault(point)
+        stream = None
         try:
             rep.phase("map-stream")
             stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size, self.xen_start, self.xen_size)
@@ -163,14 +168,22 @@ class Hypervisor:
             lur.restore(self, stream, plans, facts, fault)
         except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
             rep.finish("halted", str(e))
-            raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e)
+            found = getattr(e, "buf", None) or (stream.buf if stream else None)
+            raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
+                                 stream=found)
         rep.phase("release-stream")
-        for mfn, count in stream.extents():
-            self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
-            self.frametable.mark(mfn, count, DOMID_INVALID, lib.LU_USE_FREE)
+        rep.info["xen2_guest_bytes_written"] = 0
+
+        def count(maddr, length):
+            rep.info["xen2_guest_bytes_written"] += self.frametable.guest_bytes(maddr, length)
+        self.ram.on_write = count
+        for mfn, count_ in stream.extents():
+            self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
+            self.frametable.mark(mfn, count_, DOMID_INVALID, lib.LU_USE_FREE)
         handover.clear_breadcrumb(self)
         self.allocator = FrameAllocator(self.frametable)
         self._xen_data_pages()
+        self.ram.on_write = None
         self._next_domid = max(self.domains) + 1
         rep.phase("unpause")
         with self.sched.stopped():

@@ -25,6 +25,9 @@ class HostRAM:
         # One C view of the whole mapping, for the C core.
         self._view = ffi.from_buffer("unsigned char[]", self.map, require_writable=True)
         self.base = ffi.cast("uint8_t *", self._view)
+        # Set during a live update: sees every write, to prove no guest page
+        # is written (memory is preserved, never copied).
+        self.on_write = None
 
     @classmethod
     def create(cls, path, size):
@@ -65,11 +68,15 @@ class HostRAM:
 
     def write(self, maddr, data):
         self._check(maddr, len(data))
+        if self.on_write:
+            self.on_write(maddr, len(data))
         self.map[maddr:maddr + len(data)] = data
 
     def zero(self, maddr, length):
         """Write zeros (the pages stay allocated: for data that is kept)."""
         self._check(maddr, length)
+        if self.on_write:
+            self.on_write(maddr, length)
         step = 1 << 20
         zeros = bytes(step)
         for off in range(maddr, maddr + length, step):
@@ -81,6 +88,8 @@ class HostRAM:
         self._check(maddr, length)
         if maddr % PAGE_SIZE or length % PAGE_SIZE:
             raise RamError("scrub of [0x%x, +0x%x) is not frame-aligned" % (maddr, length))
+        if self.on_write:
+            self.on_write(maddr, length)
         rc = lib.lu_ram_scrub(self.fd, maddr, length)
         if rc < 0:
             # Filesystems without hole punching: write the zeros instead.

@@ -30,6 +30,7 @@ class Toolstack:
             "shutdown": self.shutdown,
             "lu-report": lambda r: hv.lu_report.to_json() if hv.lu_report else None,
             "lu-fault": self.lu_fault,
+            "stream-save": self.stream_save,
         }
 
     def handle(self, request):
@@ -40,6 +41,16 @@ class Toolstack:
         if self.hv.lu_active and op not in READ_ONLY:
             raise Busy("a live update is in progress; try again when it is done")
         return handler(request)
+
+    def stream_save(self, r):
+        """The current state as a live-update stream (every vCPU held at a
+        step boundary while it is written), base64-encoded."""
+        import base64
+        from .liveupdate.save import build_stream
+        with self.hv.lock, self.hv.sched.stopped():
+            paused = {d.domid for d in self.hv.domains.values() if d.paused}
+            data, _ = build_stream(self.hv, [], paused)
+        return base64.b64encode(data).decode()
 
     def lu_fault(self, r):
         """Debug: make the next live update fail at a named point."""
@@ -78,10 +89,11 @@ class Toolstack:
 class HaltedToolstack:
     """What a hypervisor that could not restore still answers."""
 
-    def __init__(self, console, reason, on_shutdown):
+    def __init__(self, console, reason, on_shutdown, stream=None):
         self.console = console
         self.reason = reason
         self.on_shutdown = on_shutdown
+        self.stream = stream
 
     def handle(self, request):
         op = request.get("op")
@@ -94,4 +106,7 @@ class HaltedToolstack:
         if op == "shutdown":
             self.on_shutdown()
             return None
+        if op == "stream-read" and self.stream is not None:
+            import base64
+            return base64.b64encode(self.stream).decode()
         raise KexecLuError("the hypervisor is halted: %s" % self.reason)

@@ -63,7 +63,8 @@ def main(argv=None):
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
         console.log("PANIC: %s", e)
-        toolstack, dispatcher = HaltedToolstack(console, str(e), on_shutdown=stop), None
+        toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream)
+        dispatcher = None
         keep_ram, hv = True, None
     except (BootFailure, RamError, OSError) as e:
         console.log("PANIC: %s", e)

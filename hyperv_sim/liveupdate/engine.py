@@ -88,9 +88,15 @@ class LiveUpdate:
         hv.lu_report = self.report
         threading.Thread(target=self._run, name="live-update", daemon=True).start()
 
+    def _count_guest_writes(self, maddr, length):
+        n = self.hv.frametable.guest_bytes(maddr, length)
+        self.report.info["guest_bytes_written"] = self.report.info.get("guest_bytes_written", 0) + n
+
     def _run(self):
         hv, rep = self.hv, self.report
         q = pages = None
+        rep.info["guest_bytes_written"] = 0
+        hv.ram.on_write = self._count_guest_writes
         try:
             with hv.lock:
                 rep.phase("quiesce")
@@ -103,11 +109,17 @@ class LiveUpdate:
                 rep.end()
                 timings = rep.timings() + [("first-pause", q.first_pause_ns, q.first_pause_ns)]
                 data, types = save.build_stream(hv, timings, q.paused_before, rep.id)
+                rep.info["domain_steps"] = {d.domid: d.steps for d in hv.domains.values()}
                 rep.phase("handover")
                 self.fault("stream-alloc")
                 pages = handover.StreamPages(hv, data)
                 pages.build_mfn_array(self.fault)
                 pages.write_breadcrumb(self.fault)
+                if self.fault_point == "corrupt-stream":
+                    # Test hook: memory corruption after the stream was sealed.
+                    mfn = pages.mfns[pages.nr // 2]
+                    byte = hv.ram.read(mfn * PAGE_SIZE + 100, 1)[0]
+                    hv.ram.write(mfn * PAGE_SIZE + 100, bytes([byte ^ 0xFF]))
                 self.fault("image-check")
                 if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
                     raise KexecFailure(abi.EIO, "the loaded image changed in memory")
@@ -129,6 +141,7 @@ class LiveUpdate:
 
     def _abort(self, q, pages, why):
         hv = self.hv
+        hv.ram.on_write = None
         if pages is not None:
             pages.release()
             handover.clear_breadcrumb(hv)

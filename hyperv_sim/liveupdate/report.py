@@ -10,7 +10,10 @@ from .._lu_core import lib
 FAULTS_BEFORE_PONR = ("preflight", "quiesce-hvm", "quiesce-pv", "save", "stream-alloc",
                       "mfn-array", "breadcrumb", "image-check")
 FAULTS_AFTER_PONR = ("restore-validate", "restore-pass0", "restore-pass1", "restore-pass2")
-FAULT_POINTS = FAULTS_BEFORE_PONR + FAULTS_AFTER_PONR
+# Not a failure but a test hook: flip a byte of the sealed stream, as a
+# memory error after the point of no return would.
+CORRUPT_STREAM = "corrupt-stream"
+FAULT_POINTS = FAULTS_BEFORE_PONR + FAULTS_AFTER_PONR + (CORRUPT_STREAM,)
 
 
 class InjectedFault(Exception):

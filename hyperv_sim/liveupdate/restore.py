@@ -78,7 +78,9 @@ class MappedStream:
         lib.lu_stream_gather(ram.base, ffi.new("uint64_t[]", self.mfns), nr, out)
         self.buf = bytes(ffi.buffer(out, bc["length"]))
         if hash64(self.buf) != bc["stream_hash"]:
-            _fail("the stream does not match its breadcrumb hash (corrupted in memory)")
+            e = RestoreFailure("the stream does not match its breadcrumb hash (corrupted in memory)")
+            e.buf = self.buf
+            raise e
 
     @staticmethod
     def _outside(first, count, forbidden, what):
