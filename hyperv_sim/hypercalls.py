@@ -105,13 +105,13 @@ class Dispatcher:
             ktype = mem.read_struct("xen_kexec_exec_t", arg).type
             if ktype not in abi.KEXEC_TYPE_NAMES:
                 raise KexecFailure(abi.EINVAL, "exec: unknown image type %d" % ktype)
+            if ktype == abi.KEXEC_TYPE_LIVEUPDATE:
+                return self._live_update()
             if ktype not in kexec.images:
                 raise KexecFailure(abi.ENOENT, "exec: no %s image loaded"
                                    % abi.KEXEC_TYPE_NAMES[ktype])
-            if ktype != abi.KEXEC_TYPE_LIVEUPDATE:
-                raise KexecFailure(abi.EOPNOTSUPP, "exec of a %s image (a reboot) is not "
-                                   "supported by the simulator" % abi.KEXEC_TYPE_NAMES[ktype])
-            return self._live_update()
+            raise KexecFailure(abi.EOPNOTSUPP, "exec of a %s image (a reboot) is not "
+                               "supported by the simulator" % abi.KEXEC_TYPE_NAMES[ktype])
         return -abi.EINVAL
 
     def _live_update(self):

@@ -138,7 +138,6 @@ class Hypervisor:
         from .liveupdate.stream import StreamError
         t0 = lib.lu_now_ns()
         self.lu_report = rep = Report()
-        rep.begin("xen2-boot")
         self.lu_start = self.opts.liveupdate_base
         # Whatever lies between the bootmem xen#1 named and this image is
         # bootmem too (freed image space), so the next window is contiguous.
@@ -164,7 +163,13 @@ class Hypervisor:
                             stream_pages=len(stream.mfns))
             xen1 = [[n.rstrip(b"\0").decode(), a, b] for n, a, b in facts["timings"]]
             first_pause = next((a for n, a, b in xen1 if n == "first-pause"), None)
-            rep.phases[:0] = [p for p in xen1 if p[0] != "first-pause"]
+            xen1 = [p for p in xen1 if p[0] != "first-pause"]
+            # xen#1's phases, its hand-over (to the jump), then the exec and
+            # this process's start-up, up to the moment it began to restore.
+            exec_ns = stream.breadcrumb["exec_ns"]
+            if xen1 and exec_ns:
+                xen1 += [["handover", xen1[-1][2], exec_ns], ["exec", exec_ns, t0]]
+            rep.phases[:0] = xen1
             lur.restore(self, stream, plans, facts, fault)
         except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
             rep.finish("halted", str(e))
@@ -182,6 +187,10 @@ class Hypervisor:
             self.frametable.mark(mfn, count_, DOMID_INVALID, lib.LU_USE_FREE)
         handover.clear_breadcrumb(self)
         self.allocator = FrameAllocator(self.frametable)
+        # xen#1's private frames (staging copies, its notes) are free now
+        # but not clean: scrub every free frame before a guest can get one.
+        for mfn, count_ in self.allocator.free_extents():
+            self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
         self._xen_data_pages()
         self.ram.on_write = None
         self._next_domid = max(self.domains) + 1

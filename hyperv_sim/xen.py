@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 
 from .console import Console
 from .hypercalls import Dispatcher
@@ -38,6 +39,7 @@ def main(argv=None):
     console = Console(os.path.join(args.state_dir, CONSOLE_FILE))
     sock_path = os.path.join(args.state_dir, SOCKET_FILE)
     server = None
+    handing_over = threading.Event()
 
     def stop(*_):
         if server:
@@ -46,6 +48,7 @@ def main(argv=None):
     def exec_into(entry):
         """The jump into xen#2: only RAM, its command line (in the boot
         information at `entry`) and the entry itself go across."""
+        handing_over.set()          # the main thread must not power off now
         server.close()
         hv.sched.shutdown()
         console.log("exec into the new hypervisor at 0x%x", entry)
@@ -79,6 +82,9 @@ def main(argv=None):
     try:
         server.serve_forever()
     finally:
+        if handing_over.is_set():
+            # The update thread is about to execve: RAM must stay.
+            threading.Event().wait()
         server.close()
         if hv is not None:
             hv.close()

@@ -62,7 +62,8 @@ class LiveUpdate:
             raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, which %s"
                                % (major, minor, extra, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
-        self.fault("preflight")
+        if self.fault_point == "preflight":
+            raise KexecFailure(abi.EIO, "injected fault at preflight")
         self.report.end()
 
     def _image_notes(self, image):
@@ -131,7 +132,7 @@ class LiveUpdate:
                                rep.info.get("to_version"))
                 # Point of no return.
                 handover.place_image(hv, image)
-                rep.phase("exec")
+                handover.stamp_exec(hv)
                 hv.exec_into(image.entry)
         except (QuiesceTimeout, InjectedFault, KexecFailure, handover.HandoverError) as e:
             self._abort(q, pages, str(e))

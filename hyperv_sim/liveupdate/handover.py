@@ -64,6 +64,11 @@ class StreamPages:
         self.extents = []
 
 
+def stamp_exec(hv):
+    """The moment xen#1 jumps, for xen#2's report."""
+    hv.ram.write(hv.lu_start + S.EXEC_NS_OFFSET, lib.lu_now_ns().to_bytes(8, "little"))
+
+
 def clear_breadcrumb(hv):
     hv.ram.write(hv.lu_start, bytes(S.BREADCRUMB.size))
 

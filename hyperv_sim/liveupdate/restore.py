@@ -25,7 +25,7 @@ from ..guest import P2M
 from ..m2p import M2P
 from ..mappings import ForeignMap, Mappings, XenMap
 from . import records as R
-from .stream import DOMAIN_TYPE_PV, StreamError, hash64, iter_sections, mfn_array_frames, \
+from .stream import BREADCRUMB, DOMAIN_TYPE_PV, StreamError, hash64, iter_sections, mfn_array_frames, \
     read_breadcrumb, validate
 
 LOW_RESERVED_FRAMES = 256       # the first MiB
@@ -47,7 +47,7 @@ class MappedStream:
 
     def __init__(self, ram, lu_start, lu_size, xen_start, xen_size):
         nr_frames = ram.nr_frames
-        bc = read_breadcrumb(ram.read(lu_start, 48))
+        bc = read_breadcrumb(ram.read(lu_start, BREADCRUMB.size))
         if bc is None:
             _fail("no live-update breadcrumb at 0x%x: nothing to restore", lu_start)
         self.breadcrumb = bc

@@ -8,7 +8,8 @@ body, zero padding to 8 bytes}, little-endian.
 
 Breadcrumb: the first words of LU bootmem, little-endian u64s: magic, machine
 address of the MFN array, stream size (nr_mfns << 12), then this format's
-extensions: exact stream length, hash of the stream, hash of the MFN array.
+extensions: exact stream length, hash of the stream, hash of the MFN array,
+and the time (CLOCK_MONOTONIC ns) xen#1 jumped, written last, for reports.
 """
 import struct
 
@@ -20,7 +21,8 @@ from .._lu_core import ffi, lib
 IMAGE_HEADER = struct.Struct(">QIIH6x")
 DOMAIN_HEADER = struct.Struct("<IHHII")
 RECORD_HEADER = struct.Struct("<II")
-BREADCRUMB = struct.Struct("<6Q")
+BREADCRUMB = struct.Struct("<7Q")
+EXEC_NS_OFFSET = 48
 DOMAIN_TYPE_PV, DOMAIN_TYPE_HVM = 1, 2
 ERRORS = {
     lib.LU_STREAM_TRUNCATED: "runs past the end of the stream",
@@ -92,16 +94,16 @@ def iter_sections(buf):
 
 def pack_breadcrumb(mfn_array_maddr, nr_mfns, stream_len, stream_hash, array_hash):
     return BREADCRUMB.pack(LU_BREADCRUMB_MAGIC, mfn_array_maddr, nr_mfns << 12, stream_len,
-                           stream_hash, array_hash)
+                           stream_hash, array_hash, 0)
 
 
 def read_breadcrumb(raw):
     """-> dict, or None if there is no breadcrumb."""
-    magic, array, size, length, shash, ahash = BREADCRUMB.unpack_from(raw)
+    magic, array, size, length, shash, ahash, exec_ns = BREADCRUMB.unpack_from(raw)
     if magic != LU_BREADCRUMB_MAGIC:
         return None
     return {"mfn_array": array, "nr_mfns": size >> 12, "size": size, "length": length,
-            "stream_hash": shash, "array_hash": ahash}
+            "stream_hash": shash, "array_hash": ahash, "exec_ns": exec_ns}
 
 
 def hash64(data):

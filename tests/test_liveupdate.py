@@ -1,0 +1,249 @@
+"""Live update end to end, across a real exec: guests of every kind keep
+running, nothing is lost, failures before the point of no return resume
+everything, a corrupted stream after it is refused before anything changes."""
+import os
+import struct
+import time
+
+import pytest
+
+from hyperv_sim.mkimage import write_image
+from kexec_lu import abi, lustream
+from kexec_lu.liveupdate import run_live_update
+from kexec_lu.errors import KexecLuError
+
+from conftest import boot_host, stop_host
+
+GUESTS = [
+    dict(name="pv", type="pv", memory=256 << 20, vcpus=2),
+    dict(name="pvh", type="pvh", memory=256 << 20, vcpus=2, event_channel_abi="fifo", grant_version=2),
+    dict(name="hvm", type="hvm", memory=512 << 20, vcpus=2, pci=["0000:03:00.0"]),
+]
+
+
+@pytest.fixture
+def lu_host(tmp_path, sim_images):
+    state = tmp_path / "host"
+    host = boot_host(state, sim_images["4.18"], memory=4 << 30,
+                     cmdline="liveupdate=64M dom0_mem=512M lu_quiesce_timeout=300")
+    for g in GUESTS:
+        host.toolstack("create", **g)
+    wait_steps(host, 1 << 17)
+    yield host
+    stop_host(state)
+
+
+def wait_steps(host, n, timeout=20):
+    deadline = time.monotonic() + timeout
+    while min(d["steps"] for d in host.toolstack("list") if d["state"] == "running") < n:
+        assert time.monotonic() < deadline, "guests are not running"
+        time.sleep(0.02)
+
+
+def info(host):
+    return host.toolstack("info")
+
+
+def load(host, image, *extra):
+    res = host.kexec_lu("load", "--type", "liveupdate", "--reuse-cmdline", *extra, str(image))
+    assert res.returncode == 0, res
+
+
+def update(host, image):
+    load(host, image)
+    return run_live_update(host.client, timeout=60, show=False)
+
+
+def assert_healthy(host):
+    rep = host.toolstack("verify")
+    assert rep["ok"], rep["problems"]
+    frames = info(host)["frames"]
+    assert "lu-stream" not in frames, "stream pages leaked"
+    if not host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE):
+        assert "kexec-image" not in frames, "staging frames leaked"
+
+
+def breadcrumb(host):
+    lu = info(host)["lu_bootmem"]["start"]
+    with open(host.state_dir / "ram", "rb") as ram:
+        ram.seek(lu)
+        return struct.unpack("<Q", ram.read(8))[0]
+
+
+def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
+    host = lu_host
+    before = info(host)
+    for n, (image, version) in enumerate([(sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18"),
+                                          (sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18")]):
+        steps = {d["name"]: d["steps"] for d in host.toolstack("list")}
+        rep = update(host, image)
+        assert rep["state"] == "complete", rep
+        now = info(host)
+        # The same process, a new program: exec happened.
+        assert now["pid"] == before["pid"] and now["incarnation"] != before["incarnation"]
+        assert now["xen_version"] == version
+        before = now
+        assert rep["restored_domains"] == 4
+        # Nothing but the stream was written: guest memory was not copied.
+        assert rep["xen2_guest_bytes_written"] == 0
+        guest_bytes = sum(g["memory"] for g in GUESTS) + (512 << 20)
+        assert rep["stream_bytes"] < guest_bytes / 10000
+        assert [p["name"] for p in rep["phases"]][:4] == ["preflight", "quiesce", "save", "handover"]
+        assert rep["blackout_ms"] > 0
+        assert_healthy(host)
+        # Workloads carry on from where they were.
+        time.sleep(0.05)
+        after = {d["name"]: d["steps"] for d in host.toolstack("list")}
+        assert all(after[k] > steps[k] for k in steps), (steps, after)
+        assert breadcrumb(host) == 0          # consumed
+    # LU bootmem and Xen are still one window for the next update.
+    lu, xen = info(host)["lu_bootmem"], info(host)["xen"]
+    assert lu["start"] + lu["size"] == xen["start"]
+
+
+def test_paused_stays_paused_at_its_exact_step_and_dying_stays_dying(lu_host, sim_images):
+    host = lu_host
+    host.toolstack("pause", domain="pvh")
+    host.toolstack("destroy", domain="pv", detach=False)
+    frozen = {d["name"]: d for d in host.toolstack("list")}
+    rep = update(host, sim_images["4.19"])
+    assert rep["state"] == "complete", rep
+    doms = {d["name"]: d for d in host.toolstack("list")}
+    assert doms["pvh"]["state"] == "paused" and doms["pvh"]["steps"] == frozen["pvh"]["steps"]
+    assert doms["pv"]["state"] == "dying" and doms["pv"]["steps"] == frozen["pv"]["steps"]
+    assert doms["hvm"]["state"] == "running"
+    assert_healthy(host)
+    host.toolstack("detach", domain="pv")            # dom0's backend lets go: now it goes
+    assert "pv" not in {d["name"] for d in host.toolstack("list")}
+    host.toolstack("unpause", domain="pvh")
+    assert_healthy(host)
+
+
+@pytest.mark.parametrize("point", ["preflight", "quiesce-hvm", "quiesce-pv", "save", "stream-alloc",
+                                   "mfn-array", "breadcrumb", "image-check"])
+def test_failure_before_the_point_of_no_return_resumes_everything(lu_host, sim_images, point):
+    host = lu_host
+    load(host, sim_images["4.19"])
+    before = info(host)
+    host.toolstack("lu-fault", point=point)
+    if point == "preflight":
+        with pytest.raises(KexecLuError, match="injected fault at preflight"):
+            run_live_update(host.client, timeout=30, show=False)
+    else:
+        rep = run_live_update(host.client, timeout=30, show=False)
+        assert rep["state"] == "aborted" and rep["error"] == "injected fault at %s" % point
+    after = info(host)
+    assert after["incarnation"] == before["incarnation"] and after["xen_version"] == "4.18"
+    assert all(d["state"] == "running" for d in host.toolstack("list"))
+    wait_steps(host, 0)
+    steps = {d["name"]: d["steps"] for d in host.toolstack("list")}
+    time.sleep(0.05)
+    assert all(d["steps"] > steps[d["name"]] for d in host.toolstack("list"))
+    assert_healthy(host)
+    assert breadcrumb(host) == 0
+    assert host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1     # still loaded: retry
+    rep = run_live_update(host.client, timeout=30, show=False)
+    assert rep["state"] == "complete", rep
+    assert_healthy(host)
+
+
+def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_images):
+    host = lu_host
+    load(host, sim_images["4.19"])
+    host.toolstack("pause", domain="0")      # dom0 runs the device model
+    rep = run_live_update(host.client, timeout=30, show=False)
+    assert rep["state"] == "aborted"
+    assert "d3 (hvm) never reached a restartable boundary" in rep["error"]
+    assert "waiting for its device model" in rep["error"]
+    host.toolstack("unpause", domain="0")
+    assert all(d["state"] == "running" for d in host.toolstack("list"))
+    assert_healthy(host)
+
+
+def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_images, tmp_path,
+                                                                  xen_artifacts):
+    host = lu_host
+    no_fifo = tmp_path / "no-fifo.gz"
+    write_image(str(no_fifo), xen_version="4.19",
+                lu_record_types=[t for t in lustream.ALL_RECORD_TYPES if t != lustream.REC_LU_EVTCHN_FIFO])
+    no_stream = tmp_path / "no-lu.gz"
+    write_image(str(no_stream), xen_version="4.19", lu=False)
+    cases = [(no_fifo, "cannot restore LU_EVTCHN_FIFO records, which d2 (pvh) uses FIFO event channels"),
+             (no_stream, "cannot restore any live-update stream"),
+             (xen_artifacts.xen_gz, "not a hypervisor this simulator can run")]
+    incarnation = info(host)["incarnation"]
+    for image, words in cases:
+        load(host, image)
+        with pytest.raises(KexecLuError) as e:
+            run_live_update(host.client, timeout=30, show=False)
+        assert words in str(e.value)
+        assert all(d["state"] == "running" for d in host.toolstack("list"))
+    assert info(host)["incarnation"] == incarnation
+    host.kexec_lu("unload", "--type", "liveupdate")
+    with pytest.raises(KexecLuError, match="no live-update image loaded"):
+        run_live_update(host.client, timeout=30, show=False)
+    assert_healthy(host)
+
+
+def test_a_corrupted_stream_is_refused_before_anything_changes(lu_host, sim_images):
+    host = lu_host
+    load(host, sim_images["4.19"])
+    lu_start = info(host)["lu_bootmem"]["start"]
+    host.toolstack("lu-fault", point="corrupt-stream")
+    rep = run_live_update(host.client, timeout=30, show=False)
+    assert rep["state"] == "halted"
+    assert "does not match its breadcrumb hash" in rep["error"]
+    # Halted, not gone: RAM and the breadcrumb are there for a recovery.
+    with open(host.state_dir / "ram", "rb") as ram:
+        ram.seek(lu_start)
+        assert struct.unpack("<Q", ram.read(8))[0] == abi.LU_BREADCRUMB_MAGIC
+    res = host.hyperv_sim("info")
+    assert res.returncode == 1 and "halted" in res.stderr
+    # The stream it found is there to read; one flipped byte either still
+    # frames (then every domain is listed) or is named with its offset.
+    dump = host.hyperv_sim("stream", "dump")
+    if dump.returncode == 0:
+        assert dump.stdout.count("LU_DOMAIN") == 4
+    else:
+        assert dump.returncode == 1 and "invalid stream: record" in dump.stderr, dump
+
+
+def test_xen2_fault_after_the_point_of_no_return_halts_with_memory_intact(lu_host, sim_images):
+    host = lu_host
+    load(host, sim_images["4.19"], "--append", "lu_fault=restore-pass1")
+    lu_start = info(host)["lu_bootmem"]["start"]
+    rep = run_live_update(host.client, timeout=30, show=False)
+    assert rep["state"] == "halted" and "injected fault at restore-pass1" in rep["error"]
+    with open(host.state_dir / "ram", "rb") as ram:
+        ram.seek(lu_start)
+        assert struct.unpack("<Q", ram.read(8))[0] == abi.LU_BREADCRUMB_MAGIC
+    dump = host.hyperv_sim("stream", "dump")
+    assert dump.returncode == 0, dump
+    assert dump.stdout.count("LU_DOMAIN") == 4
+
+
+def test_a_second_exec_while_one_runs_is_busy(tmp_path, sim_images):
+    state = tmp_path / "slow"
+    host = boot_host(state, sim_images["4.18"], memory=2 << 30,
+                     cmdline="liveupdate=64M dom0_mem=256M lu_quiesce_timeout=3000")
+    try:
+        host.toolstack("create", name="hvm", type="hvm", memory=128 << 20, vcpus=1)
+        load(host, sim_images["4.19"])
+        # With dom0 (the device model) paused, the HVM guest cannot reach a
+        # restartable boundary: the update waits, then gives up.
+        host.toolstack("pause", domain="0")
+        host.client.kexec_exec(abi.KEXEC_TYPE_LIVEUPDATE)
+        res = host.kexec_lu("exec")
+        assert res.returncode == 2, res
+        assert "in progress" in res.stderr and len(res.stderr.splitlines()) == 1
+        res = host.hyperv_sim("create", "--memory", "64", "late")
+        assert res.returncode == 2 and "in progress" in res.stderr
+        deadline = time.monotonic() + 30
+        while host.toolstack("lu-report")["state"] == "running":
+            assert time.monotonic() < deadline, "the update never gave up"
+            time.sleep(0.05)
+        assert host.toolstack("lu-report")["state"] == "aborted"
+        host.toolstack("unpause", domain="0")
+        assert_healthy(host)
+    finally:
+        stop_host(state)
