@@ -231,6 +231,8 @@ class Builder:
             flags, _, _ = dom.grants.entry(r)
             hv.mappings.map_grant(dom0, dom, r, writable=not flags & abi.GTF_readonly)
         fe_port, be_port = bind_interdomain(dom.evtchn, dom.domid, dom0.evtchn, 0)
+        if None not in hv.backend_slots:
+            raise BuildError("dom0's backend serves %d frontends already, its most" % len(hv.backend_slots))
         slot = hv.backend_slots.index(None)
         hv.backend_slots[slot] = dom.domid
         dom.frontend = Frontend(ring_ref=ref, fe_port=fe_port, be_port=be_port,

@@ -192,7 +192,7 @@ def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_ver
            workload, workload_pages, seed, state_dir, as_json):
     """Create and start a domain: from a config file (-f), flags, or both."""
     from .xlcfg import load_config, merge_flags
-    cfg = load_config(config_file) if config_file else None
+    cfg = load_config(config_file, name) if config_file else None
     cfg = merge_flags(cfg, name=name, type=dtype, memory=memory, vcpus=vcpus,
                       event_channel_abi=event_channel_abi, grant_version=grant_version,
                       pci=list(pci) or None, workload=workload, workload_pages=workload_pages,
@@ -248,7 +248,8 @@ def verify(state_dir, as_json):
         for d in report["domains"]:
             click.echo("d%-3d %-16s %-8s %d steps" % (d["domid"], d["name"], d["state"], d["steps"]))
         for p in report["problems"]:
-            click.echo("PROBLEM d%s %s: %s" % (p["domid"], p["check"], p["detail"]))
+            who = "host" if p["domid"] is None else "d%d" % p["domid"]
+            click.echo("PROBLEM %s %s: %s" % (who, p["check"], p["detail"]))
         click.echo("verify: %s" % ("all checks hold" if report["ok"] else
                                    "%d problems" % len(report["problems"])))
     if not report["ok"]:

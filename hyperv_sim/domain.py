@@ -119,7 +119,7 @@ class Domain:
         }
 
     def details(self):
-        """Everything, for `hyperv-sim domain-info` and tests."""
+        """Everything, for `hyperv-sim list --long` and tests."""
         d = self.describe()
         d.update({
             "seed": self.seed,

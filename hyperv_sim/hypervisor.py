@@ -396,9 +396,12 @@ class Hypervisor:
 
     def detach_domain(self, ident):
         """dom0's backends and device models release their mappings of a
-        domain (its frontend went away); a dying domain then goes."""
+        dying domain (its frontend went away); it then goes."""
         with self.lock:
             dom = self.find_domain(ident)
+            if not dom.dying:
+                raise DomainError("%s is not dying: dom0 lets go of a domain when it is "
+                                  "destroyed (hyperv-sim destroy)" % dom.name)
             with self.sched.stopped():
                 self.mappings.release_held_on(dom)
                 self._reap(dom)

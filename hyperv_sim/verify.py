@@ -28,6 +28,10 @@ def _type_str(type_info):
     return "%s:%d%s" % (TYPE_NAMES.get(t, t), n, pinned)
 
 
+def _count_str(count_info):
+    return "%d%s" % (count_info & lib.LU_PGC_COUNT_MASK, "+allocated" if count_info & PGC_ALLOCATED else "")
+
+
 class Report:
     def __init__(self):
         self.problems = []
@@ -222,8 +226,8 @@ def _check_refcounts(hv, ex, rep):
         owner = f.owner
         where = "d%d gfn 0x%x" % (owner, hv.m2p.get(mfn)) if f.use == lib.LU_USE_GUEST else \
             "owner %d" % owner
-        rep.bad(owner, "refcount", "mfn 0x%x (%s, %s): count %d type %s, expected count %d type %s"
-                % (mfn, where, USE_NAMES.get(f.use, f.use), f.count_info & ~PGC_ALLOCATED & 0x7FFFFFFF,
-                   _type_str(f.type_info), want.count & 0x7FFFFFFF, _type_str(want.type_info)))
+        rep.bad(owner if owner < abi.DOMID_FIRST_RESERVED else None, "refcount", "mfn 0x%x (%s, %s): count %s type %s, expected count %s type %s"
+                % (mfn, where, USE_NAMES.get(f.use, f.use), _count_str(f.count_info),
+                   _type_str(f.type_info), _count_str(want.count), _type_str(want.type_info)))
     if n > MAX_REPORTED_FRAMES:
         rep.bad(None, "refcount", "%d more frames differ" % (n - MAX_REPORTED_FRAMES))

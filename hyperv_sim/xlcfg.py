@@ -356,7 +356,7 @@ _KNOWN = sorted(list(_CHECKS) + list(_LEGACY) + list(_IGNORED))
 _BUILDER_TYPE = {"hvm": "hvm", "generic": "pv"}
 
 
-def parse_config(text, source="<config>"):
+def parse_config(text, source="<config>", name=None):
     """Parse the text of an xl-style domain config into a DomainConfig."""
     parser = _Parser(text, source)
     seen = {}
@@ -400,13 +400,16 @@ def parse_config(text, source="<config>"):
         if maxmem != memory:
             parser.error(seen["maxmem"].line, "'maxmem' (%s) must equal 'memory' (%s): the "
                          "simulator has no ballooning" % (format_size(maxmem), format_size(memory)))
+    if name is not None:
+        values.setdefault("name", name)     # a name on the command line will override
     if "name" not in values:
         raise ConfigError("%s: missing required key 'name'" % source)
     return DomainConfig(**values, ignored=ignored)
 
 
-def load_config(path):
-    """Read and parse a config file; errors name it as given."""
+def load_config(path, name=None):
+    """Read and parse a config file; errors name it as given.  name: the
+    one given on the command line, which makes the file's optional."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8-sig") as f:
@@ -416,7 +419,7 @@ def load_config(path):
     except UnicodeDecodeError as e:
         raise ConfigError("cannot read config file %s: not UTF-8 text (byte 0x%02x at offset %d)"
                           % (source, e.object[e.start], e.start))
-    return parse_config(text, source)
+    return parse_config(text, source, name)
 
 
 def merge_flags(cfg, **flags):

@@ -208,6 +208,8 @@ def test_destroying_a_domain_dom0_still_maps_leaves_it_dying(host):
     free = host.allocator.free_frames
     pv = host.find_domain("pv")
     size = pv.nr_frames + sum(n for _, n in pv.shared_frames)
+    with pytest.raises(DomainError, match="pvh is not dying"):
+        host.detach_domain("pvh")               # only a dying domain is let go of
     host.destroy_domain("pv", detach=False)
     assert pv.domid in host.domains and pv.state == "dying"
     assert pv.vcpu_list()[0].on_cpu == 0
