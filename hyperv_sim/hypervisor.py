@@ -166,7 +166,9 @@ class Hypervisor:
             xen1 = [p for p in xen1 if p[0] != "first-pause"]
             # xen#1's phases, its hand-over (to the jump), then the exec and
             # this process's start-up, up to the moment it began to restore.
-            exec_ns = stream.breadcrumb["exec_ns"]
+            exec_ns, save_end = stream.breadcrumb["exec_ns"], stream.breadcrumb["save_end_ns"]
+            if xen1 and xen1[-1][0] == "save" and save_end:
+                xen1[-1][2] = save_end
             if xen1 and exec_ns:
                 xen1 += [["handover", xen1[-1][2], exec_ns], ["exec", exec_ns, t0]]
             rep.phases[:0] = xen1
@@ -187,10 +189,6 @@ class Hypervisor:
             self.frametable.mark(mfn, count_, DOMID_INVALID, lib.LU_USE_FREE)
         handover.clear_breadcrumb(self)
         self.allocator = FrameAllocator(self.frametable)
-        # xen#1's private frames (staging copies, its notes) are free now
-        # but not clean: scrub every free frame before a guest can get one.
-        for mfn, count_ in self.allocator.free_extents():
-            self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
         self._xen_data_pages()
         self.ram.on_write = None
         self._next_domid = max(self.domains) + 1
@@ -202,6 +200,13 @@ class Hypervisor:
                 unpause_vcpus(dom.vcpu_list())
         self.sched.start()
         done = lib.lu_now_ns()
+        # xen#1's private frames (staging copies, its notes) are free now but
+        # not clean: scrub every free frame, after the guests run again and
+        # before anyone can ask for memory (privcmd is not up yet).
+        rep.phase("scrub")
+        with self.lock:
+            for mfn, count_ in self.allocator.free_extents():
+                self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
         rep.finish("complete")
         if first_pause is not None:
             rep.info["blackout_ms"] = (done - first_pause) / 1e6
@@ -262,7 +267,12 @@ class Hypervisor:
 
     def _alloc_xen(self, frames, what, use=lib.LU_USE_XENHEAP):
         try:
-            return self.allocator.alloc(frames, DOMID_XEN, use, contiguous=True)
+            got = self.allocator.alloc(frames, DOMID_XEN, use, contiguous=True)
+            if self.opts.liveupdate_base is not None:
+                # After a live update free frames may hold xen#1's data.
+                (mfn, n), = got
+                self.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
+            return got
         except OutOfMemory as e:
             raise BootFailure("no memory for %s: %s" % (what, e))
 

@@ -107,15 +107,18 @@ class LiveUpdate:
                 rep.info["first_pause_ns"] = q.first_pause_ns
                 rep.phase("save")
                 self.fault("save")
-                rep.end()
+                # The stream carries the phases so far; the save's own end
+                # goes in the breadcrumb, written after it.
                 timings = rep.timings() + [("first-pause", q.first_pause_ns, q.first_pause_ns)]
                 data, types = save.build_stream(hv, timings, q.paused_before, rep.id)
+                rep.end()
+                save_end = rep.phases[-1][2]
                 rep.info["domain_steps"] = {d.domid: d.steps for d in hv.domains.values()}
                 rep.phase("handover")
                 self.fault("stream-alloc")
                 pages = handover.StreamPages(hv, data)
                 pages.build_mfn_array(self.fault)
-                pages.write_breadcrumb(self.fault)
+                pages.write_breadcrumb(save_end, self.fault)
                 if self.fault_point == "corrupt-stream":
                     # Test hook: memory corruption after the stream was sealed.
                     mfn = pages.mfns[pages.nr // 2]

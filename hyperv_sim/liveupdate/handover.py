@@ -50,11 +50,11 @@ class StreamPages:
         self.array_hash = S.hash64(raw)
         return self.array_maddr
 
-    def write_breadcrumb(self, fault=None):
+    def write_breadcrumb(self, save_end_ns, fault=None):
         if fault:
             fault("breadcrumb")
         self.hv.ram.write(self.hv.lu_start, S.pack_breadcrumb(
-            self.array_maddr, self.nr, self.length, self.hash, self.array_hash))
+            self.array_maddr, self.nr, self.length, self.hash, self.array_hash, save_end_ns))
 
     def release(self):
         """Give the pages back (an aborted update, or xen#2 once restored)."""

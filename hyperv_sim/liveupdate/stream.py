@@ -9,7 +9,8 @@ body, zero padding to 8 bytes}, little-endian.
 Breadcrumb: the first words of LU bootmem, little-endian u64s: magic, machine
 address of the MFN array, stream size (nr_mfns << 12), then this format's
 extensions: exact stream length, hash of the stream, hash of the MFN array,
-and the time (CLOCK_MONOTONIC ns) xen#1 jumped, written last, for reports.
+the time (CLOCK_MONOTONIC ns) xen#1 jumped, written last, and the time its
+save ended: both for reports only.
 """
 import struct
 
@@ -21,7 +22,7 @@ from .._lu_core import ffi, lib
 IMAGE_HEADER = struct.Struct(">QIIH6x")
 DOMAIN_HEADER = struct.Struct("<IHHII")
 RECORD_HEADER = struct.Struct("<II")
-BREADCRUMB = struct.Struct("<7Q")
+BREADCRUMB = struct.Struct("<8Q")
 EXEC_NS_OFFSET = 48
 DOMAIN_TYPE_PV, DOMAIN_TYPE_HVM = 1, 2
 ERRORS = {
@@ -92,18 +93,19 @@ def iter_sections(buf):
         first = False
 
 
-def pack_breadcrumb(mfn_array_maddr, nr_mfns, stream_len, stream_hash, array_hash):
+def pack_breadcrumb(mfn_array_maddr, nr_mfns, stream_len, stream_hash, array_hash, save_end_ns=0):
     return BREADCRUMB.pack(LU_BREADCRUMB_MAGIC, mfn_array_maddr, nr_mfns << 12, stream_len,
-                           stream_hash, array_hash, 0)
+                           stream_hash, array_hash, 0, save_end_ns)
 
 
 def read_breadcrumb(raw):
     """-> dict, or None if there is no breadcrumb."""
-    magic, array, size, length, shash, ahash, exec_ns = BREADCRUMB.unpack_from(raw)
+    magic, array, size, length, shash, ahash, exec_ns, save_end_ns = BREADCRUMB.unpack_from(raw)
     if magic != LU_BREADCRUMB_MAGIC:
         return None
     return {"mfn_array": array, "nr_mfns": size >> 12, "size": size, "length": length,
-            "stream_hash": shash, "array_hash": ahash, "exec_ns": exec_ns}
+            "stream_hash": shash, "array_hash": ahash, "exec_ns": exec_ns,
+            "save_end_ns": save_end_ns}
 
 
 def hash64(data):
