@@ -7,6 +7,9 @@ exec: the report xen#2 serves carries the same update id.
 """
 import time
 
+from rich.console import Console
+from rich.markup import escape
+
 from . import abi
 from .errors import Busy, HypercallError, HypervisorUnavailable, KexecLuError
 
@@ -34,29 +37,31 @@ def run_live_update(client, timeout=120.0, show=True):
     uid = first["id"] if first else None
     shown = 0
     deadline = time.monotonic() + timeout
+    # Styled on a terminal, plain text when piped.
+    out = Console(highlight=False)
     if show:
-        print("live update %s -> %s" % (first.get("from_version"), first.get("to_version")) if first
-              else "live update started")
+        out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version"), first.get("to_version"))
+                  if first else "live update started")
     while time.monotonic() < deadline:
         rep = _report(client)
         if rep is not None and (uid is None or rep.get("id") == uid or rep.get("state") == "halted"):
             phases = [p for p in rep["phases"] if p["ms"] is not None]
             if show:
                 for p in phases[shown:]:
-                    print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
+                    out.print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
             shown = max(shown, len(phases))
             if rep["state"] in DONE:
                 if show:
-                    _summary(rep)
+                    _summary(out, rep)
                 return rep
         time.sleep(POLL_S)
     raise KexecLuError("no report from the hypervisor within %d s (see hyperv-sim dmesg)" % timeout)
 
 
-def _summary(rep):
+def _summary(out, rep):
     if rep["state"] == "complete":
-        print("complete: Xen %s -> %s, blackout %.2f ms, %d domains, %d-byte stream"
-              % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
-                 rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
+        out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %d domains, %d-byte stream"
+                  % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
+                     rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
     else:
-        print("%s: %s" % (rep["state"], rep.get("error")))
+        out.print("[red]%s[/red]: %s" % (rep["state"], escape(str(rep.get("error")))))

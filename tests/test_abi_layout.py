@@ -45,6 +45,7 @@ def xen_layout(xen_artifacts, tmp_path_factory):
     lines = ['#include <stdio.h>', '#include <stddef.h>', '#include <stdint.h>',
              '#include <sys/ioctl.h>', '#include <xen/xen.h>', '#include <xen/kexec.h>',
              '#include <xen/version.h>', '#include <xen/sys/privcmd.h>',
+             '#include <xen/hvm/ioreq.h>',
              'int main(void) {']
     for struct, fields in STRUCTS.items():
         lines.append('printf("sizeof %s %%zu\\n", sizeof(%s));' % (struct, struct))
@@ -53,6 +54,12 @@ def xen_layout(xen_artifacts, tmp_path_factory):
     for c in CONSTANTS:
         lines.append('printf("const %s %%lld\\n", (long long)(%s));' % (c, c))
     lines.append('printf("const IOCTL_PRIVCMD_HYPERCALL %lld\\n", (long long)IOCTL_PRIVCMD_HYPERCALL);')
+    for field in ("evtchn_pending", "evtchn_mask"):
+        lines.append('printf("shinfo %s %%zu\\n", offsetof(struct shared_info, %s));' % (field, field))
+    lines.append('printf("shinfo vcpu_info_size %zu\\n", sizeof(struct vcpu_info));')
+    lines.append('printf("shinfo pending_sel %zu\\n", offsetof(struct vcpu_info, evtchn_pending_sel));')
+    lines.append('printf("shinfo ioreq_size %zu\\n", sizeof(struct ioreq));')
+    lines.append('printf("shinfo ioreq_vp_eport %zu\\n", offsetof(struct ioreq, vp_eport));')
     lines.append("return 0; }")
     d = tmp_path_factory.mktemp("abi")
     src, exe = d / "layout.c", d / "layout"
@@ -92,3 +99,16 @@ def test_live_update_additions_follow_the_design():
     assert abi.KEXEC_TYPE_LIVEUPDATE == abi.KEXEC_TYPE_CRASH + 1 == 2
     assert abi.LU_BREADCRUMB_MAGIC.to_bytes(8, "big")[:6] == b"LiveUp"
     assert abi.LU_BREADCRUMB_MAGIC % abi.PAGE_SIZE == 0
+
+
+def test_event_channel_bits_sit_where_xen_puts_them(xen_layout):
+    # The C core sets pending bits in guest memory at these offsets.
+    assert abi.SHINFO_EVTCHN_PENDING == xen_layout["evtchn_pending"]
+    assert abi.SHINFO_EVTCHN_MASK == xen_layout["evtchn_mask"]
+    assert xen_layout["vcpu_info_size"] == 64 and xen_layout["pending_sel"] == 8
+
+
+def test_ioreq_layout_is_xens(xen_layout):
+    from hyperv_sim._lu_core import ffi as core_ffi
+    assert core_ffi.sizeof("struct lu_ioreq") == xen_layout["ioreq_size"] == 32
+    assert core_ffi.offsetof("struct lu_ioreq", "vp_eport") == xen_layout["ioreq_vp_eport"]

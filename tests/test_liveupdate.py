@@ -86,6 +86,8 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
         assert rep["restored_domains"] == 4
         # Nothing but the stream was written: guest memory was not copied.
         assert rep["xen2_guest_bytes_written"] == 0
+        console = (host.state_dir / "console.log").read_text()
+        assert console.count("live update: 0 bytes of guest frames written by xen#1") == n + 1
         guest_bytes = sum(g["memory"] for g in GUESTS) + (512 << 20)
         assert rep["stream_bytes"] < guest_bytes / 10000
         assert [p["name"] for p in rep["phases"]][:4] == ["preflight", "quiesce", "save", "handover"]

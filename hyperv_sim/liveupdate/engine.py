@@ -135,6 +135,8 @@ class LiveUpdate:
                                rep.info.get("to_version"))
                 # Point of no return.
                 handover.place_image(hv, image)
+                hv.console.log("live update: %d bytes of guest frames written by xen#1",
+                               rep.info["guest_bytes_written"])
                 handover.stamp_exec(hv)
                 hv.exec_into(image.entry)
         except (QuiesceTimeout, InjectedFault, KexecFailure, handover.HandoverError) as e:
