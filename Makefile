@@ -15,13 +15,15 @@ $(BIN)/python:
 
 # Reinstall whenever a source of the package changes (the C core is compiled here).
 $(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml $(wildcard csrc/*) $(wildcard kexec_lu/*.py) $(wildcard hyperv_sim/*.py hyperv_sim/*/*.py)
-	$(BIN)/python -m pip install -q -e .
+	# compat: a plain path entry, not an import hook, so every hypervisor
+	# start (each live update execs one) skips the hook's cost.
+	$(BIN)/python -m pip install -q -e . --config-settings editable_mode=compat
 	touch $@
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 install-test: $(VENV)/.installed-test

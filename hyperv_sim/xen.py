@@ -5,7 +5,6 @@ address.  The state directory is dom0's side of the machine (where the
 privcmd socket and the console log are), not hypervisor state.  A live
 update ends here with an execve into the same command and a new entry.
 """
-import argparse
 import os
 import signal
 import sys
@@ -29,12 +28,20 @@ def xen_argv(ram_path, entry, state_dir):
             "--state-dir", state_dir]
 
 
+class _Args:
+    """--ram FILE --entry ADDR --state-dir DIR, nothing else: parsed by hand
+    because argparse costs milliseconds on every live update's start-up."""
+
+    def __init__(self, argv):
+        pairs = dict(zip(argv[::2], argv[1::2]))
+        if len(argv) != 6 or set(pairs) != {"--ram", "--entry", "--state-dir"}:
+            raise SystemExit("usage: python -m hyperv_sim.xen --ram FILE --entry ADDR --state-dir DIR")
+        self.ram, self.state_dir = pairs["--ram"], pairs["--state-dir"]
+        self.entry = int(pairs["--entry"], 0)
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="hyperv_sim.xen")
-    ap.add_argument("--ram", required=True)
-    ap.add_argument("--entry", required=True, type=lambda s: int(s, 0))
-    ap.add_argument("--state-dir", required=True)
-    args = ap.parse_args(argv)
+    args = _Args(sys.argv[1:] if argv is None else argv)
 
     console = Console(os.path.join(args.state_dir, CONSOLE_FILE))
     sock_path = os.path.join(args.state_dir, SOCKET_FILE)
