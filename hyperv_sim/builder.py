@@ -112,13 +112,10 @@ class Builder:
         ft = hv.frametable
         ft.get_ref(dom.l4_mfn, lib.LU_PGT_L4, n=1 + dom.vcpus)
         ft.frames[dom.l4_mfn].type_info |= lib.LU_PGT_PINNED
-        acc, stride = ft.accumulator()
-        bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
-        rc = lib.lu_pv_walk(hv.ram.base, hv.ram.nr_frames, ft.frames, dom.domid, dom.l4_mfn,
-                            acc, stride, bad_mfn, bad_entry)
-        if rc:
+        bad = ft.walk_pv(dom.domid, dom.l4_mfn)
+        if bad:
             raise BuildError("page tables of %s do not validate (error %d at mfn 0x%x entry %d)"
-                             % (dom.name, rc, bad_mfn[0], bad_entry[0]))
+                             % ((dom.name,) + bad))
         dom.gdt_mfns = [p2m.mfn(gfn) for gfn in lay.gdt_gfns]
         for mfn in dom.gdt_mfns:
             ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)

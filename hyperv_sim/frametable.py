@@ -101,9 +101,20 @@ class FrameTable:
             f.type_info = ((page_type << PGT_SHIFT) | count) if count else 0
         f.count_info -= n
 
-    def accumulator(self):
-        """The table as a {type_info, count} accumulator for lu_pv_walk."""
-        return ffi.cast("uint8_t *", self.frames) + ffi.offsetof("struct lu_frame", "type_info"), ENTRY_SIZE
+    def walk_pv(self, domid, l4_mfn, expect=None):
+        """Walk a PV domain's page tables from its L4 (the C core) and add
+        what they imply to `expect` (a struct lu_expect array), or to this
+        table itself, as pinning does.  None if they validate, else
+        (lu_walk_error, table mfn, entry)."""
+        if expect is None:
+            acc = ffi.cast("uint8_t *", self.frames) + ffi.offsetof("struct lu_frame", "type_info")
+            stride = ENTRY_SIZE
+        else:
+            acc, stride = ffi.cast("uint8_t *", expect), ffi.sizeof("struct lu_expect")
+        bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
+        rc = lib.lu_pv_walk(self.ram.base, self.ram.nr_frames, self.frames, domid, l4_mfn,
+                            acc, stride, bad_mfn, bad_entry)
+        return (rc, bad_mfn[0], bad_entry[0]) if rc else None
 
     def entry(self, mfn):
         f = self.frames[mfn]

@@ -128,15 +128,13 @@ def _expect_pv(hv, dom, p2m, ex, rep):
         e = ex[mfn]
         e.type_info = (lib.LU_PGT_SEG_DESC << PGT_SHIFT) | ((e.type_info & PGT_COUNT) + 1)
         e.count += 1
-    bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
-    rc = lib.lu_pv_walk(hv.ram.base, hv.ram.nr_frames, hv.frametable.frames, dom.domid,
-                        dom.l4_mfn, ffi.cast("uint8_t *", ex), ffi.sizeof("struct lu_expect"),
-                        bad_mfn, bad_entry)
-    if rc:
+    bad = hv.frametable.walk_pv(dom.domid, dom.l4_mfn, expect=ex)
+    if bad:
+        rc, mfn, entry = bad
         what = {lib.LU_WALK_NOT_OWNED: "points at a frame d%d does not own" % dom.domid,
                 lib.LU_WALK_TYPE_CONFLICT: "needs a frame to have two types",
                 lib.LU_WALK_OUT_OF_RANGE: "points past the end of RAM"}[rc]
-        rep.bad(dom.domid, "page-tables", "table at mfn 0x%x entry %d %s" % (bad_mfn[0], bad_entry[0], what))
+        rep.bad(dom.domid, "page-tables", "table at mfn 0x%x entry %d %s" % (mfn, entry, what))
 
 
 def _check_io(hv, dom, rep):

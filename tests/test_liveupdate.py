@@ -1,7 +1,6 @@
 """Live update end to end, across a real exec: guests of every kind keep
 running, nothing is lost, failures before the point of no return resume
 everything, a corrupted stream after it is refused before anything changes."""
-import os
 import struct
 import time
 

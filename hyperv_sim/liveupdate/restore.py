@@ -452,13 +452,10 @@ def _pass1(hv, plan):
     dom.l4_mfn = plan.l4
     ft.frames[plan.l4].type_info = (lib.LU_PGT_L4 << lib.LU_PGT_TYPE_SHIFT) | lib.LU_PGT_PINNED | 1
     ft.frames[plan.l4].count_info += 1
-    acc, stride = ft.accumulator()
-    bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
-    rc = lib.lu_pv_walk(hv.ram.base, hv.ram.nr_frames, ft.frames, dom.domid, dom.l4_mfn,
-                        acc, stride, bad_mfn, bad_entry)
-    if rc:
+    bad = ft.walk_pv(dom.domid, dom.l4_mfn)
+    if bad:
         raise RestoreFailure("d%d page tables do not validate (error %d at mfn 0x%x entry %d)"
-                             % (dom.domid, rc, bad_mfn[0], bad_entry[0]))
+                             % ((dom.domid,) + bad))
 
 
 def _pass2(hv, plan):

@@ -2,17 +2,7 @@
 # Guests of every kind from xl-style config files, running; `verify` holds,
 # then catches a page a cosmic ray flipped; a domain dom0 still maps dies
 # slowly.
-set -euo pipefail
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-if [ -z "${HYPERV_SIM_DIR:-}" ]; then
-    HYPERV_SIM_DIR=$(mktemp -d)
-    export HYPERV_SIM_DIR
-fi
-work=$(mktemp -d)
-trap 'hyperv-sim shutdown >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-json() { python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 hyperv-sim mkimage --xen-version 4.18 -o "$work/xen.gz" >/dev/null
 hyperv-sim boot --memory 4G --cmdline "liveupdate=64M dom0_mem=512M" "$work/xen.gz" >/dev/null

@@ -1,22 +1,7 @@
 #!/usr/bin/env bash
 # A user session: build images, boot a host, look at its ranges, load a
 # live-update image, run guests, tidy up, power off.
-set -euo pipefail
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-if [ -z "${HYPERV_SIM_DIR:-}" ]; then
-    HYPERV_SIM_DIR=$(mktemp -d)
-    export HYPERV_SIM_DIR
-fi
-work=$(mktemp -d)
-trap 'hyperv-sim shutdown >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-# json FILE EXPR: print a Python expression over the JSON document j.
-json() { python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
-
-# status_of CMD...: run a command, print its exit status (set -e safe).
-status_of() { local rc=0; "$@" >/dev/null 2>&1 || rc=$?; echo "$rc"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 echo "== mkimage"
 hyperv-sim mkimage --xen-version 4.18 -o "$work/xen-4.18.gz" | grep -q "wrote .*4.18" \

@@ -1,23 +1,12 @@
 #!/usr/bin/env bash
 # An administrator's live update: guests of every kind keep running while
 # Xen 4.18 is replaced by 4.19 and then rolled back, with verify after each.
-set -euo pipefail
-
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-if [ -z "${HYPERV_SIM_DIR:-}" ]; then
-    HYPERV_SIM_DIR=$(mktemp -d)
-    export HYPERV_SIM_DIR
-fi
-work=$(mktemp -d)
-trap 'hyperv-sim shutdown >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-here=$(cd "$(dirname "$0")/../.." && pwd)
-json() { python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 hyperv-sim mkimage --xen-version 4.18 -o "$work/xen-4.18.gz" >/dev/null
 hyperv-sim mkimage --xen-version 4.19 -o "$work/xen-4.19.gz" >/dev/null
 hyperv-sim boot --memory 4G --cmdline "liveupdate=64M dom0_mem=512M" "$work/xen-4.18.gz" >/dev/null
-for cfg in "$here"/examples/guests/*.cfg; do
+for cfg in "$repo"/examples/guests/*.cfg; do
     hyperv-sim create -f "$cfg" >/dev/null || fail "create -f $cfg"
 done
 hyperv-sim verify >/dev/null || fail "verify before the update"

@@ -1,23 +1,11 @@
 #!/usr/bin/env bash
 # The real Debian xen.gz: kexec-lu reads it as it is, and a simulated host
 # accepts it as a live-update image (it cannot run it, but it can load it).
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
-
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache="${KEXEC_LU_XEN_CACHE:-$repo/.cache/xen}"
 xen_gz="$cache/root/boot/xen-4.17-amd64.gz"
 [ -f "$xen_gz" ] || fail "real Xen image missing: $xen_gz (run make fetch-xen)"
-
-if [ -z "${HYPERV_SIM_DIR:-}" ]; then
-    HYPERV_SIM_DIR=$(mktemp -d)
-    export HYPERV_SIM_DIR
-fi
-work=$(mktemp -d)
-trap 'hyperv-sim shutdown >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-
-json() { python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 
 echo "== info"
 kexec-lu info --json "$xen_gz" > "$work/info.json"
