@@ -86,7 +86,9 @@ def power_on(image_path, state_dir, memory, cmdline):
     information in it.  Returns (ram_path, entry, summary)."""
     if not MIN_MEMORY <= memory <= MAX_MEMORY or memory % MiB:
         raise BootError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
-    bootline.parse(cmdline)
+    if bootline.parse(cmdline).liveupdate_base is not None:
+        raise BootError("liveupdate=SIZE@BASE is what a live update hands the new hypervisor; "
+                        "boot a host with liveupdate=SIZE")
     image = load_image(image_path)
     if image.mb2 is None:
         raise BootError("%s: no multiboot2 header in the first 32 KiB: not bootable" % image_path)
@@ -151,7 +153,9 @@ def _start_hypervisor(state_dir, ram_path, entry):
         if proc.poll() is not None:
             raise BootError("hypervisor failed to boot: %s" % _last_words(state_dir, err_path))
         try:
-            client.toolstack("ping")
+            answer = client.toolstack("ping")
+            if answer.get("halted"):
+                raise BootError("hypervisor halted at boot: %s" % answer["halted"])
             return proc.pid
         except HypervisorUnavailable:
             time.sleep(0.02)

@@ -31,6 +31,7 @@ class Toolstack:
             "lu-report": lambda r: hv.lu_report.to_json() if hv.lu_report else None,
             "lu-fault": self.lu_fault,
             "stream-save": self.stream_save,
+            "stream-read": self.stream_read,
         }
 
     def handle(self, request):
@@ -51,6 +52,10 @@ class Toolstack:
             paused = {d.domid for d in self.hv.domains.values() if d.paused}
             data, _ = build_stream(self.hv, [], paused)
         return base64.b64encode(data).decode()
+
+    def stream_read(self, r):
+        raise KexecLuError("no stream to read: the hypervisor is running, not halted "
+                           "(hyperv-sim stream save writes its state as a stream)")
 
     def lu_fault(self, r):
         """Debug: make the next live update fail at a named point."""

@@ -99,6 +99,8 @@ def _all_ranges(client):
                 start, size = client.get_range(rid, nr)
                 out.append((abi.KEXEC_RANGE_NAMES[rid], rid, nr, start, size, 0))
             except HypercallError as e:
+                if e.errno in (abi.EBUSY, abi.ENODEV):
+                    raise          # the hypervisor cannot answer at all
                 if nr == 0:
                     out.append((abi.KEXEC_RANGE_NAMES[rid], rid, nr, None, None, e.errno))
                 break
@@ -261,4 +263,15 @@ def exec_(ktype, timeout, as_json):
 
 
 def main(argv=None):
-    run(cli, "kexec-lu", argv)
+    # The kexec-tools spellings (kexec-lu -l IMAGE, --load-live-update IMAGE,
+    # --exec-live-update, -S, ...) go to kexec_lu.compat, which decides what
+    # is one (compat.is_classic): `kexec-lu -l --help` shows the classic
+    # help, plain `kexec-lu --help` this group's, which names the classic
+    # spellings in one line.
+    import sys
+    from . import compat
+    args = sys.argv[1:] if argv is None else list(argv)
+    if compat.is_classic(args, cli.commands):
+        compat.main(args)
+    cli.epilog = compat.GROUP_HELP_LINE
+    run(cli, "kexec-lu", args)

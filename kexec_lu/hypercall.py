@@ -6,7 +6,7 @@ what /dev/xen/privcmd would pass.  The transport carries the buffers along.
 """
 from . import abi
 from ._xen_abi import ffi
-from .errors import HypercallError
+from .errors import Busy, HypercallError
 from .privcmd import SocketPrivcmd
 
 
@@ -48,6 +48,8 @@ class XenClient:
     def _kexec_op(self, what, cmd, struct_ptr, bufs):
         arg = bufs.add(struct_ptr)
         ret = self._hypercall(abi.HYPERVISOR_kexec_op, [cmd, arg], bufs)
+        if ret == -abi.EBUSY:
+            raise Busy("%s: a live update is in progress; retry when it is done" % what)
         if ret < 0:
             raise HypercallError(what, -ret)
         return ret

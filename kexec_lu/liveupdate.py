@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import abi
-from .errors import Busy, HypercallError, HypervisorUnavailable, KexecLuError
+from .errors import HypercallError, HypervisorUnavailable, KexecLuError
 
 POLL_S = 0.005
 DONE = ("complete", "aborted", "halted", "refused")
@@ -30,15 +30,13 @@ def run_live_update(client, timeout=120.0, show=True):
     except HypercallError as e:
         rep = _report(client) or {}
         why = rep.get("error") if rep.get("state") == "refused" else None
-        if e.errno == abi.EBUSY:
-            raise Busy("a live update is already in progress; retry when it is done")
         raise KexecLuError("live update refused: %s" % (why or e))
     first = _report(client)
     uid = first["id"] if first else None
     shown = 0
     deadline = time.monotonic() + timeout
     # Styled on a terminal, plain text when piped.
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     if show:
         out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version"), first.get("to_version"))
                   if first else "live update started")

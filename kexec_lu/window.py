@@ -91,6 +91,9 @@ def plan_liveupdate(lu_start, lu_size, xen_start, xen_size, load_size, align,
         raise WindowError("image would be placed at 0x%x, below its lowest allowed address 0x%x"
                           % (start, low))
     bootmem_size = align_down(start - lu_start, MiB)
+    if lu_start + bootmem_size - PAGE_SIZE < (mem_min or 0):
+        raise WindowError("the boot-information page goes at the top of xen#2's LU bootmem, "
+                          "0x%x, below --mem-min 0x%x" % (lu_start + bootmem_size - PAGE_SIZE, mem_min))
     return Placement(kind="liveupdate", image_start=start, image_end=start + load_size,
                      bootinfo_addr=lu_start + bootmem_size - PAGE_SIZE,
                      region_start=lu_start, region_end=window_end,
@@ -107,7 +110,9 @@ def plan_in_region(kind, region_start, region_size, load_size, align,
     align = max(align, PAGE_SIZE)
     low, high = _limits(min_addr, max_addr, mem_min, mem_max)
     region_end = region_start + region_size
-    start = align_up(max(region_start + PAGE_SIZE, low), align)
+    # Every segment respects the limits, the boot-information page below the
+    # image included.
+    start = align_up(max(region_start, low) + PAGE_SIZE, align)
     end = start + load_size
     if end > min(region_end, high + 1):
         raise WindowError("image of %d bytes does not fit in [0x%x, 0x%x) at alignment 0x%x "

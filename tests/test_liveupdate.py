@@ -169,7 +169,7 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
                 lu_record_types=[t for t in lustream.ALL_RECORD_TYPES if t != lustream.REC_LU_EVTCHN_FIFO])
     no_stream = tmp_path / "no-lu.gz"
     write_image(str(no_stream), xen_version="4.19", lu=False)
-    cases = [(no_fifo, "cannot restore LU_EVTCHN_FIFO records, which d2 (pvh) uses FIFO event channels"),
+    cases = [(no_fifo, "cannot restore LU_EVTCHN_FIFO records, needed because d2 (pvh) uses FIFO event channels"),
              (no_stream, "cannot restore any live-update stream"),
              (xen_artifacts.xen_gz, "not a hypervisor this simulator can run")]
     incarnation = info(host)["incarnation"]

@@ -59,8 +59,8 @@ class LiveUpdate:
         missing = {t: why for t, why in save.needed_record_types(hv).items() if t not in set(types)}
         if missing:
             t = min(missing)
-            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, which %s"
-                               % (major, minor, extra, ls.record_name(t), missing[t]))
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, needed "
+                               "because %s" % (major, minor, extra, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
         if self.fault_point == "preflight":
             raise KexecFailure(abi.EIO, "injected fault at preflight")
@@ -79,7 +79,7 @@ class LiveUpdate:
                                 (lib.LU_USE_IOMMU_PT, "IOMMU page table")):
             for dom_owner in [d.domid for d in hv.domains.values()] + [abi.DOMID_XEN]:
                 if hv.frametable.count(dom_owner, owner_use, lo, lo + n):
-                    raise KexecFailure(abi.EBUSY, "a %s of owner %d lies in LU bootmem" % (what, dom_owner))
+                    raise KexecFailure(abi.EINVAL, "a %s of owner %d lies in LU bootmem" % (what, dom_owner))
 
     # the update itself
 

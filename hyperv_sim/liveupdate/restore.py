@@ -255,8 +255,14 @@ def _where(plan, rtype):
     return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if recs else plan.offset)
 
 
+SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER, ls.REC_LU_GRANT_MAPS,
+          ls.REC_LU_FOREIGN_MAPS, ls.REC_LU_EVTCHN_FIFO, ls.REC_LU_IOMMU, ls.REC_LU_GRANT_STATUS)
+
+
 def _check_domain(plan, by_id, claim, nr_frames):
     d = plan.domid
+    for rtype in SINGLE:
+        plan.one(rtype, required=False)      # at most one each, refused now rather than mid-restore
     p2m = plan.one(ls.REC_LU_P2M_EXTENTS)
     owned = plan.one(ls.REC_LU_PAGE_OWNERSHIP)
     ram_owned, shared_owned = [], []

@@ -16,7 +16,7 @@ from .stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter
 
 def needed_record_types(hv):
     """{record type: why} for the stream the current state makes."""
-    need = {t: "every stream" for t in (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P,
+    need = {t: "every stream carries them" for t in (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P,
                                         ls.REC_LU_DOMAIN, ls.REC_LU_P2M_EXTENTS,
                                         ls.REC_LU_PAGE_OWNERSHIP, ls.REC_LU_GRANT_TABLE,
                                         ls.REC_LU_EVTCHN_PORTS, ls.REC_LU_VCPU_STATE)}
@@ -36,7 +36,7 @@ def needed_record_types(hv):
         if dom.iommu_root is not None:
             need.setdefault(ls.REC_LU_IOMMU, who + " has a passthrough device")
     for m in hv.mappings.grant_maps:
-        need.setdefault(ls.REC_LU_GRANT_MAPS, "d%d maps grants" % m.mapper)
+        need.setdefault(ls.REC_LU_GRANT_MAPS, "d%d maps other domains' grants" % m.mapper)
     for m in hv.mappings.foreign_maps:
         need.setdefault(ls.REC_LU_FOREIGN_MAPS, "d%d maps foreign pages" % m.mapper)
     return need

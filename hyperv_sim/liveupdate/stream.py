@@ -27,12 +27,12 @@ EXEC_NS_OFFSET = 48
 DOMAIN_TYPE_PV, DOMAIN_TYPE_HVM = 1, 2
 ERRORS = {
     lib.LU_STREAM_TRUNCATED: "runs past the end of the stream",
-    lib.LU_STREAM_BAD_HEADER: "bad image header (marker, id, version or options)",
+    lib.LU_STREAM_BAD_HEADER: "bad marker, id, version or options",
     lib.LU_STREAM_UNKNOWN_RECORD: "is a mandatory record type this hypervisor cannot restore",
     lib.LU_STREAM_BAD_PADDING: "has non-zero padding",
     lib.LU_STREAM_TOO_LARGE: "is larger than 128 MiB",
-    lib.LU_STREAM_BAD_DOMAIN: "bad domain header (type or page shift)",
-    lib.LU_STREAM_NO_END: "section has no END record",
+    lib.LU_STREAM_BAD_DOMAIN: "bad type or page shift",
+    lib.LU_STREAM_NO_END: "has no END record",
     lib.LU_STREAM_LU_ONLY_HEADER: "system section does not start with LU_VERSION",
 }
 
@@ -68,8 +68,14 @@ def validate(buf, known_types):
     view = ffi.from_buffer("uint8_t[]", buf)
     n = lib.lu_stream_validate(view, len(buf), known, len(known_types), bad_off, bad_type)
     if n < 0:
-        raise StreamError("record %s at offset 0x%x %s" % (ls.record_name(bad_type[0]), bad_off[0],
-                                                           ERRORS.get(n, "is invalid (%d)" % n)))
+        what = ERRORS.get(n, "is invalid (%d)" % n)
+        if n == lib.LU_STREAM_BAD_HEADER:
+            raise StreamError("image header at offset 0x0: %s" % what)
+        if n == lib.LU_STREAM_BAD_DOMAIN or (n == lib.LU_STREAM_TRUNCATED and not bad_type[0] and bad_off[0]):
+            raise StreamError("domain header at offset 0x%x: %s" % (bad_off[0], what))
+        if n == lib.LU_STREAM_NO_END:
+            raise StreamError("the section reaching offset 0x%x %s" % (bad_off[0], what))
+        raise StreamError("record %s at offset 0x%x %s" % (ls.record_name(bad_type[0]), bad_off[0], what))
     return n
 
 
