@@ -30,3 +30,16 @@ def test_every_command_and_option_is_in_the_man_page(group, page):
         if "Fl %s" % opt[1:] not in text:
             missing.append("%s %s" % (name, opt))
     assert not missing, "undocumented in %s: %s" % (page, ", ".join(missing))
+
+
+@pytest.mark.parametrize("page", ["kexec-lu.8", "hyperv-sim.8", "kexec-lu-stream.5"])
+def test_man_pages_render(page):
+    import shutil
+    import subprocess
+    man = shutil.which("man")
+    assert man, "man(1) is needed to render the pages"
+    out = subprocess.run([man, "-l", str(MAN / page)], capture_output=True, text=True,
+                         env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "SYNOPSIS" in out.stdout or "DESCRIPTION" in out.stdout
+    assert out.stderr.strip() == ""
