@@ -7,7 +7,7 @@ what /dev/xen/privcmd would pass.  The transport carries the buffers along.
 from . import abi
 from ._xen_abi import ffi
 from .errors import Busy, HypercallError
-from .privcmd import SocketPrivcmd
+from .xenprivcmd import open_transport
 
 
 class _Buffers:
@@ -34,7 +34,7 @@ class XenClient:
     """The hypercalls kexec-lu needs, over a privcmd transport."""
 
     def __init__(self, transport=None):
-        self.transport = transport or SocketPrivcmd()
+        self.transport = transport or open_transport()
 
     def _hypercall(self, op, args, bufs):
         call = ffi.new("privcmd_hypercall_t *")

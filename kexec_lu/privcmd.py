@@ -129,8 +129,9 @@ class SocketPrivcmd:
         except FileNotFoundError:
             sock.close()
             raise HypervisorUnavailable(
-                "no hypervisor running: %s does not exist (start one with `hyperv-sim boot`, "
-                "or set HYPERV_SIM_DIR)" % self.path)
+                "no hypervisor: no Xen control domain here (/proc/xen/capabilities) and no "
+                "simulated host at %s (start one with `hyperv-sim boot`, or set HYPERV_SIM_DIR)"
+                % self.path)
         except ConnectionRefusedError:
             sock.close()
             raise HypervisorUnavailable("no hypervisor answers on %s (stale socket: it has "
