@@ -258,7 +258,7 @@ def exec_(ktype, timeout, as_json):
     report = run_live_update(_client(), timeout=timeout, show=not as_json)
     if as_json:
         print_json(report)
-    if report["state"] != "complete":
+    if report["state"] not in ("complete", "triggered"):
         raise KexecLuError("live update %s: %s" % (report["state"], report.get("error")))
 
 

@@ -30,6 +30,8 @@ def is_control_domain(capabilities=CAPABILITIES):
 
 
 class XenPrivcmd:
+    has_reports = False      # no simulator toolstack: no live-update report to follow
+
     def __init__(self, device=DEVICE, ioctl=fcntl.ioctl):
         self.device = device
         self._ioctl = ioctl

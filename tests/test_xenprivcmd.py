@@ -107,3 +107,13 @@ def test_no_xen_here_is_said_plainly(tmp_path, monkeypatch):
         XenClient().get_range(abi.KEXEC_RANGE_MA_XEN)
     with pytest.raises(HypervisorUnavailable, match="cannot open"):
         XenPrivcmd(str(tmp_path / "no-device")).hypercall(bytes(48), [])
+
+
+def test_exec_on_real_xen_triggers_and_does_not_wait_for_a_report(device, capsys):
+    from kexec_lu.liveupdate import run_live_update
+    fake = FakeXen()
+    rep = run_live_update(XenClient(XenPrivcmd(device, ioctl=fake)), timeout=1, show=True)
+    assert rep["state"] == "triggered"
+    op, cmd, arg = struct.unpack_from("<3Q", fake.calls[0][1])
+    assert (op, cmd) == (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec)
+    assert "triggered" in capsys.readouterr().out
