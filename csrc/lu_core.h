@@ -55,6 +55,12 @@ uint64_t lu_frames_scan(const struct lu_frame *ft, uint64_t first, uint64_t end,
 uint64_t lu_frames_typed(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint16_t owner, uint64_t *mfns, uint32_t *type_info, uint64_t max_out);
 
+/* Runs of frames in [first, end) with the same use, whoever owns them:
+ * writes up to max_out (start, length, use) triples; returns how many runs
+ * there are.  For memory maps. */
+uint64_t lu_frames_use_runs(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                            uint64_t *starts, uint64_t *lengths, uint8_t *uses, uint64_t max_out);
+
 /* Number of frames in [first, end) whose owner and use match. */
 uint64_t lu_frames_count(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint16_t owner, uint8_t use);

@@ -102,3 +102,26 @@ uint64_t lu_frames_typed(const struct lu_frame *ft, uint64_t first, uint64_t end
     }
     return n;
 }
+
+uint64_t lu_frames_use_runs(const struct lu_frame *ft, uint64_t first, uint64_t end,
+                            uint64_t *starts, uint64_t *lengths, uint8_t *uses, uint64_t max_out)
+{
+    uint64_t n = 0, mfn = first;
+
+    while ( mfn < end )
+    {
+        uint64_t run = mfn;
+        uint8_t use = ft[mfn].use;
+
+        while ( mfn < end && ft[mfn].use == use )
+            mfn++;
+        if ( n < max_out )
+        {
+            starts[n] = run;
+            lengths[n] = mfn - run;
+            uses[n] = use;
+        }
+        n++;
+    }
+    return n;
+}

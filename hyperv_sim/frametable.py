@@ -74,6 +74,14 @@ class FrameTable:
                 return [(starts[i], lengths[i]) for i in range(total)]
             cap = total
 
+    def use_runs(self):
+        """[(first_mfn, nr_frames, use name)] over the whole table."""
+        total = lib.lu_frames_use_runs(self.frames, 0, self.nr_frames, ffi.NULL, ffi.NULL, ffi.NULL, 0)
+        starts, lengths = ffi.new("uint64_t[]", total), ffi.new("uint64_t[]", total)
+        uses = ffi.new("uint8_t[]", total)
+        lib.lu_frames_use_runs(self.frames, 0, self.nr_frames, starts, lengths, uses, total)
+        return [(starts[i], lengths[i], USE_NAMES.get(uses[i], str(uses[i]))) for i in range(total)]
+
     def count(self, owner, use, first=0, end=None):
         first, end = self._range(first, end)
         return lib.lu_frames_count(self.frames, first, end, owner, use)

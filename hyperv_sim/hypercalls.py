@@ -50,6 +50,7 @@ class Dispatcher:
         self.handlers = {
             abi.HYPERVISOR_kexec_op: self.kexec_op,
             abi.HYPERVISOR_xen_version: self.xen_version,
+            abi.HYPERVISOR_memory_op: self.memory_op,
         }
 
     def call(self, call_bytes, regions, caller_domid=0):
@@ -130,6 +131,13 @@ class Dispatcher:
             raise
         lu.start()
         return 0
+
+    # memory_op
+
+    def memory_op(self, mem, args, caller_domid):
+        if args[0] == abi.XENMEM_maximum_ram_page:
+            return self.hv.ram.nr_frames - 1
+        return -abi.ENOSYS
 
     # xen_version
 

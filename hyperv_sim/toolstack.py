@@ -5,6 +5,7 @@ message fit for the user.
 """
 import os
 
+from kexec_lu.abi import PAGE_SIZE
 from kexec_lu.errors import Busy, KexecLuError
 
 # What may run while a live update holds the hypervisor.
@@ -32,6 +33,7 @@ class Toolstack:
             "lu-fault": self.lu_fault,
             "stream-save": self.stream_save,
             "stream-read": self.stream_read,
+            "memmap": self.memmap,
         }
 
     def handle(self, request):
@@ -52,6 +54,11 @@ class Toolstack:
             paused = {d.domid for d in self.hv.domains.values() if d.paused}
             data, _ = build_stream(self.hv, [], paused)
         return base64.b64encode(data).decode()
+
+    def memmap(self, r):
+        """Host RAM as runs of frames of one use: [start, size, use]."""
+        with self.hv.lock:
+            return [[m * PAGE_SIZE, n * PAGE_SIZE, use] for m, n, use in self.hv.frametable.use_runs()]
 
     def stream_read(self, r):
         raise KexecLuError("no stream to read: the hypervisor is running, not halted "

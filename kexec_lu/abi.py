@@ -11,6 +11,7 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
 
 # Hypercall numbers (public/xen.h).
+HYPERVISOR_memory_op = 12
 HYPERVISOR_xen_version = 17
 HYPERVISOR_sysctl = 35
 HYPERVISOR_domctl = 36
@@ -61,6 +62,9 @@ KEXEC_SEGMENT_MAX = 16
 # xen_kexec_load_t.arch takes ELF machine numbers.
 EM_386 = 3
 EM_X86_64 = 62
+
+# memory_op sub-ops (public/memory.h).
+XENMEM_maximum_ram_page = 2
 
 # xen_version sub-ops (public/version.h).
 XENVER_version = 0

@@ -242,6 +242,49 @@ def status(ctx, ktype, as_json):
 status.error_status = STATUS_ERROR
 
 
+@cli.command(name="map")
+@click.argument("image", required=False, type=click.Path(dir_okay=False))
+@click.option("--svg", "svg_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the picture as SVG to FILE.")
+@click.option("--width", default=None, type=click.IntRange(20, 400),
+              help="Characters per bar (default: the terminal's width).")
+@click.option("--json", "as_json", is_flag=True, help="Print the map as JSON.")
+def map_(image, svg_file, width, as_json):
+    """Draw the host's memory to scale: RAM, Xen, LU bootmem, the window,
+    the breadcrumb page and, given an IMAGE, where a live update would put it."""
+    import shutil
+    from . import memmap
+    client = _client()
+    plan = None
+    if image:
+        from .image import load_image
+        from .loader import compose_cmdline, plan_load
+        ktype = abi.KEXEC_TYPE_LIVEUPDATE
+        plan = plan_load(load_image(image), ktype, _fetch_ranges(client, ktype),
+                         compose_cmdline(ktype))
+    m = memmap.collect(client, plan)
+    if svg_file:
+        try:
+            with open(svg_file, "w") as f:
+                f.write(memmap.render_svg(m))
+        except OSError as e:
+            raise KexecLuError("cannot write %s: %s" % (svg_file, e.strerror))
+    if as_json:
+        print_json(m.to_json())
+        return
+    from .output import to_terminal
+    if width is None:
+        width = max(20, min(shutil.get_terminal_size((80, 24)).columns - 2, 160)) if to_terminal() else 72
+    lines = memmap.render_text(m, width=width, colour=to_terminal())
+    if to_terminal():
+        from rich.console import Console
+        console = Console(highlight=False, soft_wrap=True)
+        for line in lines:
+            console.print(line)
+    else:
+        click.echo("\n".join(lines))
+
+
 @cli.command(name="exec")
 @click.option("-t", "--type", "ktype", type=click.Choice(["liveupdate"]), default="liveupdate",
               show_default=True, help="Only a live update can be executed on a running host.")

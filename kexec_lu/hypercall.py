@@ -100,6 +100,15 @@ class XenClient:
         return self._kexec_op("kexec exec", abi.KEXEC_CMD_kexec,
                               ffi.new("xen_kexec_exec_t *", {"type": ktype}), bufs)
 
+    # memory_op
+
+    def max_ram_page(self):
+        """The highest machine frame number of host RAM."""
+        ret = self._hypercall(abi.HYPERVISOR_memory_op, [abi.XENMEM_maximum_ram_page, 0], _Buffers())
+        if ret < 0:
+            raise HypercallError("memory_op(maximum_ram_page)", -ret)
+        return ret
+
     # xen_version
 
     def _xen_version(self, cmd, ctype=None):

@@ -28,7 +28,7 @@ CONSTANTS = [
     "KEXEC_RANGE_MA_XENHEAP", "KEXEC_RANGE_MA_BOOT_PARAM", "KEXEC_RANGE_MA_EFI_MEMMAP",
     "KEXEC_RANGE_MA_VMCOREINFO",
     "XENVER_version", "XENVER_extraversion", "XENVER_capabilities", "XENVER_pagesize",
-    "XENVER_commandline", "XENVER_build_id",
+    "XENVER_commandline", "XENVER_build_id", "__HYPERVISOR_memory_op", "XENMEM_maximum_ram_page",
     "DOMID_SELF", "DOMID_IO", "DOMID_XEN", "DOMID_COW", "DOMID_INVALID", "DOMID_IDLE",
 ]
 
@@ -45,7 +45,7 @@ def xen_layout(xen_artifacts, tmp_path_factory):
     lines = ['#include <stdio.h>', '#include <stddef.h>', '#include <stdint.h>',
              '#include <sys/ioctl.h>', '#include <xen/xen.h>', '#include <xen/kexec.h>',
              '#include <xen/version.h>', '#include <xen/sys/privcmd.h>',
-             '#include <xen/hvm/ioreq.h>',
+             '#include <xen/hvm/ioreq.h>', '#include <xen/memory.h>',
              'int main(void) {']
     for struct, fields in STRUCTS.items():
         lines.append('printf("sizeof %s %%zu\\n", sizeof(%s));' % (struct, struct))

@@ -1,0 +1,52 @@
+"""`kexec-lu map`: the memory picture is right about where things are."""
+import json
+import xml.dom.minidom
+
+from kexec_lu.units import MiB
+
+
+def test_map_json_names_the_window_and_where_xen2_would_go(host, sim_images):
+    res = host.kexec_lu("map", "--json", str(sim_images["4.19"]))
+    assert res.returncode == 0, res
+    m = json.loads(res.stdout)
+    assert m["ram_size"] == 2 << 30
+    regions = {r["name"]: r for r in m["regions"]}
+    lu, xen = regions["lu-bootmem"], regions["xen"]
+    assert m["window"] == {"start": lu["start"], "end": xen["start"] + xen["size"]}
+    assert regions["breadcrumb"]["start"] == lu["start"]
+    after = {r["name"]: r for r in m["after_update"]}
+    assert after["xen#2"]["start"] == xen["start"] and after["xen#2"]["size"] == 3 * MiB
+    assert after["boot info"]["start"] == xen["start"] - 4096
+    # The simulator's frame-by-frame view covers all of RAM exactly once.
+    assert sum(r["size"] for r in m["runs"]) == m["ram_size"]
+    assert {"guest", "lu-bootmem", "xen-image", "xenheap", "m2p"} <= {r["kind"] for r in m["runs"]}
+
+
+def test_map_text_is_to_scale_and_shows_the_markers(host, sim_images):
+    res = host.kexec_lu("map", "--width", "64", str(sim_images["4.19"]))
+    assert res.returncode == 0, res
+    bars = [l for l in res.stdout.splitlines() if l.startswith("|")]
+    assert len(bars) == 3 and all(len(b) == 66 for b in bars)
+    ram, now, after = (b[1:-1] for b in bars)
+    # 64 MiB of bootmem then 3 MiB of Xen: 61-62 cells of B, 2-3 of X.
+    assert now[0] == "b" and now.count("X") in (2, 3) and now.rstrip("X").strip("b").strip("B") == ""
+    assert after[0] == "b" and "I" in after and after.rstrip(".").endswith("2")
+    assert "g" in ram                             # dom0's memory
+
+
+def test_map_svg_is_a_drawing_of_the_same(host, sim_images, tmp_path):
+    svg = tmp_path / "map.svg"
+    res = host.kexec_lu("map", "--svg", str(svg), str(sim_images["4.19"]))
+    assert res.returncode == 0, res
+    doc = xml.dom.minidom.parse(str(svg))
+    titles = [t.firstChild.data for t in doc.getElementsByTagName("title")]
+    assert any(t.startswith("xen#2 ") for t in titles)
+    assert any(t.startswith("breadcrumb ") for t in titles)
+    assert any(t.startswith("lu-bootmem ") for t in titles)
+
+
+def test_map_errors(host, tmp_path):
+    res = host.kexec_lu("map", "--svg", str(tmp_path / "no" / "dir" / "x.svg"))
+    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1 and "cannot write" in res.stderr
+    res = host.kexec_lu("map", str(tmp_path / "missing.gz"))
+    assert res.returncode == 1 and "missing.gz" in res.stderr
