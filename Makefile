@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install install-test fetch-xen test demo clean
+.PHONY: all install install-test fetch-xen tools test demo clean
 
 all: install
 
@@ -31,7 +31,10 @@ install-test: $(VENV)/.installed-test
 fetch-xen:
 	bash tools/fetch-xen-artifacts.sh "$(XEN_CACHE)"
 
-test: install-test fetch-xen
+tools:
+	bash tools/ensure-tools.sh
+
+test: install-test fetch-xen tools
 	$(BIN)/python -m pytest -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/shell/run.sh
 

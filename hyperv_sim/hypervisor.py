@@ -210,6 +210,8 @@ class Hypervisor:
         rep.finish("complete")
         if first_pause is not None:
             rep.info["blackout_ms"] = (done - first_pause) / 1e6
+        for name, start, end in rep.phases:
+            self.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
         rep.info["restored_domains"] = len(self.domains)
         self.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
                          "blackout %.1f ms", facts["xen1_version"], len(self.domains),

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System tools the test suites use beyond Python: mandoc (man page lint) and
+# man (rendering).  Installed from Debian's archive when missing.
+set -euo pipefail
+missing=()
+command -v mandoc >/dev/null || missing+=(mandoc)
+command -v man >/dev/null || missing+=(man-db)
+command -v cc >/dev/null || missing+=(gcc)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "ensure-tools: please install ${missing[*]} (needs root)" >&2
+    exit 1
+fi
+apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
