@@ -14,20 +14,10 @@ WRITABLE = lib.LU_PGT_WRITABLE
 
 
 @dataclass
-class ForeignMap:
+class PageMap:
+    """A page of `domid` mapped by `mapper`: another domain (a foreign map)
+    or Xen itself (DOMID_XEN: FIFO event arrays, ioreq pages)."""
     mapper: int
-    domid: int
-    gfn: int
-    mfn: int
-    what: str
-
-    def describe(self):
-        return dict(self.__dict__)
-
-
-@dataclass
-class XenMap:
-    """A guest page Xen itself keeps mapped (and referenced)."""
     domid: int
     gfn: int
     mfn: int
@@ -77,14 +67,14 @@ class Mappings:
     def map_foreign(self, mapper, dom, gfn, what):
         mfn = P2M(dom.p2m).mfn(gfn)
         self.ft.get_ref(mfn, WRITABLE)
-        fm = ForeignMap(mapper.domid, dom.domid, gfn, mfn, what)
+        fm = PageMap(mapper.domid, dom.domid, gfn, mfn, what)
         self.foreign_maps.append(fm)
         return fm
 
     def map_xen(self, dom, gfn, what):
         mfn = P2M(dom.p2m).mfn(gfn)
         self.ft.get_ref(mfn, WRITABLE)
-        xm = XenMap(dom.domid, gfn, mfn, what)
+        xm = PageMap(abi.DOMID_XEN, dom.domid, gfn, mfn, what)
         self.xen_maps.append(xm)
         return xm
 

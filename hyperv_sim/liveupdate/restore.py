@@ -23,7 +23,7 @@ from ..frametable import PGC_ALLOCATED, FrameTable
 from ..grant import GrantMap, GrantTable
 from ..guest import P2M
 from ..m2p import M2P
-from ..mappings import ForeignMap, Mappings, XenMap
+from ..mappings import Mappings
 from . import records as R
 from .stream import BREADCRUMB, DOMAIN_TYPE_PV, StreamError, hash64, iter_sections, mfn_array_frames, \
     read_breadcrumb, validate
@@ -473,9 +473,7 @@ def _pass2(hv, plan):
         dom.evtchn_abi, dom.fifo_gfns = "fifo", tuple(plan.fifo)
         bits = p2m.mfn(plan.fifo[0])
         for gfn, what in zip(plan.fifo, ("evtchn-fifo-array", "evtchn-fifo-control")):
-            mfn = p2m.mfn(gfn)
-            ft.get_ref(mfn, lib.LU_PGT_WRITABLE)
-            hv.mappings.xen_maps.append(XenMap(dom.domid, gfn, mfn, what))
+            hv.mappings.map_xen(dom, gfn, what)
     else:
         bits = dom.shared_info_mfn
     dom.evtchn = EventChannels(hv.ram, dom.evtchn_abi, bits)
@@ -503,8 +501,7 @@ def _pass2(hv, plan):
         (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq
         dom.ioreq = IoreqServer(id=sid, dm_domid=dm, ioreq_gfn=ioreq_gfn, bufioreq_gfn=buf_gfn,
                                 ioreq_mfn=p2m.mfn(ioreq_gfn), ports=[tuple(p) for p in pairs])
-        ft.get_ref(dom.ioreq.ioreq_mfn, lib.LU_PGT_WRITABLE)
-        hv.mappings.xen_maps.append(XenMap(dom.domid, ioreq_gfn, dom.ioreq.ioreq_mfn, "ioreq"))
+        hv.mappings.map_xen(dom, ioreq_gfn, "ioreq")
     if plan.iommu:
         root, extents, devices = plan.iommu
         for mfn, n in extents:
@@ -524,8 +521,7 @@ def _cross_domain(hv, plans):
             hv.mappings.grant_maps.append(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
             hv.mappings._next_handle = max(hv.mappings._next_handle, handle + 1)
         for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
-            ft.get_ref(mfn, lib.LU_PGT_WRITABLE)
-            hv.mappings.foreign_maps.append(ForeignMap(plan.domid, domid, gfn, mfn, "foreign"))
+            hv.mappings.map_foreign(plan.dom, hv.domains[domid], gfn, "foreign")
         for bdf in plan.dom.devices:
             hv.pci_assigned[bdf] = plan.domid
     hv.backend_slots = read_backend_slots(hv, len(hv.backend_slots))
