@@ -138,9 +138,10 @@ def boot(image_path, state_dir, memory, cmdline):
     return summary
 
 
-def _start_hypervisor(state_dir, ram_path, entry):
+def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     err_path = os.path.join(state_dir, "xen.stderr")
-    open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
+    if fresh_console:
+        open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path,
@@ -191,3 +192,49 @@ def shutdown(state_dir, timeout=30.0):
     if pid:
         raise BootError("hypervisor pid %d did not stop within %d s" % (pid, timeout))
     return pid
+
+
+def recover(image_path, state_dir):
+    """Finish a live update a halted hypervisor could not: put IMAGE (the
+    same or another) where xen#2 was, at the top of the same window, and
+    start it on the same RAM.  It restores from the breadcrumb, which the
+    halted one left intact."""
+    from kexec_lu import window
+    from kexec_lu.loader import remove_parameter
+    client = privcmd.SocketPrivcmd(state_dir)
+    answer = client.toolstack("ping")
+    if not answer.get("halted"):
+        raise BootError("the hypervisor in %s is running, not halted: nothing to recover" % state_dir)
+    facts = client.toolstack("halted-info")
+    image = load_image(image_path)
+    if image.lu is None or image.lu_image_size is None or image.relocatable is None:
+        raise BootError("%s cannot restore a live-update stream (no XenLU stream note, "
+                        "personality or relocatable tag)" % image_path)
+    reloc = image.relocatable
+    place = window.plan_liveupdate(facts["lu_start"], facts["lu_size"], facts["xen_start"],
+                                   facts["xen_size"], image.load_size, reloc.align,
+                                   reloc.min_addr, reloc.max_addr)
+    # The same command line, with the new bootmem; a debug fault injected
+    # into the failed attempt is not repeated.
+    kept = remove_parameter(remove_parameter(facts["cmdline"], "liveupdate"), "lu_fault")
+    cmdline = " ".join(p for p in (kept, place.liveupdate_param()) if p)
+    eip = place.image_start + (image.entry - image.load_start)
+    page = bootinfo.build_page(place.bootinfo_addr, eip=eip, cmdline=cmdline,
+                               load_base_addr=place.image_start, mem_lower_kib=640,
+                               mem_upper_kib=0, loader_name="hyperv-sim recover")
+    shutdown(state_dir)          # a halted hypervisor keeps RAM when it stops
+    from hyperv_sim.ram import HostRAM
+    ram = HostRAM.open(facts["ram"])
+    try:
+        ram.write(place.image_start, image.loaded_bytes())
+        ram.write(place.bootinfo_addr, page)
+        ram.map.flush()
+    finally:
+        ram.close()
+    try:
+        pid = _start_hypervisor(state_dir, facts["ram"], place.bootinfo_addr, fresh_console=False)
+    except BootError as e:
+        raise BootError("recovery with %s failed too: %s (RAM and breadcrumb are still there)"
+                        % (image_path, e))
+    return {"pid": pid, "image": str(image_path), "xen_version": str(image.xen_version),
+            "xen_start": place.image_start, "cmdline": cmdline, "halted_reason": facts["reason"]}

@@ -72,6 +72,23 @@ def boot(image, memory, cmdline, state_dir, as_json):
 
 
 @cli.command()
+@click.option("--image", required=True, type=click.Path(dir_okay=False),
+              help="The hypervisor image to finish the restore with (the same or another).")
+@state_dir_option
+@json_option
+def recover(image, state_dir, as_json):
+    """Finish a live update a halted hypervisor could not complete: start
+    IMAGE on the same RAM, from the breadcrumb it left intact."""
+    from .bootloader import recover as do_recover
+    result = do_recover(image, state_dir)
+    if as_json:
+        print_json(result)
+    else:
+        click.echo("recovered with Xen %s (pid %d), after: %s" % (result["xen_version"], result["pid"],
+                                                                 result["halted_reason"]))
+
+
+@cli.command()
 @state_dir_option
 def shutdown(state_dir):
     """Power the host off (its RAM is discarded)."""

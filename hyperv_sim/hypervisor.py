@@ -45,9 +45,10 @@ class DomainError(KexecLuError):
 class RestoreFailure(BootFailure):
     """xen#2 could not restore: it halts, RAM and breadcrumb intact."""
 
-    def __init__(self, message, stream=None):
+    def __init__(self, message, stream=None, facts=None):
         super().__init__(message)
         self.stream = stream      # the bytes it found, for `hyperv-sim stream dump`
+        self.facts = facts        # where it was booted, for `hyperv-sim recover`
 
 
 
@@ -176,8 +177,10 @@ class Hypervisor:
         except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
             rep.finish("halted", str(e))
             found = getattr(e, "buf", None) or (stream.buf if stream else None)
+            facts = {"cmdline": self.cmdline, "xen_start": self.xen_start, "xen_size": self.xen_size,
+                     "lu_start": self.lu_start, "lu_size": self.lu_size, "ram": self.ram.path}
             raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
-                                 stream=found)
+                                 stream=found, facts=facts)
         rep.phase("release-stream")
         rep.info["xen2_guest_bytes_written"] = 0
 

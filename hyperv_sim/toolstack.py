@@ -101,11 +101,12 @@ class Toolstack:
 class HaltedToolstack:
     """What a hypervisor that could not restore still answers."""
 
-    def __init__(self, console, reason, on_shutdown, stream=None):
+    def __init__(self, console, reason, on_shutdown, stream=None, facts=None):
         self.console = console
         self.reason = reason
         self.on_shutdown = on_shutdown
         self.stream = stream
+        self.facts = facts
 
     def handle(self, request):
         op = request.get("op")
@@ -118,6 +119,8 @@ class HaltedToolstack:
         if op == "shutdown":
             self.on_shutdown()
             return None
+        if op == "halted-info" and self.facts is not None:
+            return dict(self.facts, reason=self.reason)
         if op == "stream-read" and self.stream is not None:
             import base64
             return base64.b64encode(self.stream).decode()

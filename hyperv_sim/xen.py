@@ -73,7 +73,7 @@ def main(argv=None):
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
         console.log("PANIC: %s", e)
-        toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream)
+        toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream, facts=e.facts)
         dispatcher = None
         keep_ram, hv = True, None
     except (BootFailure, RamError, OSError) as e:

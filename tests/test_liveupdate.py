@@ -207,6 +207,17 @@ def test_a_corrupted_stream_is_refused_before_anything_changes(lu_host, sim_imag
         assert dump.stdout.count("LU_DOMAIN") == 4
     else:
         assert dump.returncode == 1 and "invalid stream: record" in dump.stderr, dump
+    # No image can restore a corrupted stream: recovery says so and keeps RAM.
+    res = host.hyperv_sim("recover", "--image", str(sim_images["4.18"]))
+    assert res.returncode == 1 and len(res.stderr.splitlines()) == 1, res
+    assert "failed too" in res.stderr and "breadcrumb hash" in res.stderr
+    assert (host.state_dir / "ram").exists()
+
+
+def test_recover_refuses_a_running_host(lu_host, sim_images, tmp_path):
+    res = lu_host.hyperv_sim("recover", "--image", str(sim_images["4.19"]))
+    assert res.returncode == 1 and "running, not halted" in res.stderr
+    assert_healthy(lu_host)
 
 
 def test_xen2_fault_after_the_point_of_no_return_halts_with_memory_intact(lu_host, sim_images):
@@ -221,6 +232,14 @@ def test_xen2_fault_after_the_point_of_no_return_halts_with_memory_intact(lu_hos
     dump = host.hyperv_sim("stream", "dump")
     assert dump.returncode == 0, dump
     assert dump.stdout.count("LU_DOMAIN") == 4
+    # Another image finishes the restore from the same breadcrumb.
+    res = host.hyperv_sim("recover", "--image", str(sim_images["4.18"]))
+    assert res.returncode == 0, res
+    assert "recovered with Xen 4.18" in res.stdout
+    assert info(host)["xen_version"] == "4.18"
+    assert all(d["state"] == "running" for d in host.toolstack("list"))
+    assert_healthy(host)
+    assert breadcrumb(host) == 0
 
 
 def test_a_second_exec_while_one_runs_is_busy(tmp_path, sim_images):
