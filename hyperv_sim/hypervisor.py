@@ -178,7 +178,8 @@ class Hypervisor:
             rep.finish("halted", str(e))
             found = getattr(e, "buf", None) or (stream.buf if stream else None)
             facts = {"cmdline": self.cmdline, "xen_start": self.xen_start, "xen_size": self.xen_size,
-                     "lu_start": self.lu_start, "lu_size": self.lu_size, "ram": self.ram.path}
+                     "lu_start": self.lu_start, "lu_size": self.lu_size, "ram": self.ram.path,
+                     "report": rep.to_json()}
             raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
                                  stream=found, facts=facts)
         rep.phase("release-stream")
@@ -402,6 +403,8 @@ class Hypervisor:
             with self.sched.stopped():
                 if not dom.dying:
                     dom.dying = True
+                    for v in dom.vcpu_list():
+                        v.pause_req = 1          # it runs nothing any more
                     self.mappings.release_xen_maps(dom.domid)
                     self.console.log("d%d: %s is dying", dom.domid, dom.name)
                 if detach:

@@ -115,12 +115,14 @@ class HaltedToolstack:
         if op == "dmesg":
             return self.console.lines()
         if op == "lu-report":
+            if self.facts and self.facts.get("report"):
+                return dict(self.facts["report"], state="halted", error=self.reason)
             return {"state": "halted", "error": self.reason, "phases": [], "id": None}
         if op == "shutdown":
             self.on_shutdown()
             return None
         if op == "halted-info" and self.facts is not None:
-            return dict(self.facts, reason=self.reason)
+            return dict({k: v for k, v in self.facts.items() if k != "report"}, reason=self.reason)
         if op == "stream-read" and self.stream is not None:
             import base64
             return base64.b64encode(self.stream).decode()

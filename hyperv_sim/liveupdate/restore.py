@@ -521,7 +521,9 @@ def _cross_domain(hv, plans):
             hv.mappings.grant_maps.append(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
             hv.mappings._next_handle = max(hv.mappings._next_handle, handle + 1)
         for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
-            hv.mappings.map_foreign(plan.dom, hv.domains[domid], gfn, "foreign")
+            target = hv.domains[domid]
+            what = "device model ioreq page" if target.ioreq and target.ioreq.ioreq_gfn == gfn else "foreign"
+            hv.mappings.map_foreign(plan.dom, target, gfn, what)
         for bdf in plan.dom.devices:
             hv.pci_assigned[bdf] = plan.domid
     hv.backend_slots = read_backend_slots(hv, len(hv.backend_slots))
