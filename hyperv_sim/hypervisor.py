@@ -12,6 +12,7 @@ import threading
 from kexec_lu import bootinfo, multiboot2, xennotes
 from kexec_lu.abi import DOMID_INVALID, DOMID_XEN, KEXEC_TYPE_NAMES, PAGE_SIZE
 from kexec_lu.errors import KexecLuError
+from kexec_lu.lustream import record_name
 from kexec_lu.units import MiB, GiB, align_down, format_size
 
 from . import bootline
@@ -473,7 +474,7 @@ class Hypervisor:
                 "xen_minor": p.minor,
                 "xen_extra": p.extra,
                 "live_update_stream_versions": list(p.lu_versions) if p.lu_versions else None,
-                "live_update_records": sorted(p.lu_records),
+                "live_update_records": [record_name(t) for t in sorted(p.lu_records)],
                 "cmdline": self.cmdline,
                 "nr_cpus": self.nr_pcpus,
                 "total_memory": self.ram.size,

@@ -23,9 +23,30 @@ python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); assert d
     "$work/map.svg" || fail "map.svg is not SVG"
 grep -q '<title>xen#2 ' "$work/map.svg" || fail "map.svg does not show where xen#2 goes"
 
+echo "== every --json output matches its schema"
+valid() {   # valid SCHEMA-NAME: stdin is the document
+    python3 -c 'import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator(schema).validate(json.load(sys.stdin))' "$repo/schemas/$1.schema.json" \
+        || fail "output does not match schemas/$1.schema.json"
+}
+hyperv-sim create --json --type hvm --memory 128 g1 | valid hyperv-sim-create
+kexec-lu info --json "$work/xen-4.19.gz" | valid kexec-lu-info
+kexec-lu ranges --json | valid kexec-lu-ranges
+kexec-lu map --json | valid kexec-lu-map
+kexec-lu load --json --dry-run --type liveupdate "$work/xen-4.19.gz" | valid kexec-lu-load
+{ kexec-lu status --json || true; } | valid kexec-lu-status
+hyperv-sim info --json | valid hyperv-sim-info
+hyperv-sim list --json | valid hyperv-sim-list
+hyperv-sim list -l | valid hyperv-sim-list-long
+hyperv-sim verify --json | valid hyperv-sim-verify
+hyperv-sim stream save -o "$work/s.bin" >/dev/null
+hyperv-sim stream dump --json "$work/s.bin" | valid hyperv-sim-stream-dump
+
 echo "== dmesg shows an update"
 kexec-lu load --type liveupdate --reuse-cmdline "$work/xen-4.19.gz" >/dev/null
-kexec-lu exec >/dev/null || fail "exec failed"
+kexec-lu exec --json > "$work/exec.json" || fail "exec failed"
+valid kexec-lu-exec < "$work/exec.json"
 hyperv-sim dmesg > "$work/dmesg.txt"
 for phase in quiesce save handover exec restore-pass0 restore-pass1 restore-pass2 unpause; do
     grep -Eq "live update phase $phase +[0-9.]+ ms" "$work/dmesg.txt" \
