@@ -26,7 +26,6 @@ from .guest import BACKEND_SLOT, BACKEND_STATE_PAGES
 from .m2p import M2P
 from .mappings import Mappings
 from .sched import Scheduler, pause_vcpus, unpause_vcpus
-from .verify import verify_host
 from .kexec import Kexec
 
 LOW_RESERVED = 1 * MiB          # firmware, real-mode area: never allocated
@@ -455,6 +454,7 @@ class Hypervisor:
             return dom
 
     def verify(self):
+        from .verify import verify_host
         with self.lock:
             return verify_host(self)
 

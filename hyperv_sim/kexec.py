@@ -7,7 +7,6 @@ region; default and live-update images are staged in hypervisor-owned frames
 (Xen's kimage pages) because their destinations are in use until exec, the
 live-update one overlapping the running hypervisor's own image.
 """
-import hashlib
 from dataclasses import dataclass, field
 
 from kexec_lu import abi
@@ -67,6 +66,7 @@ def _hash_zeros(digest, n):
 
 def _digest(segs, datas):
     """sha256 of every segment as it must appear at its destination."""
+    import hashlib      # not needed to boot: kept out of a live update's start-up
     digest = hashlib.sha256()
     for seg, data in zip(segs, datas):
         digest.update(seg.dest.to_bytes(8, "little"))
@@ -232,6 +232,7 @@ class Kexec:
 
     def image_intact(self, ktype):
         """Recompute the loaded image's digest from RAM (pre-flight check)."""
+        import hashlib
         image = self.images[ktype]
         digest = hashlib.sha256()
         for seg in image.segments:

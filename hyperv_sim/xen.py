@@ -6,16 +6,15 @@ privcmd socket and the console log are), not hypervisor state.  A live
 update ends here with an execve into the same command and a new entry.
 """
 import os
-import signal
 import sys
 import threading
 
+# Only what booting (and, after a live update, restoring) needs is imported
+# up front: every import here is paid inside a live update's blackout.  The
+# privcmd server and its protocol come after the guests run again.
 from .console import Console
-from .hypercalls import Dispatcher
 from .hypervisor import BootFailure, Hypervisor, RestoreFailure
-from .privcmd import PrivcmdServer
 from .ram import HostRAM, RamError
-from .toolstack import HaltedToolstack, Toolstack
 
 PID_FILE = "xen.pid"
 CONSOLE_FILE = "console.log"
@@ -67,12 +66,11 @@ def main(argv=None):
     try:
         ram = HostRAM.open(args.ram)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into)
-        toolstack, dispatcher = Toolstack(hv, on_shutdown=stop), Dispatcher(hv)
-        keep_ram = False
     except RestoreFailure as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
         console.log("PANIC: %s", e)
+        from .toolstack import HaltedToolstack
         toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream, facts=e.facts)
         dispatcher = None
         keep_ram, hv = True, None
@@ -81,7 +79,13 @@ def main(argv=None):
         print("hyperv-sim: %s" % e, file=sys.stderr)
         _remove(os.path.join(args.state_dir, PID_FILE))
         return 1
-
+    else:
+        from .hypercalls import Dispatcher
+        from .toolstack import Toolstack
+        toolstack, dispatcher = Toolstack(hv, on_shutdown=stop), Dispatcher(hv)
+        keep_ram = False
+    import signal
+    from .privcmd import PrivcmdServer
     server = PrivcmdServer(sock_path, dispatcher, toolstack, console)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
