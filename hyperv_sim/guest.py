@@ -14,7 +14,7 @@ from kexec_lu.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 
-GUEST_MAGIC = 0x545345554C55534C     # "LSULUEST"-ish tag, little-endian
+GUEST_MAGIC = int.from_bytes(b"LUGUEST\0", "little")   # marks a guest info page
 PTE_PRESENT, PTE_RW = lib.LU_PTE_PRESENT, lib.LU_PTE_RW
 ENTRIES = lib.LU_PTE_ENTRIES
 BACKEND_STATE_PAGES = 4               # dom0: 128 backends a page

@@ -1,6 +1,8 @@
 """Shared fixtures: the real Debian Xen artifacts and scratch hosts."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -36,8 +38,6 @@ def xen_artifacts():
 
 # --- simulated hosts -------------------------------------------------------
 
-import subprocess  # noqa: E402
-import sys  # noqa: E402
 
 
 class CliResult:
