@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install install-test fetch-xen tools test demo clean
+.PHONY: all install install-test fetch-xen tools test bench demo clean
 
 all: install
 
@@ -37,6 +37,11 @@ tools:
 test: install-test fetch-xen tools
 	$(BIN)/python -m pytest -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/shell/run.sh
+
+# Benchmarks (not tests): BENCH_HOSTS picks host sizes, e.g. floor,S,M,L,XL.
+BENCH_HOSTS ?= floor,S
+bench: install
+	$(BIN)/python -m bench --hosts $(BENCH_HOSTS)
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
