@@ -17,8 +17,6 @@ from . import handover, save
 from .quiesce import Quiesce, QuiesceTimeout
 from .report import InjectedFault, Report
 
-DEFAULT_QUIESCE_TIMEOUT_MS = 2000
-
 
 class LiveUpdate:
     def __init__(self, hv, fault_point=None):
