@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install install-test fetch-xen tools test bench demo clean
+.PHONY: all install install-test fetch-xen tools test bench soak demo clean
 
 all: install
 
@@ -42,6 +42,10 @@ test: install-test fetch-xen tools
 BENCH_HOSTS ?= floor,S
 bench: install
 	$(BIN)/python -m bench --hosts $(BENCH_HOSTS)
+
+# The long soak: 200 live updates, verify after each (see README for numbers).
+soak: install
+	$(BIN)/python -m bench.soak --updates 200
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
