@@ -69,7 +69,7 @@ def validate(buf, known_types):
     n = lib.lu_stream_validate(view, len(buf), known, len(known_types), bad_off, bad_type)
     if n < 0:
         what = ERRORS.get(n, "is invalid (%d)" % n)
-        if n == lib.LU_STREAM_BAD_HEADER:
+        if n == lib.LU_STREAM_BAD_HEADER or (n == lib.LU_STREAM_TRUNCATED and not bad_off[0]):
             raise StreamError("image header at offset 0x0: %s" % what)
         if n == lib.LU_STREAM_BAD_DOMAIN or (n == lib.LU_STREAM_TRUNCATED and not bad_type[0] and bad_off[0]):
             raise StreamError("domain header at offset 0x%x: %s" % (bad_off[0], what))
