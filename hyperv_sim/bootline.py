@@ -88,9 +88,9 @@ def parse(text):
             elif name == "lu_quiesce_timeout":
                 opts.lu_quiesce_timeout_ms = _int(name, value, 1, 600000)
             elif name == "lu_fault":
-                from .liveupdate.report import FAULT_POINTS
+                from .liveupdate.report import FAULT_POINTS, FAULT_POINTS_SUMMARY
                 if value not in FAULT_POINTS:
-                    raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, ", ".join(FAULT_POINTS)))
+                    raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, FAULT_POINTS_SUMMARY))
                 opts.lu_fault = value
             elif name not in KNOWN:
                 opts.unknown.append(word)

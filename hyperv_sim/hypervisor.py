@@ -151,6 +151,7 @@ class Hypervisor:
                 raise InjectedFault(point)
         stream = None
         try:
+            fault("restore-start")
             rep.phase("map-stream")
             stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size, self.xen_start, self.xen_size)
             rep.phase("validate")
@@ -174,8 +175,19 @@ class Hypervisor:
                 xen1 += [["handover", xen1[-1][2], exec_ns], ["exec", exec_ns, t0]]
             rep.phases[:0] = xen1
             lur.restore(self, stream, plans, facts, fault)
+            # Every domain is rebuilt; until the stream is released a
+            # failure here still leaves RAM and breadcrumb for a recovery.
+            fault("unpause")
         except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
             rep.finish("halted", str(e))
+            if stream is None and not isinstance(e, lur.RestoreFailure):
+                # Failed before reading the stream: read it now, so that
+                # `stream dump` shows what a recovery will find.
+                try:
+                    stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size,
+                                              self.xen_start, self.xen_size)
+                except (lur.RestoreFailure, StreamError):
+                    pass
             found = getattr(e, "buf", None) or (stream.buf if stream else None)
             facts = {"cmdline": self.cmdline, "xen_start": self.xen_start, "xen_size": self.xen_size,
                      "lu_start": self.lu_start, "lu_size": self.lu_size, "ram": self.ram.path,

@@ -66,10 +66,10 @@ class Toolstack:
 
     def lu_fault(self, r):
         """Debug: make the next live update fail at a named point."""
-        from .liveupdate.report import FAULT_POINTS
+        from .liveupdate.report import FAULT_POINTS, FAULT_POINTS_SUMMARY
         point = r.get("point")
         if point is not None and point not in FAULT_POINTS:
-            raise KexecLuError("unknown fault point %r: one of %s" % (point, ", ".join(FAULT_POINTS)))
+            raise KexecLuError("unknown fault point %r: one of %s" % (point, FAULT_POINTS_SUMMARY))
         self.hv.lu_fault = point
         return point
 

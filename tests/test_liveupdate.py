@@ -120,34 +120,6 @@ def test_paused_stays_paused_at_its_exact_step_and_dying_stays_dying(lu_host, si
     assert_healthy(host)
 
 
-@pytest.mark.parametrize("point", ["preflight", "quiesce-hvm", "quiesce-pv", "save", "stream-alloc",
-                                   "mfn-array", "breadcrumb", "image-check"])
-def test_failure_before_the_point_of_no_return_resumes_everything(lu_host, sim_images, point):
-    host = lu_host
-    load(host, sim_images["4.19"])
-    before = info(host)
-    host.toolstack("lu-fault", point=point)
-    if point == "preflight":
-        with pytest.raises(KexecLuError, match="injected fault at preflight"):
-            run_live_update(host.client, timeout=30, show=False)
-    else:
-        rep = run_live_update(host.client, timeout=30, show=False)
-        assert rep["state"] == "aborted" and rep["error"] == "injected fault at %s" % point
-    after = info(host)
-    assert after["incarnation"] == before["incarnation"] and after["xen_version"] == "4.18"
-    assert all(d["state"] == "running" for d in host.toolstack("list"))
-    wait_steps(host, 0)
-    steps = {d["name"]: d["steps"] for d in host.toolstack("list")}
-    time.sleep(0.05)
-    assert all(d["steps"] > steps[d["name"]] for d in host.toolstack("list"))
-    assert_healthy(host)
-    assert breadcrumb(host) == 0
-    assert host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1     # still loaded: retry
-    rep = run_live_update(host.client, timeout=30, show=False)
-    assert rep["state"] == "complete", rep
-    assert_healthy(host)
-
-
 def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_images):
     host = lu_host
     load(host, sim_images["4.19"])
@@ -218,28 +190,6 @@ def test_recover_refuses_a_running_host(lu_host, sim_images, tmp_path):
     res = lu_host.hyperv_sim("recover", "--image", str(sim_images["4.19"]))
     assert res.returncode == 1 and "running, not halted" in res.stderr
     assert_healthy(lu_host)
-
-
-def test_xen2_fault_after_the_point_of_no_return_halts_with_memory_intact(lu_host, sim_images):
-    host = lu_host
-    load(host, sim_images["4.19"], "--append", "lu_fault=restore-pass1")
-    lu_start = info(host)["lu_bootmem"]["start"]
-    rep = run_live_update(host.client, timeout=30, show=False)
-    assert rep["state"] == "halted" and "injected fault at restore-pass1" in rep["error"]
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(lu_start)
-        assert struct.unpack("<Q", ram.read(8))[0] == abi.LU_BREADCRUMB_MAGIC
-    dump = host.hyperv_sim("stream", "dump")
-    assert dump.returncode == 0, dump
-    assert dump.stdout.count("LU_DOMAIN") == 4
-    # Another image finishes the restore from the same breadcrumb.
-    res = host.hyperv_sim("recover", "--image", str(sim_images["4.18"]))
-    assert res.returncode == 0, res
-    assert "recovered with Xen 4.18" in res.stdout
-    assert info(host)["xen_version"] == "4.18"
-    assert all(d["state"] == "running" for d in host.toolstack("list"))
-    assert_healthy(host)
-    assert breadcrumb(host) == 0
 
 
 def test_a_second_exec_while_one_runs_is_busy(tmp_path, sim_images):

@@ -108,7 +108,7 @@ class LiveUpdate:
                 # The stream carries the phases so far; the save's own end
                 # goes in the breadcrumb, written after it.
                 timings = rep.timings() + [("first-pause", q.first_pause_ns, q.first_pause_ns)]
-                data, types = save.build_stream(hv, timings, q.paused_before, rep.id)
+                data, types = save.build_stream(hv, timings, q.paused_before, rep.id, self.fault)
                 rep.end()
                 save_end = rep.phases[-1][2]
                 rep.info["domain_steps"] = {d.domid: d.steps for d in hv.domains.values()}

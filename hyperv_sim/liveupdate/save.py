@@ -42,10 +42,11 @@ def needed_record_types(hv):
     return need
 
 
-def build_stream(hv, timings, paused_before, update_id=0):
+def build_stream(hv, timings, paused_before, update_id=0, fault=None):
     """The whole stream as bytes.  paused_before: domids the administrator
-    had paused (they stay paused after the update)."""
-    w = StreamWriter()
+    had paused (they stay paused after the update).  fault(point) is called
+    as each record kind is first written ("save:LU_DOMAIN")."""
+    w = StreamWriter(None if fault is None else lambda t: fault("save:" + ls.record_name(t)))
     p = hv.personality
     doms = sorted(hv.domains.values(), key=lambda d: d.domid)
     w.record(ls.REC_LU_VERSION, R.VERSION[0](p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms)))

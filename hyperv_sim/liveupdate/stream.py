@@ -42,12 +42,17 @@ class StreamError(Exception):
 
 
 class StreamWriter:
-    def __init__(self):
+    def __init__(self, before_new_type=None):
         self.parts = [IMAGE_HEADER.pack(ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION, 0)]
         self.types = set()
+        # Called with the base type before the first record of each kind.
+        self.before_new_type = before_new_type
 
     def record(self, rtype, body=b""):
-        self.types.add(rtype & ~ls.REC_OPTIONAL)
+        base = rtype & ~ls.REC_OPTIONAL
+        if self.before_new_type and base not in self.types:
+            self.before_new_type(base)
+        self.types.add(base)
         self.parts.append(RECORD_HEADER.pack(rtype, len(body)))
         self.parts.append(body + bytes(-len(body) % 8))
 
