@@ -18,6 +18,9 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml $(wildcard c
 	# compat: a plain path entry, not an import hook, so every hypervisor
 	# start (each live update execs one) skips the hook's cost.
 	$(BIN)/python -m pip install -q -e . --config-settings editable_mode=compat
+	# Byte-compile now: with PYTHONDONTWRITEBYTECODE set, every hypervisor
+	# start would otherwise compile its sources inside the blackout.
+	$(BIN)/python -m compileall -q kexec_lu hyperv_sim >/dev/null
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,9 +4,6 @@ Spelled as Xen spells them.  Sizes without a unit are in KiB, as in Xen's
 parse_size_and_unit().  Unknown options are kept and reported, not fatal,
 like Xen's "parameter ... unknown" warning.
 """
-import shlex
-from dataclasses import dataclass, field
-
 from kexec_lu.errors import KexecLuError
 from kexec_lu.units import MiB, parse_address, parse_size
 
@@ -24,19 +21,46 @@ class BootLineError(KexecLuError):
     pass
 
 
-@dataclass
 class BootOptions:
-    text: str = ""
-    liveupdate_size: int = 0        # bytes of LU bootmem; 0: none reserved
-    liveupdate_base: int = None     # set when handed over by a live update
-    dom0_mem: int = DEFAULT_DOM0_MEM
-    dom0_max_vcpus: int = DEFAULT_DOM0_VCPUS
-    crash_size: int = 0
-    crash_base: int = None
-    nr_cpus: int = None
-    lu_quiesce_timeout_ms: int = 2000
-    lu_fault: str = None            # debug: fail a live update at this named point
-    unknown: list = field(default_factory=list)
+    def __init__(self, text=""):
+        self.text = text
+        self.liveupdate_size = 0        # bytes of LU bootmem; 0: none reserved
+        self.liveupdate_base = None     # set when handed over by a live update
+        self.dom0_mem = DEFAULT_DOM0_MEM
+        self.dom0_max_vcpus = DEFAULT_DOM0_VCPUS
+        self.crash_size = 0
+        self.crash_base = None
+        self.nr_cpus = None
+        self.lu_quiesce_timeout_ms = 2000
+        self.lu_fault = None            # debug: fail a live update at this named point
+        self.unknown = []
+
+
+def split_words(text):
+    """Words separated by blanks; quotes group a value with blanks in it and
+    are removed.  By hand, not shlex: this runs in every hypervisor start,
+    and shlex would import the re module there."""
+    words, word, quote, in_word = [], [], None, False
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+            else:
+                word.append(ch)
+        elif ch in "'\"":
+            quote, in_word = ch, True
+        elif ch in " \t\n":
+            if in_word:
+                words.append("".join(word))
+            word, in_word = [], False
+        else:
+            word.append(ch)
+            in_word = True
+    if quote:
+        raise BootLineError("command line %r: no closing quotation" % text)
+    if in_word:
+        words.append("".join(word))
+    return words
 
 
 def _size_at_base(name, value):
@@ -62,11 +86,7 @@ def parse(text):
         raise BootLineError("command line is %d bytes; Xen takes at most %d"
                             % (len(text.encode()), MAX_CMDLINE))
     opts = BootOptions(text=text)
-    try:
-        words = shlex.split(text)
-    except ValueError as e:
-        raise BootLineError("command line %r: %s" % (text, e))
-    for word in words:
+    for word in split_words(text):
         name, has_value, value = word.partition("=")
         if name in VALUED and not (has_value and value):
             raise BootLineError("%s needs a value (%s=...)" % (name, name))

@@ -4,7 +4,6 @@ A domain owns real frames of host RAM; its P2M maps guest frames (GFNs) to
 them, kept as extents.  What Xen keeps privately lives here (ports, grant
 maps, vCPU contexts); what the guest can see lives in its memory.
 """
-from dataclasses import dataclass, field
 
 from kexec_lu.abi import PAGE_SIZE
 
@@ -17,63 +16,63 @@ RUNSTATES = {lib.LU_RUN_RUNNABLE: "running", lib.LU_RUN_BLOCKED_IO: "blocked (I/
              lib.LU_RUN_BLOCKED_RING: "blocked (ring)"}
 
 
-@dataclass
+# Plain classes, not dataclasses: a live update's new hypervisor imports
+# this module inside the blackout, and `dataclasses` costs milliseconds.
+
 class IoreqServer:
     """An HVM guest's device model, in another domain (dom0)."""
-    id: int
-    dm_domid: int
-    ioreq_gfn: int
-    bufioreq_gfn: int
-    ioreq_mfn: int
-    ports: list          # per vCPU: (guest port, device-model port)
+
+    def __init__(self, id, dm_domid, ioreq_gfn, bufioreq_gfn, ioreq_mfn, ports):
+        self.id, self.dm_domid = id, dm_domid
+        self.ioreq_gfn, self.bufioreq_gfn, self.ioreq_mfn = ioreq_gfn, bufioreq_gfn, ioreq_mfn
+        self.ports = ports          # per vCPU: (guest port, device-model port)
 
     def describe(self):
         return dict(self.__dict__)
 
 
-@dataclass
 class Frontend:
     """A PV frontend's connection to its dom0 backend."""
-    ring_ref: int
-    fe_port: int         # in the guest
-    be_port: int         # in dom0
-    backend_slot: int    # its state's slot in dom0's backend pages
-    grant_refs: list     # every ref the guest granted dom0
+
+    def __init__(self, ring_ref, fe_port, be_port, backend_slot, grant_refs):
+        self.ring_ref = ring_ref
+        self.fe_port = fe_port              # in the guest
+        self.be_port = be_port              # in dom0
+        self.backend_slot = backend_slot    # its state's slot in dom0's backend pages
+        self.grant_refs = grant_refs        # every ref the guest granted dom0
 
     def describe(self):
         return dict(self.__dict__)
 
 
-@dataclass
 class Domain:
-    domid: int
-    name: str
-    dtype: str
-    vcpus: int
-    p2m: list = field(default_factory=list)   # [(gfn, mfn, count)]
-    paused: bool = False
-    dying: bool = False
-    control: bool = False
-    seed: int = 0
-    workload: str = "busy"
-    evtchn_abi: str = "2-level"
-    grant_version: int = 1
-    layout: object = None
-    shared_info_mfn: int = None
-    evtchn: object = None
-    grants: object = None
-    shared_frames: list = field(default_factory=list)   # [(mfn, count)]
-    l4_mfn: int = None               # PV: pinned, and every vCPU's CR3
-    gdt_mfns: list = field(default_factory=list)         # PV: each vCPU's GDT frame
-    fifo_gfns: tuple = None          # FIFO ABI: (event array gfn, control block gfn)
-    vcpu_state: object = None        # cdata struct lu_vcpu[vcpus]
-    ws_mfns: list = field(default_factory=list)          # per vCPU, cdata uint64_t[]
-    hvm_params: dict = field(default_factory=dict)
-    ioreq: IoreqServer = None
-    frontend: Frontend = None
-    devices: list = field(default_factory=list)          # PCI BDFs passed through
-    iommu_root: int = None
-    iommu_frames: list = field(default_factory=list)     # [(mfn, count)]
+    def __init__(self, domid, name, dtype, vcpus, p2m=None, paused=False, dying=False,
+                 control=False, seed=0, workload="busy", evtchn_abi="2-level", grant_version=1,
+                 layout=None, shared_info_mfn=None, shared_frames=None):
+        self.domid, self.name, self.dtype, self.vcpus = domid, name, dtype, vcpus
+        self.p2m = [] if p2m is None else p2m   # [(gfn, mfn, count)]
+        self.paused, self.dying, self.control = paused, dying, control
+        self.seed, self.workload = seed, workload
+        self.evtchn_abi, self.grant_version = evtchn_abi, grant_version
+        self.layout = layout
+        self.shared_info_mfn = shared_info_mfn
+        self.evtchn = None
+        self.grants = None
+        self.shared_frames = [] if shared_frames is None else shared_frames  # [(mfn, count)]
+        self.l4_mfn = None               # PV: pinned, and every vCPU's CR3
+        self.gdt_mfns = []               # PV: each vCPU's GDT frame
+        self.fifo_gfns = None            # FIFO ABI: (event array gfn, control block gfn)
+        self.vcpu_state = None           # cdata struct lu_vcpu[vcpus]
+        self.ws_mfns = []                # per vCPU, cdata uint64_t[]
+        self.hvm_params = {}
+        self.ioreq = None                # IoreqServer
+        self.frontend = None             # Frontend
+        self.devices = []                # PCI BDFs passed through
+        self.iommu_root = None
+        self.iommu_frames = []           # [(mfn, count)]
+
+    def __repr__(self):
+        return "Domain(d%d %s %s)" % (self.domid, self.name, self.dtype)
 
     @property
     def nr_frames(self):

@@ -5,7 +5,6 @@ The 2-level ABI keeps the bits in the shared-info page; the FIFO ABI in an
 event array page the guest registered.  The ABI is fixed when the domain is
 built, before any port is bound.
 """
-from dataclasses import dataclass
 
 from kexec_lu import abi
 from kexec_lu.abi import PAGE_SIZE
@@ -21,17 +20,15 @@ class EvtchnError(Exception):
     pass
 
 
-@dataclass
 class Port:
-    port: int
-    kind: str
-    vcpu: int = 0
-    remote_domid: int = None
-    remote_port: int = None
-    virq: int = None
+    __slots__ = ("port", "kind", "vcpu", "remote_domid", "remote_port", "virq")
+
+    def __init__(self, port, kind, vcpu=0, remote_domid=None, remote_port=None, virq=None):
+        self.port, self.kind, self.vcpu = port, kind, vcpu
+        self.remote_domid, self.remote_port, self.virq = remote_domid, remote_port, virq
 
     def describe(self):
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
 
 
 class EventChannels:

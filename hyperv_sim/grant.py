@@ -7,7 +7,6 @@ v1 entries are {u16 flags, u16 domid, u32 frame}; v2 entries are
 a separate status frame of u16s.
 """
 import struct
-from dataclasses import dataclass
 
 from kexec_lu import abi
 from kexec_lu.abi import PAGE_SIZE
@@ -22,15 +21,12 @@ class GrantError(Exception):
     pass
 
 
-@dataclass
 class GrantMap:
     """One active mapping: `mapper` maps `ref` of `granter`."""
-    handle: int
-    mapper: int
-    granter: int
-    ref: int
-    writable: bool
-    mfn: int
+
+    def __init__(self, handle, mapper, granter, ref, writable, mfn):
+        self.handle, self.mapper, self.granter = handle, mapper, granter
+        self.ref, self.writable, self.mfn = ref, writable, mfn
 
     def describe(self):
         return dict(self.__dict__)

@@ -8,7 +8,6 @@ xenstore, console) at the top, and one working set per vCPU.
 """
 import bisect
 import struct
-from dataclasses import dataclass, field
 
 from kexec_lu.abi import PAGE_SIZE
 
@@ -39,24 +38,24 @@ def table_counts(nr_pages):
     return [1, l3, l2, l1]
 
 
-@dataclass
 class Layout:
-    nr_pages: int
-    info_gfn: int = INFO_GFN
-    pt_gfns: list = field(default_factory=list)        # L4 first, then L3s, L2s, L1s
-    pt_levels: list = field(default_factory=list)      # [1, n3, n2, n1]
-    gdt_gfns: list = field(default_factory=list)
-    evtchn_array_gfn: int = None
-    evtchn_ctrl_gfn: int = None
-    ring_gfn: int = None
-    data_gfns: list = field(default_factory=list)
-    backend_gfns: list = field(default_factory=list)
-    ioreq_gfn: int = None
-    bufioreq_gfn: int = None
-    store_gfn: int = None
-    console_gfn: int = None
-    ws_base_gfn: int = None
-    ws_pages: int = 0
+    def __init__(self, nr_pages):
+        self.nr_pages = nr_pages
+        self.info_gfn = INFO_GFN
+        self.pt_gfns = []           # L4 first, then L3s, L2s, L1s
+        self.pt_levels = []         # [1, n3, n2, n1]
+        self.gdt_gfns = []
+        self.evtchn_array_gfn = None
+        self.evtchn_ctrl_gfn = None
+        self.ring_gfn = None
+        self.data_gfns = []
+        self.backend_gfns = []
+        self.ioreq_gfn = None
+        self.bufioreq_gfn = None
+        self.store_gfn = None
+        self.console_gfn = None
+        self.ws_base_gfn = None
+        self.ws_pages = 0
 
     def read_only_gfns(self):
         """Frames a PV guest may not map writable: its tables and GDTs."""

@@ -7,7 +7,6 @@ region; default and live-update images are staged in hypervisor-owned frames
 (Xen's kimage pages) because their destinations are in use until exec, the
 live-update one overlapping the running hypervisor's own image.
 """
-from dataclasses import dataclass, field
 
 from kexec_lu import abi
 from kexec_lu.abi import PAGE_SIZE
@@ -26,21 +25,16 @@ class KexecFailure(Exception):
         self.errno = errno_value
 
 
-@dataclass
 class Segment:
-    dest: int
-    dest_size: int
-    buf_size: int
-    staged: list = field(default_factory=list)   # [(mfn, count)] holding the bytes
+    def __init__(self, dest, dest_size, buf_size):
+        self.dest, self.dest_size, self.buf_size = dest, dest_size, buf_size
+        self.staged = []        # [(mfn, count)] holding the bytes
 
 
-@dataclass
 class KexecImage:
-    ktype: int
-    arch: int
-    entry: int
-    segments: list
-    digest: str      # sha256 of every segment as it must appear at its destination
+    def __init__(self, ktype, arch, entry, segments, digest):
+        self.ktype, self.arch, self.entry, self.segments = ktype, arch, entry, segments
+        self.digest = digest    # sha256 of every segment as it must appear at its destination
 
     @property
     def size(self):

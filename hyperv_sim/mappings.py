@@ -2,7 +2,6 @@
 foreign maps, and Xen's own global maps (FIFO event arrays, ioreq pages).
 Each takes a general and a writable-type reference, as Xen's
 get_page_and_type() does for a PV mapper."""
-from dataclasses import dataclass
 
 from kexec_lu import abi
 
@@ -13,15 +12,12 @@ from .guest import P2M
 WRITABLE = lib.LU_PGT_WRITABLE
 
 
-@dataclass
 class PageMap:
     """A page of `domid` mapped by `mapper`: another domain (a foreign map)
     or Xen itself (DOMID_XEN: FIFO event arrays, ioreq pages)."""
-    mapper: int
-    domid: int
-    gfn: int
-    mfn: int
-    what: str
+
+    def __init__(self, mapper, domid, gfn, mfn, what):
+        self.mapper, self.domid, self.gfn, self.mfn, self.what = mapper, domid, gfn, mfn, what
 
     def describe(self):
         return dict(self.__dict__)

@@ -15,7 +15,6 @@ The entry address a loader hands over (xen_kexec_load_t.entry_maddr, or the
 boot loader's jump) is this page's machine address.
 """
 import struct
-from dataclasses import dataclass
 
 from . import multiboot2
 from .abi import PAGE_SIZE
@@ -26,13 +25,12 @@ _REGS = struct.Struct("<8s9I")
 MBI_OFFSET = 64
 
 
-@dataclass
 class BootInfo:
-    eip: int
-    mbi_addr: int
-    cmdline: str
-    load_base_addr: int
-    loader_name: str
+    __slots__ = ("eip", "mbi_addr", "cmdline", "load_base_addr", "loader_name")
+
+    def __init__(self, eip, mbi_addr, cmdline, load_base_addr, loader_name):
+        self.eip, self.mbi_addr, self.cmdline = eip, mbi_addr, cmdline
+        self.load_base_addr, self.loader_name = load_base_addr, loader_name
 
 
 def build_page(page_addr, eip, cmdline, load_base_addr, mem_lower_kib, mem_upper_kib,

@@ -12,7 +12,6 @@ Boot information (section 3.6): u32 total_size, u32 reserved, then tags
 {u32 type, u32 size}, 8-aligned, ended by {0, 8}.
 """
 import struct
-from dataclasses import dataclass, field
 
 from kexec_lu.errors import ImageError
 
@@ -83,31 +82,53 @@ def _align(n, a):
     return (n + a - 1) & ~(a - 1)
 
 
-@dataclass(frozen=True)
-class Relocatable:
-    min_addr: int
-    max_addr: int
-    align: int
-    preference: int
-    preference_name: str
+# Plain classes rather than dataclasses: every hypervisor start (each live
+# update execs one) imports this module, and `dataclasses` costs milliseconds.
+class _Value:
+    """Equality and repr over _FIELDS."""
+    __slots__ = ()
+    _FIELDS = ()
+
+    def _key(self):
+        return tuple(getattr(self, f) for f in self._FIELDS)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._key() == self._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__,
+                           ", ".join("%s=%r" % (f, getattr(self, f)) for f in self._FIELDS))
+
+
+class Relocatable(_Value):
+    __slots__ = _FIELDS = ("min_addr", "max_addr", "align", "preference", "preference_name")
+
+    def __init__(self, min_addr, max_addr, align, preference, preference_name):
+        self.min_addr, self.max_addr, self.align = min_addr, max_addr, align
+        self.preference, self.preference_name = preference, preference_name
 
     def to_dict(self):
         return {"min_addr": self.min_addr, "max_addr": self.max_addr, "align": self.align,
                 "preference": self.preference, "preference_name": self.preference_name}
 
 
-@dataclass(frozen=True)
-class Mb2Tag:
+class Mb2Tag(_Value):
     """One header tag.  ``fields`` holds the decoded values of a known tag
     (empty for unknown ones); ``raw`` is always the body after the 8-byte
-    tag header, so unknown tags survive a decode/encode round trip."""
-    type: int
-    flags: int
-    size: int
-    name: str
-    fields: dict
-    raw: bytes = field(repr=False)
-    offset: int = field(default=None, compare=False)
+    tag header, so unknown tags survive a decode/encode round trip.
+    ``offset`` (where it was found) is not part of its value."""
+    __slots__ = ("type", "flags", "size", "name", "fields", "raw", "offset")
+    _FIELDS = ("type", "flags", "size", "name", "fields")
+
+    def __init__(self, type, flags, size, name, fields, raw, offset=None):
+        self.type, self.flags, self.size, self.name = type, flags, size, name
+        self.fields, self.raw, self.offset = fields, raw, offset
+
+    def _key(self):
+        return (self.type, self.flags, self.size, self.name, self.fields, self.raw)
 
     @property
     def optional(self):
@@ -124,13 +145,13 @@ class Mb2Tag:
         return d
 
 
-@dataclass(frozen=True)
-class Multiboot2Header:
-    offset: int
-    arch: int
-    header_length: int
-    checksum: int
-    tags: tuple  # of Mb2Tag, end tag included
+class Multiboot2Header(_Value):
+    __slots__ = _FIELDS = ("offset", "arch", "header_length", "checksum",
+                           "tags")  # tags: of Mb2Tag, end tag included
+
+    def __init__(self, offset, arch, header_length, checksum, tags):
+        self.offset, self.arch, self.header_length = offset, arch, header_length
+        self.checksum, self.tags = checksum, tags
 
     def tag(self, tag_type):
         """The first tag of a type, or None."""

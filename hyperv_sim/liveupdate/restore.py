@@ -9,7 +9,7 @@ stream is consumed xen#2 allocates no host frame outside LU bootmem: its
 frame table goes where xen#1's was, in the region the stream hands over.
 """
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import threading
 
 from kexec_lu import abi, lustream as ls
 from kexec_lu.abi import PAGE_SIZE
@@ -411,18 +411,42 @@ def restore(hv, stream, plans, facts, fault=None):
         ft.mark(first, n, abi.DOMID_XEN, lib.LU_USE_STREAM)
     hv.mappings = Mappings(ft)
 
-    workers = ThreadPoolExecutor(max_workers=hv.nr_pcpus)
-    try:
-        for number, step in enumerate((_pass0, _pass1, _pass2)):
-            if fault:
-                fault("restore-pass%d" % number)
-            hv.lu_report.phase("restore-pass%d" % number)
-            list(workers.map(lambda plan: step(hv, plan), plans))
-            if number == 2:
-                _cross_domain(hv, plans)
-    finally:
-        workers.shutdown()
+    for number, step in enumerate((_pass0, _pass1, _pass2)):
+        if fault:
+            fault("restore-pass%d" % number)
+        hv.lu_report.phase("restore-pass%d" % number)
+        _in_parallel(lambda plan: step(hv, plan), plans, hv.nr_pcpus)
+        if number == 2:
+            _cross_domain(hv, plans)
     hv.lu_report.end()
+
+
+def _in_parallel(work, items, nr_threads):
+    """work(item) for every item, on nr_threads threads (the C core drops
+    the GIL); the first exception is raised once all have stopped.  Not
+    concurrent.futures: its import (with logging) costs milliseconds of
+    blackout."""
+    todo, errors = iter(list(items)), []
+    lock = threading.Lock()
+
+    def worker():
+        while not errors:
+            with lock:
+                item = next(todo, todo)
+            if item is todo:
+                return
+            try:
+                work(item)
+            except BaseException as e:      # noqa: B036 - re-raised below
+                errors.append(e)
+    threads = [threading.Thread(target=worker) for _ in range(max(1, nr_threads) - 1)]
+    for t in threads:
+        t.start()
+    worker()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _pass0(hv, plan):
