@@ -1,15 +1,12 @@
 """The C core's frame-table scans against a plain-Python reference, and the
 allocator's free list against what the table says."""
-import struct
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.reference import FRAME, frames_find_mismatch, frames_histogram, frames_scan
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.frametable import ENTRY_SIZE, USE_NAMES, FrameAllocator, FrameTable, OutOfMemory
 from kexec_lu.abi import DOMID_INVALID
-
-ENTRY = struct.Struct("<HBBIII")
 
 
 class BufferRAM:
@@ -26,23 +23,8 @@ class BufferRAM:
 def table_from(entries):
     ram = BufferRAM(len(entries) * ENTRY_SIZE)
     for i, (owner, use) in enumerate(entries):
-        ENTRY.pack_into(ram.buf, i * ENTRY_SIZE, owner, use, 0, 0, 0, 0)
+        FRAME.pack_into(ram.buf, i * ENTRY_SIZE, owner, use, 0, 0, 0, 0)
     return FrameTable(ram, 0, len(entries)), ram
-
-
-def reference_extents(entries, owner, use, first, end):
-    runs, run = [], None
-    for mfn in range(first, end):
-        if entries[mfn] == (owner, use):
-            if run is None:
-                run = [mfn, 0]
-            run[1] += 1
-        elif run is not None:
-            runs.append(tuple(run))
-            run = None
-    if run is not None:
-        runs.append(tuple(run))
-    return runs
 
 
 frame_entries = st.lists(st.tuples(st.sampled_from([0, 1, 7, DOMID_INVALID]),
@@ -50,25 +32,24 @@ frame_entries = st.lists(st.tuples(st.sampled_from([0, 1, 7, DOMID_INVALID]),
 
 
 def test_entry_is_16_bytes():
-    assert ENTRY_SIZE == ENTRY.size == 16
+    assert ENTRY_SIZE == FRAME.size == 16
 
 
 @settings(max_examples=300, deadline=None)
 @given(entries=frame_entries, data=st.data())
 def test_scan_count_and_histogram_match_the_reference(entries, data):
-    ft, _ram = table_from(entries)
+    ft, ram = table_from(entries)
     owner, use = data.draw(st.sampled_from(entries))
     first = data.draw(st.integers(0, len(entries)))
     end = data.draw(st.integers(first, len(entries)))
-    want = reference_extents(entries, owner, use, first, end)
+    want = frames_scan(ram.buf, first, end, owner, use)
     assert ft.extents(owner, use, first, end) == want
     assert ft.count(owner, use, first, end) == sum(n for _, n in want)
-    hist = ft.histogram()
+    hist, want_hist = ft.histogram(), frames_histogram(ram.buf, 0, len(entries))
     for u, name in USE_NAMES.items():
-        assert hist.get(name, 0) == sum(1 for _, x in entries if x == u)
+        assert hist.get(name, 0) == want_hist[u]
     mismatch = lib.lu_frames_find_mismatch(ft.frames, first, end, owner, use)
-    expect = next((m for m in range(first, end) if entries[m] != (owner, use)), end)
-    assert mismatch == expect
+    assert mismatch == frames_find_mismatch(ram.buf, first, end, owner, use)
 
 
 def test_scan_reports_totals_beyond_its_output_arrays():

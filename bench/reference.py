@@ -1,0 +1,242 @@
+"""Plain-Python references for the C core's live-update path.
+
+The same algorithms as csrc/lu_frames.c, lu_stream.c and lu_pagetable.c,
+over the same inputs (the frame table's raw bytes, 16 per frame; host RAM as
+a writable buffer; the stream as bytes) and with the same outputs.  The
+tests hold the C core to them (tests/test_core_reference.py) and the core
+benchmark times them against it (bench/core.py).  Nothing here calls into
+the C core: only its enum values are shared, they are the contract.
+"""
+import struct
+
+from hyperv_sim._lu_core import lib
+from kexec_lu import lustream as ls
+
+PAGE_SIZE = 4096
+M64 = (1 << 64) - 1
+
+# ---------------------------------------------------------------- frame table
+
+# struct lu_frame: owner, use, flags, type_info, count_info, reserved.
+FRAME = struct.Struct("<HBBIII")
+FRAME_SIZE = FRAME.size
+_OWNER, _USE, _TYPE_INFO = (0, "H"), (2, "B"), (4, "I")     # byte offset, format
+
+
+def _field(table, first, end, field):
+    """One field of frames [first, end): a strided view of the table, no
+    copy, in native byte order as the C core reads its own struct."""
+    offset, fmt = field
+    nr = len(table) // FRAME_SIZE
+    if not 0 <= first <= end <= nr:
+        raise ValueError("frame range [%d, %d) outside [0, %d)" % (first, end, nr))
+    size = struct.calcsize(fmt)
+    step = FRAME_SIZE // size
+    view = memoryview(table).cast("B")[:nr * FRAME_SIZE].cast(fmt)
+    return view[first * step + offset // size:end * step:step]
+
+
+def frames_set(table, first, count, owner, use, type_info=0, count_info=0):
+    """lu_frames_set: frames [first, first + count) become one prototype entry."""
+    if not 0 <= first <= first + count <= len(table) // FRAME_SIZE:
+        raise ValueError("frames [%d, %d) outside the table" % (first, first + count))
+    proto = FRAME.pack(owner, use, 0, type_info, count_info, 0)
+    table[first * FRAME_SIZE:(first + count) * FRAME_SIZE] = proto * count
+
+
+def frames_scan(table, first, end, owner, use):
+    """lu_frames_scan: [(start, length)] of the runs in [first, end) whose
+    owner and use match."""
+    runs, start = [], None
+    owners, uses = _field(table, first, end, _OWNER), _field(table, first, end, _USE)
+    for mfn, o, u in zip(range(first, end), owners, uses):
+        if o == owner and u == use:
+            if start is None:
+                start = mfn
+        elif start is not None:
+            runs.append((start, mfn - start))
+            start = None
+    if start is not None:
+        runs.append((start, end - start))
+    return runs
+
+
+def frames_count(table, first, end, owner, use):
+    """lu_frames_count: frames in [first, end) whose owner and use match."""
+    n = 0
+    for o, u in zip(_field(table, first, end, _OWNER), _field(table, first, end, _USE)):
+        if o == owner and u == use:
+            n += 1
+    return n
+
+
+def frames_find_mismatch(table, first, end, owner, use):
+    """lu_frames_find_mismatch: the first frame in [first, end) whose owner
+    or use differ, or end."""
+    owners, uses = _field(table, first, end, _OWNER), _field(table, first, end, _USE)
+    for mfn, o, u in zip(range(first, end), owners, uses):
+        if o != owner or u != use:
+            return mfn
+    return end
+
+
+def frames_histogram(table, first, end):
+    """lu_frames_histogram: frames per use (LU_USE_MAX slots); other values
+    are not counted."""
+    counts = [0] * lib.LU_USE_MAX
+    for u in _field(table, first, end, _USE):
+        if u < lib.LU_USE_MAX:
+            counts[u] += 1
+    return counts
+
+
+def frames_typed(table, first, end, owner):
+    """lu_frames_typed: [(mfn, type_info)] of the frames in [first, end)
+    owned by `owner` whose page type is L1..L4 or a descriptor page."""
+    out = []
+    owners, types = _field(table, first, end, _OWNER), _field(table, first, end, _TYPE_INFO)
+    for mfn, o, t in zip(range(first, end), owners, types):
+        if o == owner and lib.LU_PGT_L1 <= t >> lib.LU_PGT_TYPE_SHIFT <= lib.LU_PGT_SEG_DESC:
+            out.append((mfn, t))
+    return out
+
+
+def frames_use_runs(table, first, end):
+    """lu_frames_use_runs: [(start, length, use)] of the runs of one use,
+    whoever owns them."""
+    runs, start, current = [], first, None
+    for mfn, u in zip(range(first, end), _field(table, first, end, _USE)):
+        if u != current:
+            if current is not None:
+                runs.append((start, mfn - start, current))
+            start, current = mfn, u
+    if current is not None:
+        runs.append((start, end - start, current))
+    return runs
+
+
+# ---------------------------------------------------------------- MFN arrays
+
+def fill_run(first, count):
+    """lu_fill_run: first, first + 1, ... (count of them)."""
+    return list(range(first, first + count))
+
+
+def mfn_array(extents):
+    """The stream's MFN array as handover.StreamPages builds it: the frames
+    of its extents in machine order, as the u64s written to RAM."""
+    mfns = []
+    for mfn, count in sorted(extents):
+        mfns += fill_run(mfn, count)
+    return struct.pack("<%dQ" % len(mfns), *mfns)
+
+
+def p2m_array(p2m, nr_pages):
+    """guest.P2M.array: every gfn's mfn from (gfn, mfn, count) extents, as
+    u64s; gfns no extent covers stay 0."""
+    out = [0] * nr_pages
+    for gfn, mfn, count in p2m:
+        if gfn + count > nr_pages:
+            raise ValueError("gfns [%d, %d) past %d pages" % (gfn, gfn + count, nr_pages))
+        out[gfn:gfn + count] = fill_run(mfn, count)
+    return struct.pack("<%dQ" % nr_pages, *out)
+
+
+# ---------------------------------------------------------------- the stream
+
+def hash64(data):
+    """lu_hash64: 8-byte words (native order, as the C memcpy reads them),
+    then the tail bytes, then a final mix."""
+    n8 = len(data) // 8 * 8
+    h = 0x6a09e667f3bcc909 ^ len(data)
+    for w in memoryview(data).cast("B")[:n8].cast("Q"):
+        h = ((h ^ w) * 0x100000001b3) & M64
+        h ^= h >> 29
+    for b in data[n8:]:
+        h = ((h ^ b) * 0x100000001b3) & M64
+    h ^= h >> 33
+    h = (h * 0xff51afd7ed558ccd) & M64
+    return h ^ (h >> 33)
+
+
+def _check_frames(ram, mfns):
+    # A slice past the end would grow a bytearray or come back short.
+    for mfn in mfns:
+        if not 0 <= mfn < len(ram) // PAGE_SIZE:
+            raise ValueError("frame 0x%x is outside RAM" % mfn)
+
+
+def stream_scatter(ram, mfns, data):
+    """lu_stream_scatter: data over the frames mfns (page i to mfns[i]),
+    the rest of the last page, and any page past the data, zeroed."""
+    _check_frames(ram, mfns)
+    src = memoryview(data).cast("B")
+    for i, mfn in enumerate(mfns):
+        page = src[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
+        ram[mfn * PAGE_SIZE:mfn * PAGE_SIZE + len(page)] = page
+        ram[mfn * PAGE_SIZE + len(page):(mfn + 1) * PAGE_SIZE] = bytes(PAGE_SIZE - len(page))
+
+
+def stream_gather(ram, mfns):
+    """lu_stream_gather: the frames mfns, one after the other."""
+    _check_frames(ram, mfns)
+    view = memoryview(ram).cast("B")
+    return b"".join(view[m * PAGE_SIZE:(m + 1) * PAGE_SIZE] for m in mfns)
+
+
+_IMAGE_HEADER, _DOMAIN_HEADER, _RECORD_HEADER = 24, 16, 8
+_RECORD_MAX = 128 << 20
+_LE32, _BE32 = struct.Struct("<I"), struct.Struct(">I")
+
+
+def _section(buf, off, lu_version_first, known):
+    """Records from off to the section's END: (records or error, offset
+    after it, bad offset, bad type), the last two as the C core leaves them."""
+    n = 0
+    while True:
+        if len(buf) - off < _RECORD_HEADER:
+            return lib.LU_STREAM_NO_END, off, off, 0
+        rtype, body = _LE32.unpack_from(buf, off)[0], _LE32.unpack_from(buf, off + 4)[0]
+        if lu_version_first and n == 0 and rtype != ls.REC_LU_VERSION:
+            return lib.LU_STREAM_LU_ONLY_HEADER, off, off, rtype
+        if body > _RECORD_MAX:
+            return lib.LU_STREAM_TOO_LARGE, off, off, rtype
+        padded = (body + 7) & ~7
+        if padded > len(buf) - off - _RECORD_HEADER:
+            return lib.LU_STREAM_TRUNCATED, off, off, rtype
+        if rtype != ls.REC_END and not rtype & ls.REC_OPTIONAL and (rtype & ~ls.REC_OPTIONAL) not in known:
+            return lib.LU_STREAM_UNKNOWN_RECORD, off, off, rtype
+        if any(buf[off + _RECORD_HEADER + body:off + _RECORD_HEADER + padded]):
+            return lib.LU_STREAM_BAD_PADDING, off, off, rtype
+        n += 1
+        if rtype == ls.REC_END:
+            return n, off + _RECORD_HEADER + padded, off, rtype
+        off += _RECORD_HEADER + padded
+
+
+def stream_validate(buf, known):
+    """lu_stream_validate: (records, bad_offset, bad_type); records is an
+    lu_stream_error (< 0) for a stream xen#2 refuses, and bad_offset and
+    bad_type are what the C core leaves in its out-parameters."""
+    known = set(known)
+    if len(buf) < _IMAGE_HEADER:
+        return lib.LU_STREAM_TRUNCATED, 0, 0
+    # marker, "XENF", version 3, options 0 (little-endian records).
+    if buf[:8] != b"\xff" * 8 or _BE32.unpack_from(buf, 8)[0] != ls.STREAM_ID or \
+            _BE32.unpack_from(buf, 12)[0] != ls.STREAM_VERSION or buf[16] or buf[17]:
+        return lib.LU_STREAM_BAD_HEADER, 0, 0
+    n, off, bad_off, bad_type = _section(buf, _IMAGE_HEADER, True, known)
+    if n < 0:
+        return n, bad_off, bad_type
+    total = n
+    while off < len(buf):
+        if len(buf) - off < _DOMAIN_HEADER:
+            return lib.LU_STREAM_TRUNCATED, off, 0
+        # 1: x86 PV, 2: x86 HVM; page_shift 12.
+        if _LE32.unpack_from(buf, off)[0] not in (1, 2) or buf[off + 4] != 12 or buf[off + 5]:
+            return lib.LU_STREAM_BAD_DOMAIN, off, 0
+        n, off, bad_off, bad_type = _section(buf, off + _DOMAIN_HEADER, False, known)
+        if n < 0:
+            return n, bad_off, bad_type
+        total += n
+    return total, bad_off, bad_type

@@ -1,0 +1,323 @@
+"""The C core against its plain-Python reference (bench/reference.py) on
+random data: frame-table scans and marking, MFN arrays, and the stream's
+packing, unpacking and framing check, outputs compared exactly."""
+import inspect
+import itertools
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench import reference as ref
+from bench.hostdata import make_host
+from hyperv_sim._lu_core import ffi, lib
+from hyperv_sim.guest import P2M
+from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, iter_sections
+from kexec_lu import lustream as ls
+
+PAGE = ref.PAGE_SIZE
+KNOWN = tuple(ls.ALL_RECORD_TYPES)
+OWNERS = [0, 1, 7, 0x7FF0, 0x7FF4]
+quick = settings(deadline=None, max_examples=150)
+
+
+# ---------------------------------------------------------------- frame table
+
+@st.composite
+def tables(draw):
+    """Raw frame tables made of runs (as real ones are), every field varied:
+    uses past LU_USE_MAX, all page types, non-zero flags and reserved."""
+    out = bytearray()
+    for _ in range(draw(st.integers(1, 12))):
+        entry = ref.FRAME.pack(draw(st.sampled_from(OWNERS)), draw(st.integers(0, lib.LU_USE_MAX + 1)),
+                               draw(st.integers(0, 255)),
+                               draw(st.integers(0, 15)) << 28 | draw(st.integers(0, 3)),
+                               draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
+        out += entry * draw(st.integers(1, 40))
+    return out
+
+
+def c_frames(buf):
+    return ffi.from_buffer("struct lu_frame[]", buf, require_writable=True)
+
+
+@st.composite
+def table_and_range(draw):
+    buf = draw(tables())
+    nr = len(buf) // ref.FRAME_SIZE
+    first = draw(st.integers(0, nr))
+    end = draw(st.integers(first, nr))
+    owner, use, _, _, _, _ = ref.FRAME.unpack_from(buf, draw(st.integers(0, nr - 1)) * ref.FRAME_SIZE)
+    if draw(st.booleans()):
+        owner, use = draw(st.sampled_from(OWNERS)), draw(st.integers(0, lib.LU_USE_MAX))
+    # Output arrays too small, exactly right, or roomy: totals beyond max_out.
+    return buf, first, end, owner, use, draw(st.integers(0, 8))
+
+
+@quick
+@given(table_and_range())
+def test_scan_and_count(case):
+    buf, first, end, owner, use, cap = case
+    want = ref.frames_scan(buf, first, end, owner, use)
+    starts, lengths = ffi.new("uint64_t[]", cap), ffi.new("uint64_t[]", cap)
+    total = lib.lu_frames_scan(c_frames(buf), first, end, owner, use, starts, lengths, cap)
+    assert total == len(want)
+    assert [(starts[i], lengths[i]) for i in range(min(cap, total))] == want[:cap]
+    assert lib.lu_frames_count(c_frames(buf), first, end, owner, use) == \
+        ref.frames_count(buf, first, end, owner, use) == sum(n for _, n in want)
+    assert lib.lu_frames_find_mismatch(c_frames(buf), first, end, owner, use) == \
+        ref.frames_find_mismatch(buf, first, end, owner, use)
+
+
+@quick
+@given(table_and_range())
+def test_use_runs_typed_and_histogram(case):
+    buf, first, end, owner, _, cap = case
+    want = ref.frames_use_runs(buf, first, end)
+    starts, lengths, uses = ffi.new("uint64_t[]", cap), ffi.new("uint64_t[]", cap), ffi.new("uint8_t[]", cap)
+    total = lib.lu_frames_use_runs(c_frames(buf), first, end, starts, lengths, uses, cap)
+    assert total == len(want)
+    assert [(starts[i], lengths[i], uses[i]) for i in range(min(cap, total))] == want[:cap]
+
+    want = ref.frames_typed(buf, first, end, owner)
+    mfns, types = ffi.new("uint64_t[]", cap), ffi.new("uint32_t[]", cap)
+    total = lib.lu_frames_typed(c_frames(buf), first, end, owner, mfns, types, cap)
+    assert total == len(want)
+    assert [(mfns[i], types[i]) for i in range(min(cap, total))] == want[:cap]
+
+    # The C core adds to the counts it is given.
+    counts = ffi.new("uint64_t[]", [5] * lib.LU_USE_MAX)
+    lib.lu_frames_histogram(c_frames(buf), first, end, counts)
+    assert [c - 5 for c in counts] == ref.frames_histogram(buf, first, end)
+
+
+@settings(deadline=None, max_examples=100)
+@given(tables(), st.data())
+def test_marking_rebuilds_the_same_table(buf, data):
+    nr = len(buf) // ref.FRAME_SIZE
+    c_buf, py_buf = bytearray(buf), bytearray(buf)
+    for _ in range(data.draw(st.integers(1, 6))):
+        first = data.draw(st.integers(0, nr))
+        count = data.draw(st.integers(0, nr - first))
+        args = (data.draw(st.sampled_from(OWNERS)), data.draw(st.integers(0, 255)),
+                data.draw(st.integers(0, 2**32 - 1)), data.draw(st.integers(0, 2**32 - 1)))
+        lib.lu_frames_set(c_frames(c_buf), first, count, *args)
+        ref.frames_set(py_buf, first, count, *args)
+        assert c_buf == py_buf
+
+
+def test_a_host_rebuilt_from_its_marks_is_the_same_in_both():
+    host = make_host(memory=1 << 30, nr_domains=8)
+    c_buf, py_buf = bytearray(len(host.ram.buf)), bytearray(len(host.ram.buf))
+    for mark in host.marks:
+        lib.lu_frames_set(c_frames(c_buf), *mark)
+        ref.frames_set(py_buf, *mark)
+    assert c_buf == py_buf
+    # And the realistic table scans alike, PV page types included.
+    buf, nr = host.ram.buf, host.nr_frames
+    for dom in host.domains:
+        starts, lengths = ffi.new("uint64_t[]", 256), ffi.new("uint64_t[]", 256)
+        n = lib.lu_frames_scan(c_frames(buf), 0, nr, dom.domid, lib.LU_USE_GUEST, starts, lengths, 256)
+        assert [(starts[i], lengths[i]) for i in range(n)] == ref.frames_scan(buf, 0, nr, dom.domid, lib.LU_USE_GUEST)
+        for _, mfn, count in dom.p2m:
+            typed = ref.frames_typed(buf, mfn, mfn + count, dom.domid)
+            assert [(m, t >> lib.LU_PGT_TYPE_SHIFT) for m, t in typed] == \
+                [(m, t) for m, t, _ in dom.types if mfn <= m < mfn + count]
+
+
+# ---------------------------------------------------------------- MFN arrays
+
+@st.composite
+def extents(draw, max_frames=4096):
+    """Disjoint (mfn, count) extents in any order."""
+    cuts = sorted(draw(st.sets(st.integers(0, max_frames), min_size=2, max_size=16)))
+    runs = [(a, b - a) for a, b in zip(cuts, cuts[1:])]
+    return draw(st.permutations(runs[::2]))
+
+
+@quick
+@given(extents())
+def test_mfn_array(exts):
+    # handover.StreamPages: the sorted extents' frames, one run at a time.
+    nr = sum(n for _, n in exts)
+    out = ffi.new("uint64_t[]", max(nr, 1))
+    i = 0
+    for mfn, count in sorted(exts):
+        lib.lu_fill_run(out + i, mfn, count)
+        i += count
+    assert bytes(ffi.buffer(out, 8 * nr)) == ref.mfn_array(exts)
+
+
+@quick
+@given(extents(), st.integers(0, 64), st.randoms(use_true_random=False))
+def test_p2m_array(exts, holes, rnd):
+    # gfn runs with holes between them, mapped to shuffled machine extents.
+    p2m, gfn = [], 0
+    for mfn, count in exts:
+        gfn += rnd.randint(0, holes)
+        p2m.append((gfn, mfn, count))
+        gfn += count
+    nr_pages = gfn + rnd.randint(0, holes)
+    if not nr_pages:
+        return
+    got = P2M(p2m).array(nr_pages)
+    assert bytes(ffi.buffer(got, 8 * nr_pages)) == ref.p2m_array(p2m, nr_pages)
+
+
+# ---------------------------------------------------------------- packing and unpacking
+
+@settings(deadline=None, max_examples=300)
+@given(st.binary(max_size=300))
+def test_hash64(data):
+    assert lib.lu_hash64(ffi.from_buffer("uint8_t[]", data), len(data)) == ref.hash64(data)
+
+
+@quick
+@given(st.integers(0, 5 * PAGE), st.integers(0, 2), st.integers(0, 2**32))
+def test_scatter_and_gather(length, extra_pages, seed):
+    rnd = random.Random(seed)
+    data = rnd.randbytes(length)
+    nr = -(-length // PAGE) + extra_pages
+    ram_frames = 2 * nr + 1
+    mfns = rnd.sample(range(ram_frames), nr)        # any order: xen#1 sorts, the core need not
+    garbage = rnd.randbytes(ram_frames * PAGE)     # the zero fill must be seen
+    c_ram, py_ram = bytearray(garbage), bytearray(garbage)
+    c_mfns = ffi.new("uint64_t[]", mfns or [0])
+    lib.lu_stream_scatter(ffi.from_buffer("uint8_t[]", c_ram, require_writable=True), c_mfns, nr,
+                          ffi.from_buffer("uint8_t[]", data), length)
+    ref.stream_scatter(py_ram, mfns, data)
+    assert c_ram == py_ram
+    out = ffi.new("uint8_t[]", nr * PAGE or 1)
+    lib.lu_stream_gather(ffi.from_buffer("uint8_t[]", c_ram), c_mfns, nr, out)
+    gathered = ref.stream_gather(py_ram, mfns)
+    assert bytes(ffi.buffer(out, nr * PAGE)) == gathered
+    assert gathered[:length] == data and not any(gathered[length:])
+
+
+# ---------------------------------------------------------------- the framing check
+
+def c_validate(buf, known=KNOWN):
+    c_known = ffi.new("uint32_t[]", list(known) or [0])
+    bad_off, bad_type = ffi.new("uint64_t *"), ffi.new("uint32_t *")
+    n = lib.lu_stream_validate(ffi.from_buffer("uint8_t[]", buf), len(buf), c_known, len(known), bad_off, bad_type)
+    return n, bad_off[0], bad_type[0]
+
+
+def same_verdict(buf, known=KNOWN):
+    got = c_validate(buf, known)
+    assert got == ref.stream_validate(buf, known)
+    return got[0]
+
+
+RECORD_TYPES = [ls.REC_END, ls.REC_LU_VERSION, ls.REC_LU_DOMAIN, ls.REC_LU_P2M_EXTENTS,
+                ls.REC_LU_TIMINGS | ls.REC_OPTIONAL, 0xC0000099, 0x40000099, 0x00000099]
+
+
+@st.composite
+def records(draw):
+    rtype = draw(st.sampled_from(RECORD_TYPES))
+    body = draw(st.binary(max_size=24))
+    pad = bytes(-len(body) % 8)
+    if pad and draw(st.integers(0, 9)) == 0:
+        pad = draw(st.binary(min_size=len(pad), max_size=len(pad)))
+    length = len(body) if draw(st.integers(0, 19)) else draw(st.sampled_from([
+        len(body) + 8, (128 << 20) + 1, 2**32 - 1]))
+    return RECORD_HEADER.pack(rtype, length) + body + pad
+
+
+@st.composite
+def streams(draw):
+    """Streams near the valid ones: the right shape mostly, every part
+    sometimes wrong, then possibly cut short or with a byte flipped."""
+    head = IMAGE_HEADER.pack(ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION, 0)
+    if draw(st.integers(0, 9)) == 0:
+        head = bytearray(head)
+        head[draw(st.integers(0, len(head) - 1))] ^= draw(st.integers(1, 255))
+    out = bytearray(head)
+    out += RECORD_HEADER.pack(ls.REC_LU_VERSION, 16) + bytes(16) if draw(st.integers(0, 9)) else b""
+    for section in range(draw(st.integers(1, 4))):
+        if section:
+            dtype = draw(st.sampled_from([1, 2, 1, 2, 0, 3]))
+            shift = 12 if draw(st.integers(0, 9)) else 13
+            out += DOMAIN_HEADER.pack(dtype, shift, 0, 4, 18)
+        for rec in draw(st.lists(records(), max_size=5)):
+            out += rec
+        if draw(st.integers(0, 9)):
+            out += RECORD_HEADER.pack(ls.REC_END, 0)
+    if draw(st.integers(0, 3)) == 0:
+        del out[draw(st.integers(0, len(out))):]
+    if out and draw(st.integers(0, 3)) == 0:
+        out[draw(st.integers(0, len(out) - 1))] ^= draw(st.integers(1, 255))
+    return bytes(out)
+
+
+@settings(deadline=None, max_examples=300)
+@given(streams(), st.sets(st.sampled_from(KNOWN + (0x40000099,))))
+def test_validate_agrees_on_random_streams(buf, known):
+    same_verdict(buf, tuple(sorted(known)))
+
+
+@pytest.fixture(scope="module")
+def real_stream():
+    return make_host(memory=1 << 30, nr_domains=8).stream
+
+
+def test_a_realistic_stream_validates(real_stream):
+    n = same_verdict(real_stream)
+    assert n > 8 * 5
+
+
+@quick
+@given(st.data())
+def test_validate_agrees_on_a_corrupted_realistic_stream(real_stream, data):
+    buf = bytearray(real_stream)
+    how = data.draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+    pos = data.draw(st.integers(0, len(buf) - 1))
+    if how == "flip":
+        buf[pos] ^= data.draw(st.integers(1, 255))
+    elif how == "cut":
+        del buf[pos:]
+    elif how == "insert":
+        buf[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        del buf[pos:pos + data.draw(st.integers(1, 16))]
+    same_verdict(bytes(buf))
+
+
+def _corrupt(stream, where, value):
+    buf = bytearray(stream)
+    buf[where:where + len(value)] = value
+    return bytes(buf)
+
+
+def test_every_verdict_is_reached_and_agreed(real_stream):
+    """Each error code at least once, so agreement is never only on 'ok'."""
+    s = real_stream
+    (_, system), _ = itertools.islice(iter_sections(s), 2)
+    end_of_system = system[-1][0]
+    domain = end_of_system + RECORD_HEADER.size
+    first_domain_record = domain + DOMAIN_HEADER.size
+    cases = {
+        lib.LU_STREAM_TRUNCATED: [s[:10], s[:first_domain_record - 3],
+                                  _corrupt(s, IMAGE_HEADER.size + 4, b"\xff\xff\xf0\x00")],
+        lib.LU_STREAM_BAD_HEADER: [_corrupt(s, 3, b"\x00"), _corrupt(s, 8, b"XENG"), _corrupt(s, 17, b"\x01")],
+        lib.LU_STREAM_UNKNOWN_RECORD: [_corrupt(s, first_domain_record, b"\x99\x00\x00\x40")],
+        lib.LU_STREAM_BAD_PADDING: [s[:IMAGE_HEADER.size] + RECORD_HEADER.pack(ls.REC_LU_VERSION, 3) +
+                                    b"abc\x00\x00\x00\x00\x01" + s[IMAGE_HEADER.size + 24:]],
+        lib.LU_STREAM_TOO_LARGE: [_corrupt(s, first_domain_record + 4, b"\x01\x00\x00\x08")],
+        lib.LU_STREAM_BAD_DOMAIN: [_corrupt(s, domain, b"\x03"), _corrupt(s, domain + 4, b"\x0d")],
+        lib.LU_STREAM_NO_END: [s[:end_of_system], s[:-8]],
+        lib.LU_STREAM_LU_ONLY_HEADER: [_corrupt(s, IMAGE_HEADER.size, b"\x01")],
+    }
+    for code, bufs in cases.items():
+        for buf in bufs:
+            assert same_verdict(buf) == code, (code, c_validate(buf))
+    assert same_verdict(s, [t for t in KNOWN if t != ls.REC_LU_DOMAIN]) == lib.LU_STREAM_UNKNOWN_RECORD
+
+
+def test_the_reference_does_not_call_the_core():
+    """A reference that called the C core could not catch anything: it
+    shares the core's enum values (lib.LU_*), nothing else."""
+    source = inspect.getsource(ref)
+    assert "lib.lu_" not in source and "ffi" not in source
