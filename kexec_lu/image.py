@@ -30,6 +30,9 @@ MiB = 1 << 20
 MAX_FILE_SIZE = 256 * MiB
 MAX_DECOMPRESSED = 256 * MiB
 MAX_LOAD_SIZE = 1024 * MiB
+# gzip(1) takes any number of concatenated members; xen.gz has one, a
+# bgzip-style file one per 64 KiB.  Each costs a few microseconds even empty.
+MAX_GZIP_MEMBERS = 65536
 
 GZIP_MAGIC = b"\x1f\x8b"
 ELF_MAGIC = b"\x7fELF"
@@ -167,25 +170,44 @@ def _read_file(path, limit=None):
         raise ImageError("%s: cannot read: %s" % (path, e.strerror or e)) from None
 
 
+# Members after the first are fed to zlib this much at a time: what zlib
+# hands back after a member ends (unused_data) is then a block at most, not
+# the rest of the file, which made a file of many tiny members take
+# quadratic time.  The first member gets the whole file in one call, so a
+# plain xen.gz decompresses into one buffer and is not copied again.
+_GZIP_BLOCK = 64 * 1024
+
+
 def _gunzip(raw, path, limit):
     """Decompress every gzip member; trailing non-gzip bytes are ignored, as
     gzip(1) and kexec-tools' zlib reader do."""
     out = []
     total = 0
-    data = raw
+    view = memoryview(raw)
+    pos = members = 0
     try:
-        while data[:2] == GZIP_MAGIC:
+        while view[pos:pos + 2] == GZIP_MAGIC:
+            members += 1
+            if members > MAX_GZIP_MEMBERS:
+                raise ImageError("%s: more than %d gzip members; not a Xen image"
+                                 % (path, MAX_GZIP_MEMBERS))
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            chunk = d.decompress(data, limit - total + 1)
-            total += len(chunk)
-            out.append(chunk)
-            if total > limit:
-                raise ImageError("%s: decompresses to more than %d MiB; not a Xen image "
-                                 "(gzip bomb?)" % (path, limit >> 20))
-            if not d.eof:
-                raise ImageError("%s: truncated gzip data (stream ends after %d bytes "
-                                 "decompressed)" % (path, total))
-            data = d.unused_data
+            while not d.eof:
+                if d.unconsumed_tail:
+                    block = d.unconsumed_tail
+                elif pos < len(view):
+                    block = view[pos:] if members == 1 else view[pos:pos + _GZIP_BLOCK]
+                    pos += len(block)
+                else:
+                    raise ImageError("%s: truncated gzip data (stream ends after %d bytes "
+                                     "decompressed)" % (path, total))
+                chunk = d.decompress(block, limit - total + 1)
+                total += len(chunk)
+                out.append(chunk)
+                if total > limit:
+                    raise ImageError("%s: decompresses to more than %d MiB; not a Xen image "
+                                     "(gzip bomb?)" % (path, limit >> 20))
+            pos -= len(d.unused_data)
     except zlib.error as e:
         raise ImageError("%s: corrupt gzip data: %s" % (path, e)) from None
     return b"".join(out)
