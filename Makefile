@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install install-test fetch-xen tools test bench soak demo clean
+.PHONY: all install install-test fetch-xen tools test bench soak fuzz demo clean
 
 all: install
 
@@ -41,14 +41,29 @@ test: install-test fetch-xen tools
 	$(BIN)/python -m pytest -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/shell/run.sh
 
-# Benchmarks (not tests): BENCH_HOSTS picks host sizes, e.g. floor,S,M,L,XL.
-BENCH_HOSTS ?= floor,S
+# Benchmarks (not tests): BENCH_HOSTS picks host sizes from floor,S,M,L,XL.
+# Writes bench/results/latest.{md,json,png}; see README "Performance".
+BENCH_HOSTS ?= floor,S,L,XL
 bench: install
+	$(BIN)/python -m pip install -q 'matplotlib>=3.5'   # the plot; the rest needs nothing more
 	$(BIN)/python -m bench --hosts $(BENCH_HOSTS)
 
 # The long soak: 200 live updates, verify after each (see README for numbers).
 soak: install
 	$(BIN)/python -m bench.soak --updates 200
+
+# Coverage-guided fuzzing (not a test; `make test` runs the short versions):
+# the image parser with atheris, the stream framing with libFuzzer (clang),
+# FUZZ_SECONDS each.  Seeds, corpora, binaries and crashing inputs go to
+# fuzz/out/.  Fails if either fuzzer found a crash.
+FUZZ_SECONDS ?= 300
+fuzz: install-test fetch-xen
+	bash tools/ensure-fuzz-tools.sh
+	$(BIN)/python -m pip install -q atheris || echo "fuzz: atheris did not install; the image fuzzer falls back to hypothesis"
+	rc=0; \
+	$(BIN)/python fuzz/fuzz_image.py --seconds $(FUZZ_SECONDS) || rc=1; \
+	$(BIN)/python fuzz/fuzz_stream.py --seconds $(FUZZ_SECONDS) || rc=1; \
+	exit $$rc
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh

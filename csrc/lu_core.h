@@ -364,3 +364,35 @@ enum lu_stream_error {
  */
 int64_t lu_stream_validate(const uint8_t *buf, uint64_t len, const uint32_t *known,
                            uint32_t nr_known, uint64_t *bad_offset, uint32_t *bad_type);
+
+/* ------------------------------------------------------------------------
+ * xen#1's side of a live update, inside the blackout: quiescing, saving and
+ * the image check in one call each, not one per vCPU, frame or extent.
+ */
+
+/*
+ * Do for every vCPU not on a pCPU what a pCPU does when it picks one up:
+ * one with quiesce_req set gets its pause request unless it has an I/O
+ * request in flight.  Returns how many are not yet paused and off their
+ * pCPU; *first is the index of the first of them (n if none).
+ */
+uint32_t lu_quiesce_sweep(struct lu_vcpu **vcpus, uint32_t n, uint32_t *first);
+
+/*
+ * A 64-bit digest of a large buffer (the staged kexec image) at memory
+ * speed: four independent lanes of lu_hash64's mixing, folded at the end.
+ * For "has any byte changed", not for the stream (that is lu_hash64).
+ */
+uint64_t lu_digest64(const uint8_t *data, uint64_t len);
+
+/*
+ * The body items of an LU_PV_PAGE_TYPES record for the frames owned by
+ * `owner` in the extents [starts[i], starts[i] + counts[i]), in extent
+ * order: every page-table or descriptor frame (as lu_frames_typed) as 16
+ * little-endian bytes {u64 mfn, u32 type (PGT_* >> LU_PGT_TYPE_SHIFT),
+ * u32 flags (pinned_flag if PGT_pinned, else 0)}.  Writes up to max_out
+ * items to out; returns how many there are.
+ */
+uint64_t lu_save_pv_page_types(const struct lu_frame *ft, const uint64_t *starts,
+                               const uint64_t *counts, uint64_t nr_extents, uint16_t owner,
+                               uint32_t pinned_flag, uint8_t *out, uint64_t max_out);

@@ -1,8 +1,18 @@
 /* Frame-table scanning and marking. */
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "lu_core.h"
+
+/*
+ * Runs this long (1 MiB of table) are written with non-temporal stores: a
+ * restore marks most of a big host's table once, and reading each line into
+ * the cache before overwriting it would double the memory traffic.
+ */
+#define LU_STREAM_STORE_MIN (1u << 16)
 
 void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
                    uint16_t owner, uint8_t use,
@@ -14,6 +24,19 @@ void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
     };
     struct lu_frame *p = ft + first, *stop = ft + first + count;
 
+#ifdef __SSE2__
+    _Static_assert(sizeof(struct lu_frame) == 16, "one entry per 128-bit store");
+    if ( count >= LU_STREAM_STORE_MIN && !((uintptr_t)p & 15) )
+    {
+        __m128i v;
+
+        memcpy(&v, &proto, sizeof(v));
+        for ( ; p < stop; p++ )
+            _mm_stream_si128((__m128i *)p, v);
+        _mm_sfence();   /* ordered before anyone reads the table */
+        return;
+    }
+#endif
     for ( ; p < stop; p++ )
         *p = proto;
 }

@@ -153,9 +153,21 @@ class FrameAllocator:
     with it the LU window below Xen) for the hypervisor's own needs.
     """
 
-    def __init__(self, table):
+    def __init__(self, table, free_extents=None):
+        """free_extents: [(first, count)] known to be exactly the table's
+        free frames (a restore knows them), sparing a scan of the table."""
         self.table = table
-        self.rescan()
+        if free_extents is None:
+            self.rescan()
+            return
+        starts, lengths = [], []
+        for first, n in sorted(free_extents):
+            if starts and starts[-1] + lengths[-1] == first:
+                lengths[-1] += n            # adjacent: one run, as a scan finds it
+            else:
+                starts.append(first)
+                lengths.append(n)
+        self._starts, self._lengths = starts, lengths
 
     def rescan(self):
         runs = self.table.extents(DOMID_INVALID, lib.LU_USE_FREE)

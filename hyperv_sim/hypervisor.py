@@ -210,7 +210,7 @@ class Hypervisor:
             self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
             self.frametable.mark(mfn, count_, DOMID_INVALID, lib.LU_USE_FREE)
         handover.clear_breadcrumb(self)
-        self.allocator = FrameAllocator(self.frametable)
+        self.allocator = FrameAllocator(self.frametable, facts["free"] + list(stream.extents()))
         self._xen_data_pages()
         self.ram.on_write = None
         self._next_domid = max(self.domains) + 1

@@ -12,6 +12,7 @@ import time
 from ._lu_core import ffi, lib
 
 SLICE_STEPS = 4096
+POLL_S = 0.00002
 
 
 class Scheduler:
@@ -37,6 +38,11 @@ class Scheduler:
         for t in self._threads:
             t.join()
         self._threads = []
+
+    def set_slice(self, steps):
+        """Steps per turn on a pCPU; the pCPUs read it at every turn, so it
+        may change while they run."""
+        self.s.slice = steps
 
     @property
     def running(self):
@@ -91,11 +97,16 @@ def pause_vcpus(vcpus, timeout=5.0):
     """Ask each vCPU to stop and wait until none is on a pCPU."""
     for v in vcpus:
         v.pause_req = 1
+    # One seen off its pCPU after its request cannot start again (a pCPU
+    # checks the request after claiming it): only the others are waited for.
+    busy = [v for v in vcpus if v.on_cpu]
     deadline = time.monotonic() + timeout
-    while any(v.on_cpu for v in vcpus):
+    while busy:
         if time.monotonic() > deadline:
             raise TimeoutError("vCPUs still running after %.1f s" % timeout)
-        time.sleep(0.0002)
+        # A slice is tens of microseconds: poll at about that rate.
+        time.sleep(POLL_S)
+        busy = [v for v in busy if v.on_cpu]
 
 
 def unpause_vcpus(vcpus):

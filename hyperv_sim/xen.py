@@ -63,6 +63,12 @@ def main(argv=None):
 
     with open(os.path.join(args.state_dir, PID_FILE), "w") as f:
         f.write("%d\n" % os.getpid())
+    profile = os.environ.get("HYPERV_SIM_PROFILE")
+    if profile:
+        # Developers: where boot (a restore, after a live update) spends its time.
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         ram = HostRAM.open(args.ram)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into)
@@ -80,6 +86,9 @@ def main(argv=None):
         _remove(os.path.join(args.state_dir, PID_FILE))
         return 1
     else:
+        if profile:
+            profiler.disable()
+            profiler.dump_stats("%s.%d.%d" % (profile, os.getpid(), hv.incarnation))
         from .hypercalls import Dispatcher
         from .toolstack import Toolstack
         toolstack, dispatcher = Toolstack(hv, on_shutdown=stop), Dispatcher(hv)

@@ -11,7 +11,7 @@ import threading
 from kexec_lu import abi, lustream as ls, xennotes
 from kexec_lu.abi import PAGE_SIZE
 
-from .._lu_core import lib
+from .._lu_core import ffi, lib
 from ..kexec import KexecFailure
 from . import handover, save
 from .quiesce import Quiesce, QuiesceTimeout
@@ -24,6 +24,7 @@ class LiveUpdate:
         self.fault_point = fault_point
         self.report = Report()
         self.report.info["from_version"] = hv.personality.version
+        self.image_fingerprint = None     # taken by preflight(); no pre-flight, no exec
 
     def fault(self, point):
         if self.fault_point == point:
@@ -39,6 +40,10 @@ class LiveUpdate:
             raise KexecFailure(abi.ENOENT, "no live-update image loaded")
         if hv.exec_into is None:
             raise KexecFailure(abi.EOPNOTSUPP, "this hypervisor has no process to replace")
+        # Fingerprinted before the SHA-256 is checked: a change after the
+        # fingerprint either fails that check or, later, the cheap one at
+        # "image-check", inside the blackout.
+        self.image_fingerprint = handover.image_fingerprint(hv, image)
         if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
             raise KexecFailure(abi.EIO, "the loaded image changed in memory since it was loaded")
         notes = self._image_notes(image)
@@ -60,6 +65,7 @@ class LiveUpdate:
             raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, needed "
                                "because %s" % (major, minor, extra, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
+        handover.prefault(hv, image)
         if self.fault_point == "preflight":
             raise KexecFailure(abi.EIO, "injected fault at preflight")
         self.report.end()
@@ -73,6 +79,11 @@ class LiveUpdate:
     def _check_bootmem_clean(self):
         hv = self.hv
         lo, n = hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE
+        # One pass over bootmem's frames; the search that names the owner
+        # only when there is something to name.
+        uses = _use_counts(hv.frametable, lo, lo + n)
+        if not (uses[lib.LU_USE_GUEST] or uses[lib.LU_USE_SHARED] or uses[lib.LU_USE_IOMMU_PT]):
+            return
         for owner_use, what in ((lib.LU_USE_GUEST, "guest page"), (lib.LU_USE_SHARED, "shared page"),
                                 (lib.LU_USE_IOMMU_PT, "IOMMU page table")):
             for dom_owner in [d.domid for d in hv.domains.values()] + [abi.DOMID_XEN]:
@@ -88,7 +99,13 @@ class LiveUpdate:
         threading.Thread(target=self._run, name="live-update", daemon=True).start()
 
     def _count_guest_writes(self, maddr, length):
-        n = self.hv.frametable.guest_bytes(maddr, length)
+        ft = self.hv.frametable
+        if maddr % PAGE_SIZE or length % PAGE_SIZE:
+            n = ft.guest_bytes(maddr, length)
+        else:
+            # Whole frames (the image, the MFN array): counted in C.
+            first = maddr // PAGE_SIZE
+            n = _use_counts(ft, first, first + length // PAGE_SIZE)[lib.LU_USE_GUEST] * PAGE_SIZE
         self.report.info["guest_bytes_written"] = self.report.info.get("guest_bytes_written", 0) + n
 
     def _run(self):
@@ -98,6 +115,7 @@ class LiveUpdate:
         hv.ram.on_write = self._count_guest_writes
         try:
             with hv.lock:
+                image = hv.kexec.images[abi.KEXEC_TYPE_LIVEUPDATE]
                 rep.phase("quiesce")
                 q = Quiesce(hv)
                 q.hvm_first(hv.opts.lu_quiesce_timeout_ms / 1000.0, self.fault)
@@ -123,11 +141,12 @@ class LiveUpdate:
                     byte = hv.ram.read(mfn * PAGE_SIZE + 100, 1)[0]
                     hv.ram.write(mfn * PAGE_SIZE + 100, bytes([byte ^ 0xFF]))
                 self.fault("image-check")
-                if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
+                # The SHA-256 held at pre-flight; what is checked here is
+                # that not a byte changed since (handover.image_fingerprint).
+                if handover.image_fingerprint(hv, image) != self.image_fingerprint:
                     raise KexecFailure(abi.EIO, "the loaded image changed in memory")
                 rep.info.update(stream_bytes=len(data), stream_pages=pages.nr,
                                 record_types=sorted(ls.record_name(t) for t in types))
-                image = hv.kexec.images[abi.KEXEC_TYPE_LIVEUPDATE]
                 hv.console.log("live update: %d-byte stream in %d pages, MFN array at 0x%x; "
                                "exec into %s", len(data), pages.nr, pages.array_maddr,
                                rep.info.get("to_version"))
@@ -154,3 +173,10 @@ class LiveUpdate:
         self.report.finish("aborted", why)
         hv.lu_active = False
         hv.console.log("live update aborted, every domain resumed: %s", why)
+
+
+def _use_counts(ft, first, end):
+    """Frames in [first, end) per use (lu_frame_use), in one C pass."""
+    counts = ffi.new("uint64_t[]", lib.LU_USE_MAX)
+    lib.lu_frames_histogram(ft.frames, first, end, counts)
+    return counts

@@ -7,9 +7,10 @@ everything is resumed and the vCPUs that never got there are named.
 """
 import time
 
-from .._lu_core import lib
-from ..sched import pause_vcpus
+from .._lu_core import ffi, lib
+from ..sched import POLL_S, SLICE_STEPS, pause_vcpus
 
+QUIESCE_SLICE_STEPS = 256      # a few microseconds of guest work
 RUNSTATE = {lib.LU_RUN_RUNNABLE: "runnable", lib.LU_RUN_BLOCKED_IO: "waiting for its device model",
             lib.LU_RUN_BLOCKED_RING: "waiting for its backend"}
 
@@ -34,6 +35,10 @@ class Quiesce:
         group = [d for d in self.doms if d.dtype in ("hvm", "pvh")]
         vcpus = [(d, i, v) for d in group for i, v in enumerate(d.vcpu_list())]
         self.first_pause_ns = self._now()
+        # Short turns until everything is paused: a vCPU leaves its pCPU
+        # sooner, and dom0's device model comes round sooner to answer the
+        # I/O requests in flight.
+        self.hv.sched.set_slice(QUIESCE_SLICE_STEPS)
         for d, _, v in vcpus:
             v.quiesce_req = 1
             if v.pause_req and v.runstate == lib.LU_RUN_BLOCKED_IO:
@@ -41,17 +46,18 @@ class Quiesce:
                 v.pause_req = 0
         if fault:
             fault("quiesce-hvm")
+        # Each sweep pauses every vCPU that is off its pCPU and at a boundary
+        # at once, rather than when a pCPU next comes round to it.
+        arr = ffi.new("struct lu_vcpu *[]", [v for _, _, v in vcpus])
+        first = ffi.new("uint32_t *")
         deadline = time.monotonic() + timeout_s
-        while True:
-            waiting = [(d, i, v) for d, i, v in vcpus if not v.pause_req or v.on_cpu]
-            if not waiting:
-                return
+        while lib.lu_quiesce_sweep(arr, len(vcpus), first):
             if time.monotonic() > deadline:
-                d, i, v = waiting[0]
+                d, i, v = vcpus[first[0]]
                 raise QuiesceTimeout("vCPU %d of d%d (%s) never reached a restartable boundary "
                                      "within %d ms: %s" % (i, d.domid, d.name, timeout_s * 1000,
                                                            RUNSTATE.get(v.runstate, v.runstate)))
-            time.sleep(0.0002)
+            time.sleep(POLL_S)
 
     def pv_last(self, fault=None):
         """Then the PV guests and dom0."""
@@ -61,9 +67,11 @@ class Quiesce:
         if self.first_pause_ns is None:
             self.first_pause_ns = self._now()
         pause_vcpus([v for d in group for v in d.vcpu_list()])
+        self.hv.sched.set_slice(SLICE_STEPS)
 
     def resume(self):
         """Undo: everything runs again exactly as before."""
+        self.hv.sched.set_slice(SLICE_STEPS)
         for d in self.doms:
             keep = d.domid in self.paused_before
             for v in d.vcpu_list():

@@ -13,6 +13,17 @@ class RecordError(Exception):
     pass
 
 
+class Codec(tuple):
+    """(pack, unpack) of one record body, with its structs: head, and item
+    for an array (None for a fixed body), for a writer that builds items in
+    bulk.  A plain tuple subclass: xen#2 imports this on its way up."""
+
+    def __new__(cls, pack, unpack, head, item=None):
+        self = tuple.__new__(cls, (pack, unpack))
+        self.head, self.item = head, item
+        return self
+
+
 def _array(head_fmt, item_fmt):
     head, item = struct.Struct("<" + head_fmt), struct.Struct("<" + item_fmt)
 
@@ -27,8 +38,8 @@ def _array(head_fmt, item_fmt):
         if head.size + count * item.size != len(body):
             raise RecordError("says %d entries of %d bytes but holds %d bytes"
                               % (count, item.size, len(body) - head.size))
-        return values, [item.unpack_from(body, head.size + i * item.size) for i in range(count)]
-    return pack, unpack
+        return values, list(item.iter_unpack(body[head.size:]))
+    return Codec(pack, unpack, head, item)
 
 
 def _fixed(fmt):
@@ -38,7 +49,7 @@ def _fixed(fmt):
         if len(body) != s.size:
             raise RecordError("body is %d bytes, expected %d" % (len(body), s.size))
         return s.unpack(body)
-    return s.pack, unpack
+    return Codec(s.pack, unpack, s)
 
 
 # System section.

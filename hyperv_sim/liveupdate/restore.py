@@ -242,9 +242,19 @@ def check(hv, system, domains, stream, lu_range, xen_range):
         if b[0] < a[1]:
             raise StreamError("%s: frame 0x%x is claimed twice (%s, and %s in %s)"
                               % (b[3], b[0], b[2], a[2], a[3]))
+    # Whatever nobody claims is free: the restore marks just these, and
+    # every claimed frame as its claim says, so each entry is written once.
+    free, at = [], 0
+    for first, end, _, _ in claims:
+        if first > at:
+            free.append((at, first - at))
+        at = end
+    if at < nr_frames:
+        free.append((at, nr_frames - at))
     for plan in domains:
         _check_links(plan, by_id)
     return {"frametable": ft_regions[0], "regions": regions, "m2p": (m2p_start, m2p_entries),
+            "free": free,
             "timings": [t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
             "update_id": next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
             "xen1_version": "%d.%d" % (major, minor)}
@@ -301,9 +311,9 @@ def _check_domain(plan, by_id, claim, nr_frames):
     if plan.dtype == "pv":
         plan.one(ls.REC_X86_PV_INFO)
         types = plan.one(ls.REC_LU_PV_PAGE_TYPES)
-        for mfn, t, flags in types:
-            if not inside(mfn, 1, ram_owned) or t not in (1, 2, 3, 4, 5):
-                raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
+        bad = _first_outside(types, ram_owned, (1, 2, 3, 4, 5))
+        if bad is not None:
+            raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, bad[0], bad[1]))
         plan.types = types
         pinned = [mfn for mfn, t, flags in types if t == lib.LU_PGT_L4 and flags & R.PT_PINNED]
         if len(pinned) != 1:
@@ -337,6 +347,22 @@ def _check_domain(plan, by_id, claim, nr_frames):
         if not inside(root, 1, extents):
             raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (_where(plan, ls.REC_LU_IOMMU), d, root))
     plan.iommu = iommu
+
+
+def _first_outside(entries, extents, kinds):
+    """The first (mfn, kind, ...) entry whose frame lies in none of the
+    extents or whose kind is not one of kinds, else None.  One merge over
+    both sorted lists: per-page records can be thousands per domain."""
+    extents = sorted(extents)
+    kinds = frozenset(kinds)
+    i, nr = 0, len(extents)
+    for entry in sorted(entries):
+        mfn = entry[0]
+        while i < nr and extents[i][0] + extents[i][1] <= mfn:
+            i += 1
+        if i == nr or mfn < extents[i][0] or entry[1] not in kinds:
+            return entry
+    return None
 
 
 def _check_links(plan, by_id):
@@ -390,9 +416,10 @@ def restore(hv, stream, plans, facts, fault=None):
     nr = hv.ram.nr_frames
     ft_start, ft_frames, _, _ = facts["frametable"]
     ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
-    # Xen's own frames first: the frame table is rebuilt from records, in
-    # xen#1's frame-table region, never trusted as it was.
-    ft.mark(0, nr, abi.DOMID_INVALID, lib.LU_USE_FREE)
+    # Rebuilt from records, in xen#1's frame-table region, never trusted as
+    # it was: the unclaimed frames here, Xen's own next, domains' in pass 1.
+    for first, n in facts["free"]:
+        ft.mark(first, n, abi.DOMID_INVALID, lib.LU_USE_FREE)
     ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
     ft.mark(hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_LU_BOOTMEM)
     xen_first = hv.xen_start // PAGE_SIZE
@@ -407,6 +434,9 @@ def restore(hv, stream, plans, facts, fault=None):
         if kind == R.REGION_CRASH:
             ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_CRASH)
             hv.crash_region = (start * PAGE_SIZE, n * PAGE_SIZE)
+        elif kind != R.REGION_FRAMETABLE:
+            # A kind this hypervisor does not know: kept, never handed out.
+            ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_XENHEAP)
     for first, n in stream.extents():
         ft.mark(first, n, abi.DOMID_XEN, lib.LU_USE_STREAM)
     hv.mappings = Mappings(ft)
@@ -450,7 +480,9 @@ def _in_parallel(work, items, nr_threads):
 
 
 def _pass0(hv, plan):
-    """Create the domain, its P2M and its vCPUs (no state yet)."""
+    """Create the domain, its P2M and its vCPUs (no state yet), and give it
+    its frames: every owner is in the frame table before pass 1 walks any
+    page table."""
     dom = Domain(domid=plan.domid, name=plan.name, dtype=plan.dtype, vcpus=plan.vcpus,
                  p2m=plan.p2m, control=bool(plan.flags & R.DOM_CONTROL),
                  paused=bool(plan.flags & R.DOM_PAUSED), dying=bool(plan.flags & R.DOM_DYING),
@@ -460,17 +492,18 @@ def _pass0(hv, plan):
         v = dom.vcpu_state[i]
         v.domid, v.vcpu_id, v.dtype = dom.domid, i, DTYPE_CODES[dom.dtype]
         v.pause_req = 1                     # nothing runs until the end
-    plan.dom = dom
-
-
-def _pass1(hv, plan):
-    """Page ownership and grant-table frames; PV page types, then the
-    references the page tables imply (validated as Xen pins the L4)."""
-    dom, ft = plan.dom, hv.frametable
+    ft = hv.frametable
     for gfn, mfn, n in dom.p2m:
         ft.mark(mfn, n, dom.domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
     for mfn, n in dom.shared_frames:
         ft.mark(mfn, n, dom.domid, lib.LU_USE_SHARED, count_info=PGC_ALLOCATED | 1)
+    plan.dom = dom
+
+
+def _pass1(hv, plan):
+    """Grant-table frames; PV page types, then the references the page
+    tables imply (validated as Xen pins the L4)."""
+    dom, ft = plan.dom, hv.frametable
     version, frames, status = plan.grant
     dom.grant_version = version
     dom.grants = GrantTable(hv.ram, version, frames, status)

@@ -5,6 +5,8 @@ must keep, the M2P), then every domain on its own, cross-domain references
 by domid.  Page ownership goes as extents; only PV page-table and descriptor
 frames get per-page records.  No page contents: memory stays where it is.
 """
+import operator
+
 from kexec_lu import lustream as ls
 from kexec_lu.abi import PAGE_SIZE
 
@@ -60,12 +62,22 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
     w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL,
              R.TIMINGS[0]((len(timings), 0, update_id), [(n.encode()[:16], a, b) for n, a, b in timings]))
     w.end()
+    # One pass over the mappings, not one per domain.
+    gmaps, fmaps = {}, {}
+    for m in hv.mappings.grant_maps:
+        gmaps.setdefault(m.mapper, []).append(
+            (m.handle, m.granter, R.MAP_WRITABLE if m.writable else 0, m.ref, 0, m.mfn))
+    for m in hv.mappings.foreign_maps:
+        fmaps.setdefault(m.mapper, []).append((m.domid, 0, 0, m.gfn, m.mfn))
     for dom in doms:
-        _domain(w, hv, dom, dom.domid in paused_before)
+        _domain(w, hv, dom, dom.domid in paused_before, gmaps.get(dom.domid), fmaps.get(dom.domid))
     return w.getvalue(), w.types
 
 
-def _domain(w, hv, dom, paused):
+_regs = operator.attrgetter(*R.REG_NAMES)
+
+
+def _domain(w, hv, dom, paused, gmaps, fmaps):
     p = hv.personality
     w.domain(DOMAIN_TYPE_PV if dom.dtype == "pv" else DOMAIN_TYPE_HVM, p.major, p.minor)
     flags = (R.DOM_CONTROL if dom.control else 0) | (R.DOM_PAUSED if paused else 0) | \
@@ -79,8 +91,7 @@ def _domain(w, hv, dom, paused):
     owned += [(mfn, n, R.OWN_SHARED, 0) for mfn, n in sorted(dom.shared_frames)]
     w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP[0]((len(owned), 0), owned))
     if dom.dtype == "pv":
-        typed = _typed_frames(hv, dom)
-        w.record(ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0]((len(typed), 0), typed))
+        w.record(ls.REC_LU_PV_PAGE_TYPES, _pv_page_types(hv, dom))
     g = dom.grants
     w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE[0]((len(g.frames), g.version), [(f,) for f in g.frames]))
     if g.version == 2:
@@ -92,10 +103,10 @@ def _domain(w, hv, dom, paused):
               R.NO_DOMID if pt.remote_domid is None else pt.remote_domid,
               pt.remote_port or 0, pt.virq or 0, 0) for n, pt in sorted(dom.evtchn.ports.items())]
     w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS[0]((len(ports), 0), ports))
+    cr3 = dom.l4_mfn if dom.l4_mfn is not None else 0
     for i, v in enumerate(dom.vcpu_list()):
-        regs = [getattr(v.regs, r) for r in R.REG_NAMES]
-        cr3 = dom.l4_mfn if dom.l4_mfn is not None else 0
-        w.record(ls.REC_LU_VCPU_STATE, R.VCPU[0](i, v.runstate, v.pause_req, 0, v.steps, *regs, cr3))
+        w.record(ls.REC_LU_VCPU_STATE, R.VCPU[0](i, v.runstate, v.pause_req, 0, v.steps,
+                                                   *_regs(v.regs), cr3))
     if dom.hvm_params:
         params = sorted(dom.hvm_params.items())
         w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS[0]((len(params), 0), params))
@@ -103,11 +114,8 @@ def _domain(w, hv, dom, paused):
         s = dom.ioreq
         w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER[0](
             (len(s.ports), s.id, s.dm_domid, s.ioreq_gfn, s.bufioreq_gfn, 0), s.ports))
-    gmaps = [(m.handle, m.granter, R.MAP_WRITABLE if m.writable else 0, m.ref, 0, m.mfn)
-             for m in hv.mappings.grant_maps if m.mapper == dom.domid]
     if gmaps:
         w.record(ls.REC_LU_GRANT_MAPS, R.GRANT_MAPS[0]((len(gmaps), 0), gmaps))
-    fmaps = [(m.domid, 0, 0, m.gfn, m.mfn) for m in hv.mappings.foreign_maps if m.mapper == dom.domid]
     if fmaps:
         w.record(ls.REC_LU_FOREIGN_MAPS, R.FOREIGN_MAPS[0]((len(fmaps), 0), fmaps))
     if dom.iommu_root is not None:
@@ -115,19 +123,20 @@ def _domain(w, hv, dom, paused):
     w.end()
 
 
-def _typed_frames(hv, dom):
-    """(mfn, type, flags) of the domain's page-table and descriptor frames,
-    read from the frame table: the one per-page state worth carrying."""
-    out = []
-    for _, mfn, n in dom.p2m:
-        total = lib.lu_frames_typed(hv.frametable.frames, mfn, mfn + n, dom.domid, ffi.NULL, ffi.NULL, 0)
-        if not total:
-            continue
-        mfns, types = ffi.new("uint64_t[]", total), ffi.new("uint32_t[]", total)
-        lib.lu_frames_typed(hv.frametable.frames, mfn, mfn + n, dom.domid, mfns, types, total)
-        for i in range(total):
-            t = types[i]
-            out.append((mfns[i], t >> fts.PGT_SHIFT, R.PT_PINNED if t & lib.LU_PGT_PINNED else 0))
-    return out
-
-
+def _pv_page_types(hv, dom):
+    """LU_PV_PAGE_TYPES body: the domain's page-table and descriptor frames
+    with their type and pinned flag, read from the frame table (the one
+    per-page state worth carrying) in a single C pass over its extents."""
+    item = R.PV_PAGE_TYPES.item.size
+    starts = ffi.new("uint64_t[]", [mfn for _, mfn, _ in dom.p2m])
+    counts = ffi.new("uint64_t[]", [n for _, _, n in dom.p2m])
+    # Page tables are about 1/512 of a domain's frames: sized so that one
+    # pass is the rule, a second the exception.
+    cap = dom.nr_frames // 256 + 64
+    while True:
+        out = ffi.new("uint8_t[]", cap * item)
+        n = lib.lu_save_pv_page_types(hv.frametable.frames, starts, counts, len(dom.p2m), dom.domid,
+                                      R.PT_PINNED, out, cap)
+        if n <= cap:
+            return R.PV_PAGE_TYPES.head.pack(n, 0) + ffi.buffer(out, n * item)[:]
+        cap = n

@@ -25,6 +25,7 @@ RECORD_HEADER = struct.Struct("<II")
 BREADCRUMB = struct.Struct("<8Q")
 EXEC_NS_OFFSET = 48
 DOMAIN_TYPE_PV, DOMAIN_TYPE_HVM = 1, 2
+_PADDING = [bytes(n) for n in range(8)]
 ERRORS = {
     lib.LU_STREAM_TRUNCATED: "runs past the end of the stream",
     lib.LU_STREAM_BAD_HEADER: "bad marker, id, version or options",
@@ -50,11 +51,12 @@ class StreamWriter:
 
     def record(self, rtype, body=b""):
         base = rtype & ~ls.REC_OPTIONAL
-        if self.before_new_type and base not in self.types:
-            self.before_new_type(base)
-        self.types.add(base)
-        self.parts.append(RECORD_HEADER.pack(rtype, len(body)))
-        self.parts.append(body + bytes(-len(body) % 8))
+        if base not in self.types:
+            if self.before_new_type:
+                self.before_new_type(base)
+            self.types.add(base)
+        n = len(body)
+        self.parts += (RECORD_HEADER.pack(rtype, n), body, _PADDING[-n % 8])
 
     def end(self):
         self.record(ls.REC_END)
