@@ -81,8 +81,9 @@ class Personality:
 class Hypervisor:
     CRASH_NOTE_SIZE = 512
 
-    def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None):
+    def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None, started_ns=None):
         self.ram = ram
+        self.started_ns = started_ns        # CLOCK_MONOTONIC: when this program began
         self.console = console
         self.lock = threading.RLock()
         self.domains = {}
@@ -178,7 +179,10 @@ class Hypervisor:
             if xen1 and xen1[-1][0] == "save" and save_end:
                 xen1[-1][2] = save_end
             if xen1 and exec_ns:
-                xen1 += [["handover", xen1[-1][2], exec_ns], ["exec", exec_ns, t0]]
+                started = self.started_ns if self.started_ns and exec_ns <= self.started_ns <= t0 else None
+                xen1 += [["handover", xen1[-1][2], exec_ns]]
+                xen1 += [["exec", exec_ns, started], ["start-up", started, t0]] if started else \
+                    [["exec", exec_ns, t0]]
             rep.phases[:0] = xen1
             lur.restore(self, stream, plans, facts, fault)
             # Every domain is rebuilt; until the stream is released a

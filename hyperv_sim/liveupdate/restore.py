@@ -413,6 +413,7 @@ def _populated(plan, gfn):
 
 def restore(hv, stream, plans, facts, fault=None):
     """Rebuild the frame table and every domain; the caller has checked all."""
+    hv.lu_report.phase("frametable")
     nr = hv.ram.nr_frames
     ft_start, ft_frames, _, _ = facts["frametable"]
     ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
@@ -584,13 +585,19 @@ def _cross_domain(hv, plans):
         for bdf in plan.dom.devices:
             hv.pci_assigned[bdf] = plan.domid
     hv.backend_slots = read_backend_slots(hv, len(hv.backend_slots))
+    # Looked up once for all domains rather than searched for each.
+    slot_of = {owner: slot for slot, owner in enumerate(hv.backend_slots) if owner is not None}
+    granted = {}
+    for m in hv.mappings.grant_maps:
+        granted.setdefault(m.granter, []).append(m.ref)
     for dom in hv.domains.values():
-        resume_software(hv, dom)
+        resume_software(hv, dom, slot_of, granted)
 
 
-def resume_software(hv, dom):
+def resume_software(hv, dom, slot_of, granted):
     """Point each vCPU at what its guest's code uses, read from the guest's
-    own memory (its info page) and the restored ports and IOREQ server."""
+    own memory (its info page) and the restored ports and IOREQ server.
+    slot_of: {domid: dom0's backend slot}; granted: {domid: refs mapped}."""
     info = guest_info(hv, dom)
     if info.magic != guest.GUEST_MAGIC:
         raise RestoreFailure("d%d: no guest info page at gfn 0 (magic 0x%x)" % (dom.domid, info.magic))
@@ -616,8 +623,10 @@ def resume_software(hv, dom):
     if info.ring_every and not dom.control:
         fe_port = info.fe_port
         be_port = dom.evtchn.ports[fe_port].remote_port
-        slot = _find_backend_slot(hv, dom.domid)
-        refs = [m.ref for m in hv.mappings.grant_maps if m.granter == dom.domid]
+        slot = slot_of.get(dom.domid)
+        if slot is None:
+            raise RestoreFailure("dom0 runs no backend for d%d's frontend" % dom.domid)
+        refs = granted.get(dom.domid, [])
         ring_ref = read_backend_slot(hv.ram, backend_slot_addr(hv, slot))["ring_ref"]
         dom.frontend = Frontend(ring_ref=ring_ref, fe_port=fe_port, be_port=be_port,
                                 backend_slot=slot, grant_refs=sorted(refs))
@@ -628,18 +637,19 @@ def resume_software(hv, dom):
         v.be_port = dom0.evtchn.lu_port(be_port)[0]
 
 
-def _find_backend_slot(hv, domid):
-    for slot, owner in enumerate(hv.backend_slots):
-        if owner == domid:
-            return slot
-    raise RestoreFailure("dom0 runs no backend for d%d's frontend" % domid)
-
-
 def read_backend_slots(hv, nr_slots):
     """Which frontend each of dom0's backend slots serves (dom0's memory)."""
-    info = guest_info(hv, hv.domains[0])
-    usable = min(nr_slots, info.backend_pages * (PAGE_SIZE // guest.BACKEND_SLOT.size))
+    dom0 = hv.domains[0]
+    info = guest_info(hv, dom0)
+    size = guest.BACKEND_SLOT.size
+    per = PAGE_SIZE // size
+    usable = min(nr_slots, info.backend_pages * per)
+    p2m = P2M(dom0.p2m)
     slots = [None] * nr_slots
-    for slot in range(usable):
-        slots[slot] = read_backend_slot(hv.ram, backend_slot_addr(hv, slot))["front_domid"] or None
+    # A page of slots at a time; the front end's domid is the second field.
+    for page in range(-(-usable // per)):
+        data = hv.ram.read(p2m.mfn(info.backend_gfn + page) * PAGE_SIZE, per * size)
+        for i, fields in enumerate(guest.BACKEND_SLOT.iter_unpack(data)):
+            if page * per + i < usable:
+                slots[page * per + i] = fields[1] or None
     return slots
