@@ -396,3 +396,12 @@ uint64_t lu_digest64(const uint8_t *data, uint64_t len);
 uint64_t lu_save_pv_page_types(const struct lu_frame *ft, const uint64_t *starts,
                                const uint64_t *counts, uint64_t nr_extents, uint16_t owner,
                                uint32_t pinned_flag, uint8_t *out, uint64_t max_out);
+
+/*
+ * Just before xen#1 execs: a child sharing its address space keeps it
+ * alive across the execve, so that its teardown happens after the jump,
+ * not inside the blackout (lu_exec.c).  Returns the child's pid, or
+ * -errno; the child exits once the exec has happened, and the process
+ * (xen#2 by then) reaps it.
+ */
+int lu_hold_address_space(void);

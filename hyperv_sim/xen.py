@@ -19,6 +19,7 @@ import threading                                        # noqa: E402
 # Only what booting (and, after a live update, restoring) needs is imported
 # up front: every import here is paid inside a live update's blackout.  The
 # privcmd server and its protocol come after the guests run again.
+from ._lu_core import lib
 from .console import Console
 from .hypervisor import BootFailure, Hypervisor, RestoreFailure
 from .ram import HostRAM, RamError
@@ -46,6 +47,16 @@ class _Args:
         self.entry = int(pairs["--entry"], 0)
 
 
+def _reap_children():
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
 def main(argv=None):
     args = _Args(sys.argv[1:] if argv is None else argv)
 
@@ -66,10 +77,16 @@ def main(argv=None):
         hv.sched.shutdown()
         console.log("exec into the new hypervisor at 0x%x", entry)
         console.close()
+        # Leave tearing down this address space to a child, after the jump
+        # (lu_exec.c); if it cannot start, the exec pays for it instead.
+        lib.lu_hold_address_space()
         os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir))
 
     with open(os.path.join(args.state_dir, PID_FILE), "w") as f:
         f.write("%d\n" % os.getpid())
+    # The predecessor's address-space holder, if this program was exec'd by
+    # a live update, is this process's child: reap it when it is done.
+    threading.Thread(target=_reap_children, name="reaper", daemon=True).start()
     profile = os.environ.get("HYPERV_SIM_PROFILE")
     if profile:
         # Developers: where boot (a restore, after a live update) spends its time.
