@@ -1,12 +1,17 @@
-"""Live-update benchmarks: blackout and where it goes, against the floor.
+"""Live-update benchmarks: blackout and where it goes, how it grows, and
+what it replaces.
 
 For each host size: boot a simulated host, fill about 3/4 of its RAM with a
 mix of PV, PVH and HVM guests (2 vCPUs each, workloads running), then
 live-update back and forth several times and keep the median.  The floor is
 the same measurement on a host with dom0 only (the cost of starting a new
-hypervisor at all).  Writes bench/results/latest.{md,json}.
+hypervisor at all).  Alongside: the marginal cost per domain and per guest
+frame (slopes across the hosts), the migration-style baseline on host S,
+the C core against its Python reference, and the hypervisor's private
+memory during the updates.  Writes bench/results/latest.{md,json} and, with
+matplotlib installed, latest.png.
 
-    python -m bench [--hosts S,M] [--runs N]
+    python -m bench [--hosts floor,S,L,XL] [--runs N]
 """
 import argparse
 import json
@@ -16,15 +21,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from hyperv_sim.bootloader import boot, shutdown
+from hyperv_sim.bootloader import boot, running_pid, shutdown
 from hyperv_sim.mkimage import write_image
 from kexec_lu.hypercall import XenClient
 from kexec_lu.liveupdate import run_live_update
 from kexec_lu.privcmd import SocketPrivcmd
 
+from . import baseline
+from .soak import private_kib
+
 GiB, MiB = 1 << 30, 1 << 20
+PAGE = 4096
 HOSTS = {
     # name: (RAM, domains including dom0)
     "floor": (4 * GiB, 1),
@@ -33,6 +43,9 @@ HOSTS = {
     "L": (64 * GiB, 64),
     "XL": (256 * GiB, 256),
 }
+# The issue's targets, checked in the report.
+TARGETS = {"L_ms": 100, "L_x_floor": 1.5, "XL_ms": 300, "XL_stream": 4 * MiB, "ns_per_frame": 3,
+           "ms_per_domain": 0.5, "core_ratio": 50, "baseline_ratio": 50, "rss_x_frametable": 2}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -48,19 +61,46 @@ def guest_configs(ram, domains):
             for i in range(n)]
 
 
-def run_host(name, images, runs, workdir):
+class PrivateMemorySampler(threading.Thread):
+    """The hypervisor's peak private (anonymous) memory, sampled every
+    5 ms: the RAM file it maps, frame table included, is not private."""
+
+    def __init__(self, state):
+        super().__init__(daemon=True)
+        self.state, self.peak_kib, self.stop = state, 0, threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            pid = running_pid(self.state)
+            try:
+                self.peak_kib = max(self.peak_kib, private_kib(pid)) if pid else self.peak_kib
+            except (OSError, KeyError):
+                pass                # between the exec's two programs
+            self.stop.wait(0.005)
+
+
+def max_gaps(ts):
+    return [v["max_gap_ns"] for d in ts.toolstack("details")["domains"] for v in d["vcpu_states"]]
+
+
+def run_host(name, images, runs, workdir, with_baseline):
     ram, domains = HOSTS[name]
     state = os.path.join(workdir, name)
     cmdline = "liveupdate=64M dom0_mem=512M dom0_max_vcpus=2"
     t0 = time.monotonic()
     boot(images["a"], state, ram, cmdline)
     ts = SocketPrivcmd(state)
+    sampler = PrivateMemorySampler(state)
     try:
         for cfg in guest_configs(ram, domains):
             ts.toolstack("create", **cfg)
         setup_s = time.monotonic() - t0
         time.sleep(0.5)
+        info = ts.toolstack("info")
+        guest_frames = sum(d["memory"] for d in ts.toolstack("list") if d["domid"]) // PAGE
         client = XenClient(ts)
+        steady_gap = max(max_gaps(ts))
+        sampler.start()
         reports = []
         for i in range(runs):
             image = images["b" if i % 2 == 0 else "a"]
@@ -72,49 +112,187 @@ def run_host(name, images, runs, workdir):
                 raise SystemExit("%s: update %d %s: %s" % (name, i, rep["state"], rep.get("error")))
             reports.append(rep)
             time.sleep(0.2)
+        sampler.stop.set()
+        sampler.join()
+        gaps = max_gaps(ts)
+        details = ts.toolstack("details")["domains"]
+        extents = sum(len(d["p2m"]) + len(d["shared_frames"]) for d in details)
         verify = ts.toolstack("verify")
         if not verify["ok"]:
             raise SystemExit("%s: verify failed after the updates: %s" % (name, verify["problems"][:3]))
-        gaps = [v["max_gap_ns"] for d in ts.toolstack("details")["domains"] for v in d["vcpu_states"]]
+        base = None
+        if with_baseline:
+            base = baseline.measure(state, ts)
+            verify = ts.toolstack("verify")
+            if not verify["ok"]:
+                raise SystemExit("%s: verify failed after the baseline: %s" % (name, verify["problems"][:3]))
     finally:
+        sampler.stop.set()
         shutdown(state)
     phases = {}
     for rep in reports:
         for p in rep["phases"]:
             phases.setdefault(p["name"], []).append(p["ms"])
     return {
-        "host": name, "ram": ram, "domains": domains, "runs": runs, "setup_s": round(setup_s, 2),
+        "host": name, "ram": ram, "domains": domains, "guest_frames": guest_frames, "runs": runs,
+        "setup_s": round(setup_s, 2),
         "blackout_ms": statistics.median(r["blackout_ms"] for r in reports),
         "blackout_ms_all": [round(r["blackout_ms"], 2) for r in reports],
+        # The workloads' own view: the longest wait between two steps of any
+        # vCPU, before the updates (scheduling alone) and after them.
+        "guest_steady_max_gap_ms": steady_gap / 1e6,
         "guest_max_gap_ms": max(gaps) / 1e6 if gaps else None,
         "stream_bytes": statistics.median(r["stream_bytes"] for r in reports),
+        "stream_extents": extents,
+        "frametable_bytes": info["frametable"]["size"],
+        "private_peak_kib": sampler.peak_kib,
         "phases_ms": {k: round(statistics.median(v), 2) for k, v in phases.items()},
+        "baseline": base,
     }
 
 
-def markdown(results, machine):
+def slope(xs, ys):
+    """Least-squares slope of ys over xs."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else None
+
+
+def marginal_costs(results):
+    """Slopes across the guest-filled hosts.  Domains and guest frames grow
+    together in these hosts, so each slope charges all the growth to one of
+    them: an upper bound on that factor's marginal cost."""
+    filled = [r for r in results if r["host"] != "floor"]
+    if len(filled) < 2:
+        return None
+    ys = [r["blackout_ms"] for r in filled]
+    per_domain = slope([r["domains"] for r in filled], ys)
+    per_frame = slope([r["guest_frames"] for r in filled], ys)
+    return {"hosts": [r["host"] for r in filled], "ms_per_domain": per_domain,
+            "ns_per_guest_frame": per_frame * 1e6 if per_frame is not None else None}
+
+
+def baseline_estimate(base, host):
+    """The migration-style blackout for another host, from host S's copy
+    rate: copying its guest memory twice does not fit in this machine."""
+    return base["blackout_ms"] * host["guest_frames"] / base["pages"]
+
+
+def verdicts(results, marginal, core):
+    """[(target, measured, met)] for every target this run can judge."""
+    by = {r["host"]: r for r in results}
+    out = []
+    floor = by.get("floor", {}).get("blackout_ms")
+    if "L" in by:
+        ms = by["L"]["blackout_ms"]
+        out.append(("host L blackout <= %d ms" % TARGETS["L_ms"], "%.1f ms" % ms, ms <= TARGETS["L_ms"]))
+        if floor:
+            out.append(("host L <= %.1f x floor" % TARGETS["L_x_floor"], "%.2f x" % (ms / floor),
+                        ms / floor <= TARGETS["L_x_floor"]))
+    if "XL" in by:
+        ms, stream = by["XL"]["blackout_ms"], by["XL"]["stream_bytes"]
+        out.append(("host XL blackout <= %d ms" % TARGETS["XL_ms"], "%.1f ms" % ms, ms <= TARGETS["XL_ms"]))
+        out.append(("host XL stream <= 4 MiB", "%.2f MiB" % (stream / MiB), stream <= TARGETS["XL_stream"]))
+        ft = by["XL"]["frametable_bytes"]
+        if ft:
+            ratio = by["XL"]["private_peak_kib"] * 1024 / ft
+            out.append(("XL private memory peak <= 2 x frame table", "%.2f x (%d MiB / %d MiB)"
+                        % (ratio, by["XL"]["private_peak_kib"] >> 10, ft >> 20),
+                        ratio <= TARGETS["rss_x_frametable"]))
+    if marginal:
+        d, f = marginal["ms_per_domain"], marginal["ns_per_guest_frame"]
+        out.append(("marginal cost <= 0.5 ms per domain", "%.3f ms" % d, d <= TARGETS["ms_per_domain"]))
+        out.append(("marginal cost <= 3 ns per guest frame", "%.2f ns" % f, f <= TARGETS["ns_per_frame"]))
+    for row in (core or {}).get("ops", []):
+        if row.get("target"):
+            out.append(("C core >= 50 x Python: %s" % row["op"], "%.0f x" % row["ratio"],
+                        row["ratio"] >= TARGETS["core_ratio"]))
+    base = by.get("S", {}).get("baseline")
+    if base:
+        ratio = base["blackout_ms"] / by["S"]["blackout_ms"]
+        out.append(("host S: >= 50 x less blackout than migration-style", "%.0f x" % ratio,
+                    ratio >= TARGETS["baseline_ratio"]))
+        if "L" in by:
+            est = baseline_estimate(base, by["L"])
+            out.append(("host L: ratio to migration-style (reported)", "%.0f x (estimated: %.1f s)"
+                        % (est / by["L"]["blackout_ms"], est / 1e3), True))
+    return out
+
+
+def markdown(results, machine, marginal, core, checks):
     lines = ["# Live-update benchmark", "", "Machine: %s" % machine, "",
-             "| host | RAM | domains | blackout (median ms) | x floor | guest-seen max gap (ms) | stream bytes |",
-             "|---|---|---|---|---|---|---|"]
+             "| host | RAM | domains | guest frames | blackout (median ms) | x floor | guest-seen max gap, "
+             "steady / after (ms) | stream bytes | bytes per extent | private peak (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     floor = next((r["blackout_ms"] for r in results if r["host"] == "floor"), None)
     for r in results:
         ratio = "%.2f" % (r["blackout_ms"] / floor) if floor else "-"
-        lines.append("| %s | %d GiB | %d | %.1f | %s | %s | %d |" % (
-            r["host"], r["ram"] // GiB, r["domains"], r["blackout_ms"], ratio,
-            "%.1f" % r["guest_max_gap_ms"] if r["guest_max_gap_ms"] else "-", r["stream_bytes"]))
+        per_extent = "%.1f" % (r["stream_bytes"] / r["stream_extents"]) if r.get("stream_extents") else "-"
+        lines.append("| %s | %d GiB | %d | %d | %.1f | %s | %.1f / %.1f | %d | %s | %d |" % (
+            r["host"], r["ram"] // GiB, r["domains"], r["guest_frames"], r["blackout_ms"], ratio,
+            r["guest_steady_max_gap_ms"], r["guest_max_gap_ms"] or 0, r["stream_bytes"], per_extent,
+            r["private_peak_kib"] >> 10))
     names = sorted({k for r in results for k in r["phases_ms"]},
                    key=lambda k: min(i for r in results for i, p in enumerate(r["phases_ms"]) if p == k))
-    lines += ["", "Phases (median ms):", "", "| host | " + " | ".join(names) + " |",
-              "|---|" + "---|" * len(names)]
+    lines += ["", "Phases (median ms; preflight and scrub are outside the blackout):", "",
+              "| host | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for r in results:
         lines.append("| %s | %s |" % (r["host"], " | ".join("%.1f" % r["phases_ms"].get(n, 0) for n in names)))
+    if marginal:
+        lines += ["", "Marginal cost across %s (each slope charges all growth to one factor): "
+                  "%.3f ms per domain, %.2f ns per guest frame." % (
+                      ", ".join(marginal["hosts"]), marginal["ms_per_domain"], marginal["ns_per_guest_frame"])]
+    for r in results:
+        if r.get("baseline"):
+            b = r["baseline"]
+            lines += ["", "Migration-style baseline on host %s: every guest page copied into a stream and "
+                      "back, domains paused: %.0f ms for %d MiB (%.0f MiB/s; %.0f ms on the first, "
+                      "cold pass), %.0f x the live update's blackout." % (
+                          r["host"], b["blackout_ms"], b["bytes"] >> 20,
+                          b["bytes"] / MiB / (b["blackout_ms"] / 1e3), b["cold_ms"],
+                          b["blackout_ms"] / r["blackout_ms"])]
+    if core:
+        from . import core as core_bench
+        lines += ["", core_bench.markdown(core).strip()]
+    if checks:
+        lines += ["", "| target | measured | met |", "|---|---|---|"]
+        lines += ["| %s | %s | %s |" % (t, m, "yes" if ok else "**no**") for t, m, ok in checks]
     return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    """Blackout by phase per host, if matplotlib is there."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    groups = [("quiesce", ["quiesce"]), ("save", ["save"]), ("hand-over", ["handover"]),
+              ("exec + start", ["exec"]), ("validate", ["map-stream", "validate"]),
+              ("restore", ["restore-pass0", "restore-pass1", "restore-pass2"]),
+              ("release + unpause", ["release-stream", "unpause"])]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    bottoms = [0.0] * len(results)
+    for label, keys in groups:
+        vals = [sum(r["phases_ms"].get(k, 0) for k in keys) for r in results]
+        ax.bar([r["host"] for r in results], vals, bottom=bottoms, label=label)
+        bottoms = [b + v for b, v in zip(bottoms, vals)]
+    ax.plot([r["host"] for r in results], [r["blackout_ms"] for r in results], "k_", markersize=30,
+            label="blackout (median)")
+    ax.set_ylabel("ms")
+    ax.set_title("Live-update blackout by phase")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("--hosts", default="floor,S", help="comma-separated: %s" % ",".join(HOSTS))
+    ap.add_argument("--hosts", default="floor,S,L,XL", help="comma-separated: %s" % ",".join(HOSTS))
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--no-core", action="store_true", help="skip the C-against-Python comparison")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     names = args.hosts.split(",")
@@ -128,15 +306,40 @@ def main(argv=None):
         results = []
         for n in names:
             print("bench: host %s ..." % n, flush=True)
-            results.append(run_host(n, images, args.runs, work))
-    machine = "%s, %d CPUs, Python %s" % (platform.machine(), os.cpu_count(), platform.python_version())
+            results.append(run_host(n, images, args.runs, work, with_baseline=(n == "S")))
+    core = None
+    if not args.no_core:
+        print("bench: C core against the Python reference ...", flush=True)
+        from . import core as core_bench
+        core = core_bench.run()
+    machine = "%s, %d CPUs, %s, Python %s" % (platform.machine(), os.cpu_count(), _cpu_model(),
+                                              platform.python_version())
+    marginal = marginal_costs(results)
+    checks = verdicts(results, marginal, core)
     os.makedirs(args.out, exist_ok=True)
-    md = markdown(results, machine)
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"machine": machine, "results": results, "marginal": marginal, "core": core,
+                   "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in checks]},
+                  f, indent=2)
+    md = markdown(results, machine, marginal, core, checks)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write(md)
-    with open(os.path.join(args.out, "latest.json"), "w") as f:
-        json.dump({"machine": machine, "results": results}, f, indent=2)
+    if plot(results, os.path.join(args.out, "latest.png")):
+        print("bench: plot in %s" % os.path.join(args.out, "latest.png"))
+    else:
+        print("bench: no plot (install matplotlib, or `pip install -e .[bench]`)")
     print(md)
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 if __name__ == "__main__":
