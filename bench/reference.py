@@ -1,11 +1,13 @@
 """Plain-Python references for the C core's live-update path.
 
-The same algorithms as csrc/lu_frames.c, lu_stream.c and lu_pagetable.c,
-over the same inputs (the frame table's raw bytes, 16 per frame; host RAM as
-a writable buffer; the stream as bytes) and with the same outputs.  The
-tests hold the C core to them (tests/test_core_reference.py) and the core
-benchmark times them against it (bench/core.py).  Nothing here calls into
-the C core: only its enum values are shared, they are the contract.
+The same algorithms as csrc/lu_frames.c, lu_stream.c, lu_pagetable.c,
+lu_save.c, lu_digest.c and lu_quiesce.c, over the same inputs (the frame
+table's raw bytes, 16 per frame; host RAM as a writable buffer; the stream
+as bytes; vCPUs as the few fields the sweep reads) and with the same
+outputs.  The tests hold the C core to them (tests/test_core_reference.py)
+and the core benchmark times them against it (bench/core.py).  Nothing
+here calls into the C core: only its enum values are shared, they are the
+contract.
 """
 import struct
 
@@ -240,3 +242,72 @@ def stream_validate(buf, known):
             return n, bad_off, bad_type
         total += n
     return total, bad_off, bad_type
+
+
+# ---------------------------------------------------------------- xen#1's blackout passes
+
+_PV_PAGE_TYPE_ITEM = struct.Struct("<QII")       # mfn, type (PGT_* >> shift), flags
+
+
+def save_pv_page_types(table, extents, owner, pinned_flag, max_out):
+    """lu_save_pv_page_types: (total, items) for the LU_PV_PAGE_TYPES body
+    of `owner`'s frames in extents [(start, count)], taken in the order
+    given: its page-table and descriptor frames (as frames_typed), each as
+    16 little-endian bytes {mfn, type, pinned_flag if pinned else 0}.
+    items holds the first max_out of them, all the C core writes."""
+    total, out = 0, bytearray()
+    for start, count in extents:
+        for mfn, t in frames_typed(table, start, start + count, owner):
+            if total < max_out:
+                out += _PV_PAGE_TYPE_ITEM.pack(mfn, t >> lib.LU_PGT_TYPE_SHIFT,
+                                               pinned_flag if t & lib.LU_PGT_PINNED else 0)
+            total += 1
+    return total, bytes(out)
+
+
+def _lane(h, w):
+    h = ((h ^ w) * 0x100000001b3) & M64
+    return h ^ (h >> 29)
+
+
+def digest64(data):
+    """lu_digest64: four lanes over 32-byte blocks (8-byte words, native
+    order), whole words left over to the first lane, tail bytes to the
+    second, then the lanes folded one into the next."""
+    n = len(data)
+    n32, n8 = n // 32 * 32, n // 8 * 8
+    h = [0x6a09e667f3bcc909 ^ n, 0xbb67ae8584caa73b, 0x3c6ef372fe94f82b, 0xa54ff53a5f1d36f1]
+    words = memoryview(data).cast("B")[:n8].cast("Q")
+    for i, w in enumerate(words[:n32 // 8]):
+        h[i % 4] = _lane(h[i % 4], w)
+    for w in words[n32 // 8:]:
+        h[0] = _lane(h[0], w)
+    for b in data[n8:]:
+        h[1] = _lane(h[1], b)
+    k = 0xff51afd7ed558ccd
+    x = h[0]
+    for lane in h[1:]:
+        x = _lane((x * k) & M64, lane)
+    x ^= x >> 33
+    x = (x * k) & M64
+    return x ^ (x >> 33)
+
+
+def quiesce_sweep(vcpus):
+    """lu_quiesce_sweep over [(on_cpu, quiesce_req, runstate, pause_req)]:
+    (pause_req of each after the sweep, how many wait, index of the first
+    that waits or len(vcpus)).  A vCPU off its pCPU is taken as a pCPU takes
+    it: asked to quiesce and not mid-I/O, it gets its pause request; off
+    its pCPU with a pause request it is done.  The rest wait: one on a
+    pCPU (left untouched, whatever its requests), and one off it without a
+    pause request (mid-I/O, or never asked to quiesce)."""
+    pause, waiting, first = [], 0, len(vcpus)
+    for i, (on_cpu, quiesce_req, runstate, pause_req) in enumerate(vcpus):
+        if not on_cpu and quiesce_req and runstate != lib.LU_RUN_BLOCKED_IO:
+            pause_req = 1
+        pause.append(pause_req)
+        if on_cpu or not pause_req:
+            if not waiting:
+                first = i
+            waiting += 1
+    return pause, waiting, first

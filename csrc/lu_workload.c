@@ -371,9 +371,13 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
         if ( !__atomic_load_n(&v->pause_req, __ATOMIC_ACQUIRE) )
         {
             uint64_t before = v->steps;
+            /* Asked to quiesce, it runs only to finish its I/O request: the
+             * step that completes it ends at the boundary it pauses at, not
+             * a slice later (a domain paused mid-request would run on). */
+            uint32_t slice = __atomic_load_n(&v->quiesce_req, __ATOMIC_ACQUIRE) ? 1 : s->slice;
 
             if ( !v->idle )
-                for ( j = 0; j < s->slice && !vcpu_step(v); j++ )
+                for ( j = 0; j < slice && !vcpu_step(v); j++ )
                     ;
             if ( v->domid == 0 )
             {

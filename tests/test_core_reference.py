@@ -1,9 +1,11 @@
 """The C core against its plain-Python reference (bench/reference.py) on
-random data: frame-table scans and marking, MFN arrays, and the stream's
-packing, unpacking and framing check, outputs compared exactly."""
+random data: frame-table scans and marking, MFN arrays, the stream's
+packing, unpacking and framing check, and xen#1's blackout passes (PV page
+types, the image digest, the quiesce sweep), outputs compared exactly."""
 import inspect
 import itertools
 import random
+import types
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +15,9 @@ from bench import reference as ref
 from bench.hostdata import make_host
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.guest import P2M
+from hyperv_sim.liveupdate import records as R
+from hyperv_sim.liveupdate import save
+from hyperv_sim.liveupdate.quiesce import Quiesce, QuiesceTimeout
 from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, iter_sections
 from kexec_lu import lustream as ls
 
@@ -27,12 +32,14 @@ quick = settings(deadline=None, max_examples=150)
 @st.composite
 def tables(draw):
     """Raw frame tables made of runs (as real ones are), every field varied:
-    uses past LU_USE_MAX, all page types, non-zero flags and reserved."""
+    uses past LU_USE_MAX, all page types, pinned or not, non-zero flags and
+    reserved."""
     out = bytearray()
     for _ in range(draw(st.integers(1, 12))):
         entry = ref.FRAME.pack(draw(st.sampled_from(OWNERS)), draw(st.integers(0, lib.LU_USE_MAX + 1)),
                                draw(st.integers(0, 255)),
-                               draw(st.integers(0, 15)) << 28 | draw(st.integers(0, 3)),
+                               draw(st.integers(0, 15)) << 28 | draw(st.sampled_from([0, lib.LU_PGT_PINNED])) |
+                               draw(st.integers(0, 3)),
                                draw(st.integers(0, 2**32 - 1)), draw(st.integers(0, 2**32 - 1)))
         out += entry * draw(st.integers(1, 40))
     return out
@@ -259,8 +266,13 @@ def test_validate_agrees_on_random_streams(buf, known):
 
 
 @pytest.fixture(scope="module")
-def real_stream():
-    return make_host(memory=1 << 30, nr_domains=8).stream
+def real_host():
+    return make_host(memory=1 << 30, nr_domains=8)
+
+
+@pytest.fixture(scope="module")
+def real_stream(real_host):
+    return real_host.stream
 
 
 def test_a_realistic_stream_validates(real_stream):
@@ -314,6 +326,203 @@ def test_every_verdict_is_reached_and_agreed(real_stream):
         for buf in bufs:
             assert same_verdict(buf) == code, (code, c_validate(buf))
     assert same_verdict(s, [t for t in KNOWN if t != ls.REC_LU_DOMAIN]) == lib.LU_STREAM_UNKNOWN_RECORD
+
+
+# ---------------------------------------------------------------- xen#1's blackout passes
+
+PV_ITEM = R.PV_PAGE_TYPES.item.size
+SENTINEL = 0xA5
+
+
+@st.composite
+def table_and_extents(draw):
+    """A table, extents over it in any order (overlapping, empty, up to its
+    end), an owner, a pinned flag and an output array that may be too small."""
+    buf = draw(tables())
+    nr = len(buf) // ref.FRAME_SIZE
+    exts = []
+    for _ in range(draw(st.integers(0, 6))):
+        start = draw(st.integers(0, nr))
+        exts.append((start, draw(st.integers(0, nr - start))))
+    owner = draw(st.sampled_from(OWNERS))
+    flag = draw(st.sampled_from([R.PT_PINNED, 0, 2**32 - 1]) | st.integers(0, 2**32 - 1))
+    return buf, exts, owner, flag, draw(st.integers(0, 8) | st.integers(0, 500))
+
+
+def c_pv_page_types(buf, exts, owner, flag, cap):
+    """(total, the output array as bytes): cap items and two more, all
+    SENTINEL before the call, so a write past max_out shows."""
+    out = ffi.new("uint8_t[]", [SENTINEL] * ((cap + 2) * PV_ITEM))
+    starts = ffi.new("uint64_t[]", [m for m, _ in exts] or [0])
+    counts = ffi.new("uint64_t[]", [n for _, n in exts] or [0])
+    total = lib.lu_save_pv_page_types(c_frames(buf), starts, counts, len(exts), owner, flag, out, cap)
+    return total, bytes(ffi.buffer(out))
+
+
+@quick
+@given(table_and_extents())
+def test_save_pv_page_types(case):
+    buf, exts, owner, flag, cap = case
+    before = bytes(buf)
+    total, items = ref.save_pv_page_types(buf, exts, owner, flag, cap)
+    got_total, out = c_pv_page_types(buf, exts, owner, flag, cap)
+    assert got_total == total
+    assert len(items) == min(cap, total) * PV_ITEM
+    # The first min(cap, total) items, and not one byte more.
+    assert out[:len(items)] == items
+    assert out[len(items):] == bytes([SENTINEL]) * (len(out) - len(items))
+    assert bytes(buf) == before
+
+
+def test_save_pv_page_types_of_a_realistic_host(real_host):
+    """The record body save.py builds for each PV domain, with the output
+    array big enough at once and too small at first (the second pass): the
+    reference's items, and decoded, the page types the builder gave."""
+    host = real_host
+    hv = types.SimpleNamespace(frametable=host.table)
+    pv = [d for d in host.domains if d.dtype == "pv"]
+    assert len(pv) >= 3 and all(d.types for d in pv)
+    for d in pv:
+        exts = [(mfn, n) for _, mfn, n in d.p2m]
+        total, items = ref.save_pv_page_types(host.ram.buf, exts, d.domid, R.PT_PINNED, 1 << 20)
+        assert total == len(d.types)
+        want = R.PV_PAGE_TYPES.head.pack(total, 0) + items
+        for nr_frames in (d.nr_pages, 0):      # save's first guess: roomy, then too small
+            dom = types.SimpleNamespace(domid=d.domid, p2m=d.p2m, nr_frames=nr_frames)
+            body = save._pv_page_types(hv, dom)
+            assert body == want
+        assert sorted(R.PV_PAGE_TYPES[1](body)[1]) == d.types
+
+
+def sized_binary(lo, hi):
+    """Bytes of a length drawn evenly from [lo, hi]: st.binary alone keeps
+    to a few bytes, short of the 32-byte blocks."""
+    return st.integers(lo, hi).flatmap(lambda n: st.binary(min_size=n, max_size=n))
+
+
+@settings(deadline=None, max_examples=300)
+@given(sized_binary(0, 300), st.integers(0, 7))
+def test_digest64(data, misalign):
+    # Any alignment: the C core reads words with memcpy.
+    buf = bytes(misalign) + data
+    assert lib.lu_digest64(ffi.from_buffer("uint8_t[]", buf) + misalign, len(data)) == ref.digest64(data)
+
+
+def test_digest64_of_staged_pages():
+    # What image_fingerprint digests: runs of whole frames.
+    data = random.Random(4).randbytes(3 * PAGE + 32 + 8 + 5)
+    for length in (3 * PAGE, len(data)):
+        assert lib.lu_digest64(ffi.from_buffer("uint8_t[]", data), length) == ref.digest64(data[:length])
+
+
+@quick
+@given(sized_binary(1, 100), st.lists(st.integers(1, 255), min_size=1, max_size=8))
+def test_digest64_sees_every_single_byte_flip(data, masks):
+    """Whatever byte changes, in the 32-byte blocks, the words after them
+    or the tail, the digest changes (each lane step and the fold are
+    bijective in each input, so this holds for every buffer)."""
+    want = lib.lu_digest64(ffi.from_buffer("uint8_t[]", data), len(data))
+    for i in range(len(data)):
+        buf = bytearray(data)
+        buf[i] ^= masks[i % len(masks)]
+        assert lib.lu_digest64(ffi.from_buffer("uint8_t[]", buf), len(buf)) != want, (i, masks[i % len(masks)])
+
+
+PAUSE_OFFSET = ffi.offsetof("struct lu_vcpu", "pause_req")
+VCPU_SIZE = ffi.sizeof("struct lu_vcpu")
+RUNSTATES = [lib.LU_RUN_RUNNABLE, lib.LU_RUN_BLOCKED_IO, lib.LU_RUN_BLOCKED_RING]
+
+
+def c_sweep(states, rnd=None, order=None):
+    """lu_quiesce_sweep over vCPUs built from (on_cpu, quiesce_req, runstate,
+    pause_req), every other byte random (order: where each lives in the
+    struct array).  -> (pause_req after, waiting, first), after checking
+    that the sweep wrote no other byte."""
+    n = len(states)
+    order = list(range(n)) if order is None else order
+    arr = ffi.new("struct lu_vcpu[]", max(n, 1))
+    if rnd is not None:
+        ffi.buffer(arr)[:] = rnd.randbytes(len(ffi.buffer(arr)))
+    for k, (on_cpu, quiesce_req, runstate, pause_req) in enumerate(states):
+        v = arr[order[k]]
+        v.on_cpu, v.quiesce_req, v.runstate, v.pause_req = on_cpu, quiesce_req, runstate, pause_req
+    before = bytearray(ffi.buffer(arr))
+    ptrs = ffi.new("struct lu_vcpu *[]", [arr + order[k] for k in range(n)] or [ffi.NULL])
+    first = ffi.new("uint32_t *", 0xDEAD)
+    waiting = lib.lu_quiesce_sweep(ptrs, n, first)
+    pause = [arr[order[k]].pause_req for k in range(n)]
+    for k in range(n):
+        at = order[k] * VCPU_SIZE + PAUSE_OFFSET
+        before[at:at + 4] = pause[k].to_bytes(4, "little")
+    assert bytes(ffi.buffer(arr)) == bytes(before), "the sweep wrote more than pause requests"
+    return pause, waiting, first[0]
+
+
+@quick
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2), st.sampled_from(RUNSTATES), st.integers(0, 2)),
+                max_size=12), st.randoms(use_true_random=False), st.data())
+def test_quiesce_sweep(states, rnd, data):
+    order = data.draw(st.permutations(range(len(states))))
+    assert c_sweep(states, rnd, order) == ref.quiesce_sweep(states)
+
+
+def test_quiesce_sweep_contract():
+    """Spelled out: what one sweep pauses, what it leaves alone, and what
+    it counts as still to wait for."""
+    RUN, IO, RING = RUNSTATES
+    cases = [  # (on_cpu, quiesce_req, runstate, pause_req) -> (pause_req after, waits)
+        ((0, 1, RUN, 0), (1, False)),     # off its pCPU, asked: paused
+        ((0, 1, RING, 0), (1, False)),    # waiting for its backend is a boundary too
+        ((0, 1, IO, 0), (0, True)),       # mid-I/O: not paused until answered
+        ((1, 1, RUN, 0), (0, True)),      # on a pCPU: left to the pCPU
+        ((1, 1, RUN, 1), (1, True)),      # on a pCPU though asked to pause: still running
+        ((0, 0, RUN, 0), (0, True)),      # never asked: left alone
+        ((0, 0, IO, 1), (1, False)),      # paused already, off its pCPU: done
+        ((0, 1, IO, 1), (1, False)),      # (quiesce.py clears this one's request first)
+    ]
+    for state, (pause, waits) in cases:
+        assert c_sweep([state]) == ([pause], int(waits), 0 if waits else 1), state
+    states = [s for s, _ in cases]
+    pause, waiting, first = c_sweep(states)
+    assert pause == [p for _, (p, _) in cases]
+    assert waiting == sum(w for _, (_, w) in cases) and first == 2
+    assert c_sweep([]) == ([], 0, 0)
+    # Off the pCPU, answered: the next sweep takes them.
+    assert c_sweep([(0, 1, RUN, 0), (0, 1, RUN, 1)]) == ([1, 1], 0, 2)
+
+
+class FakeVcpus:
+    """Just enough of a hypervisor for Quiesce: domains whose vCPUs are
+    hand-built struct lu_vcpu, a scheduler whose slice nobody reads."""
+
+    def __init__(self, *doms):
+        self.domains, self._keep = {}, []
+        for domid, (dtype, states) in enumerate(doms):
+            arr = ffi.new("struct lu_vcpu[]", len(states))
+            for i, (on_cpu, runstate, pause_req) in enumerate(states):
+                arr[i].on_cpu, arr[i].runstate, arr[i].pause_req = on_cpu, runstate, pause_req
+            self._keep.append(arr)
+            self.domains[domid] = types.SimpleNamespace(
+                domid=domid, name="d%d" % domid, dtype=dtype, dying=False, paused=False,
+                vcpu_list=lambda arr=arr, n=len(states): [arr + i for i in range(n)])
+        self.sched = types.SimpleNamespace(set_slice=lambda steps: None)
+
+
+def test_quiesce_pauses_hvm_and_pvh_vcpus_at_boundaries_only():
+    RUN, IO, RING = RUNSTATES
+    hv = FakeVcpus(("pv", [(0, RUN, 0)]), ("hvm", [(0, RUN, 0), (0, RING, 0)]), ("pvh", [(0, RUN, 1)]))
+    Quiesce(hv).hvm_first(timeout_s=1)
+    assert [v.pause_req for d in (1, 2) for v in hv.domains[d].vcpu_list()] == [1, 1, 1]
+    assert hv.domains[0].vcpu_list()[0].pause_req == 0 and hv.domains[0].vcpu_list()[0].quiesce_req == 0
+
+    # Paused by the administrator mid-I/O: not a boundary, so not paused
+    # until its device model answers; on a pCPU: not until it leaves it.
+    for state, why in [((0, IO, 1), "waiting for its device model"), ((1, RUN, 0), "runnable")]:
+        hv = FakeVcpus(("pv", [(0, RUN, 0)]), ("hvm", [(0, RUN, 0), state]))
+        with pytest.raises(QuiesceTimeout, match=r"vCPU 1 of d1 \(d1\) .*: %s" % why):
+            Quiesce(hv).hvm_first(timeout_s=0.01)
+        v0, v1 = hv.domains[1].vcpu_list()
+        assert (v0.pause_req, v1.pause_req) == (1, 0)
 
 
 def test_the_reference_does_not_call_the_core():

@@ -120,6 +120,35 @@ def test_paused_stays_paused_at_its_exact_step_and_dying_stays_dying(lu_host, si
     assert_healthy(host)
 
 
+def test_a_domain_paused_mid_io_takes_only_the_step_that_completes_it(tmp_path, sim_images):
+    """Paused with an I/O request in flight, an HVM vCPU is not at a
+    restartable boundary: the quiesce lets it finish that request, one
+    step, and not a whole turn on a pCPU more."""
+    state = tmp_path / "host"
+    host = boot_host(state, sim_images["4.18"], memory=1 << 30,
+                     cmdline="liveupdate=64M dom0_mem=128M lu_quiesce_timeout=2000")
+    try:
+        host.toolstack("create", name="hvm", type="hvm", memory=32 << 20, vcpus=1)
+        deadline = time.monotonic() + 10
+        while True:
+            host.toolstack("pause", domain="hvm")
+            vcpu, = host.toolstack("details", domain="hvm")["domains"][0]["vcpu_states"]
+            if vcpu["runstate"] == "blocked (I/O)":
+                break
+            host.toolstack("unpause", domain="hvm")
+            assert time.monotonic() < deadline, "never paused with an I/O request in flight"
+        rep = update(host, sim_images["4.19"])
+        assert rep["state"] == "complete", rep
+        now, = host.toolstack("details", domain="hvm")["domains"][0]["vcpu_states"]
+        assert (now["steps"], now["runstate"], now["paused"]) == (vcpu["steps"] + 1, "running", True)
+        time.sleep(0.05)
+        assert {d["name"]: (d["state"], d["steps"]) for d in host.toolstack("list")}["hvm"] == \
+            ("paused", vcpu["steps"] + 1)
+        assert_healthy(host)
+    finally:
+        stop_host(state)
+
+
 def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_images):
     host = lu_host
     load(host, sim_images["4.19"])
