@@ -269,8 +269,8 @@ def plot(results, path):
     except ImportError:
         return False
     groups = [("quiesce", ["quiesce"]), ("save", ["save"]), ("hand-over", ["handover"]),
-              ("exec + start", ["exec"]), ("validate", ["map-stream", "validate"]),
-              ("restore", ["restore-pass0", "restore-pass1", "restore-pass2"]),
+              ("exec + start-up", ["exec", "start-up"]), ("validate", ["map-stream", "validate"]),
+              ("restore", ["frametable", "restore-pass0", "restore-pass1", "restore-pass2"]),
               ("release + unpause", ["release-stream", "unpause"])]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     bottoms = [0.0] * len(results)

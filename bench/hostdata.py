@@ -133,12 +133,21 @@ def make_host(memory=64 * GiB, nr_domains=64, seed=1):
     stream_extents = alloc.alloc(pages, DOMID_XEN, lib.LU_USE_STREAM)
     array_extent = alloc.alloc(mfn_array_frames(pages), DOMID_XEN, lib.LU_USE_STREAM, contiguous=True)
 
-    # What xen#2's restore marks, in its order (restore.restore, _pass1).
-    marks = [b + (0, 0) for b in boot] + [(m2p_first, m2p_frames, DOMID_XEN, lib.LU_USE_M2P, 0, 0)]
-    marks += [(m, n, DOMID_XEN, lib.LU_USE_STREAM, 0, 0) for m, n in sorted(stream_extents) + array_extent]
+    # What xen#2's restore marks (restore.restore, _pass0): every claimed
+    # extent, and the gaps between them as free, so each entry once.
+    claimed = [b + (0, 0) for b in boot[1:]] + [(m2p_first, m2p_frames, DOMID_XEN, lib.LU_USE_M2P, 0, 0)]
+    claimed += [(m, n, DOMID_XEN, lib.LU_USE_STREAM, 0, 0) for m, n in sorted(stream_extents) + array_extent]
     for dom in domains:
-        marks += [(m, n, dom.domid, lib.LU_USE_GUEST, 0, allocated) for _, m, n in dom.p2m]
-        marks += [(m, n, dom.domid, lib.LU_USE_SHARED, 0, allocated) for m, n in dom.shared]
+        claimed += [(m, n, dom.domid, lib.LU_USE_GUEST, 0, allocated) for _, m, n in dom.p2m]
+        claimed += [(m, n, dom.domid, lib.LU_USE_SHARED, 0, allocated) for m, n in dom.shared]
+    marks, at = [], 0
+    for first, count, *_ in sorted(claimed):
+        if first > at:
+            marks.append((at, first - at, DOMID_INVALID, lib.LU_USE_FREE, 0, 0))
+        at = max(at, first + count)
+    if at < nr:
+        marks.append((at, nr - at, DOMID_INVALID, lib.LU_USE_FREE, 0, 0))
+    marks += claimed
     return Host(nr, ft, ram, domains, marks, stream, sorted(stream_extents))
 
 
