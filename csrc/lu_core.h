@@ -78,6 +78,11 @@ uint64_t lu_frames_find_mismatch(const struct lu_frame *ft, uint64_t first,
  */
 int lu_ram_scrub(int fd, uint64_t offset, uint64_t len);
 
+/* Map [addr, addr + len) of a mapping writable ahead of its first writes
+ * (MADV_POPULATE_WRITE); addr page-aligned.  0, or -errno (e.g. -EINVAL
+ * before Linux 5.14: the writes then fault as usual). */
+int lu_ram_populate(uint8_t *addr, uint64_t len);
+
 /* counts[use] += frames in [first, end) with that use; counts has LU_USE_MAX slots. */
 void lu_frames_histogram(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint64_t *counts);

@@ -164,6 +164,7 @@ class Hypervisor:
             rep.phase("validate")
             fault("restore-validate")
             system, plans = lur.decode(stream.buf, self.personality.lu_records)
+            prefault = lur.prefault_frametable(self, system)
             facts = lur.check(self, system, plans, stream,
                               (self.lu_start // PAGE_SIZE, self.lu_size // PAGE_SIZE),
                               (self.xen_start // PAGE_SIZE, xen_frames))
@@ -204,6 +205,7 @@ class Hypervisor:
                      "report": rep.to_json()}
             raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
                                  stream=found, facts=facts)
+        prefault.join()
         rep.phase("release-stream")
         rep.info["xen2_guest_bytes_written"] = 0
 

@@ -4,17 +4,11 @@ new image at its destination, and the exec.
 Stream pages come from anywhere outside LU bootmem and guest pages (free
 frames are neither); the MFN array is physically contiguous.
 """
-import mmap
-
 from kexec_lu.abi import DOMID_XEN, PAGE_SIZE
 
 from .._lu_core import ffi, lib
 from ..frametable import OutOfMemory
 from . import stream as S
-
-
-# Linux's value; Python's mmap module names it from 3.13 on.
-MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 
 
 class HandoverError(Exception):
@@ -100,9 +94,7 @@ def prefault(hv, image):
     kernel cannot (before Linux 5.14) the faults simply come later."""
     spans = [(seg.dest, seg.dest_size) for seg in image.segments] + [(hv.lu_start, PAGE_SIZE)]
     for start, length in spans:
-        try:
-            hv.ram.map.madvise(MADV_POPULATE_WRITE, start, length)
-        except (OSError, ValueError):
+        if not hv.ram.populate(start, length):
             return
 
 
