@@ -246,12 +246,16 @@ class Builder:
     def backend_slot_addr(self, slot):
         return backend_slot_addr(self.hv, slot)
 
-    def backend(self, dom):
-        """dom0's backend for dom's frontend, as the C core runs it."""
+    def backend(self, dom, grant_maps_by_ref=None):
+        """dom0's backend for dom's frontend, as the C core runs it.
+        grant_maps_by_ref: {(granter, ref): map}, when there are many to find."""
         hv, fe = self.hv, dom.frontend
         dom0 = hv.domains[0]
-        ring_map = next(m for m in hv.mappings.grant_maps
-                        if m.granter == dom.domid and m.ref == fe.ring_ref)
+        if grant_maps_by_ref is not None:
+            ring_map = grant_maps_by_ref[(dom.domid, fe.ring_ref)]
+        else:
+            ring_map = next(m for m in hv.mappings.grant_maps
+                            if m.granter == dom.domid and m.ref == fe.ring_ref)
         b = ffi.new("struct lu_backend *")
         b.ring = hv.ram.pointer(ring_map.mfn * PAGE_SIZE, "struct lu_sring *")
         b.req_cons = hv.ram.pointer(self.backend_slot_addr(fe.backend_slot), "uint64_t *")

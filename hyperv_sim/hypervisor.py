@@ -395,6 +395,9 @@ class Hypervisor:
         them.  Called with the scheduler stopped."""
         builder = Builder(self)
         vcpus, dm, backends = [], [], []
+        maps = {}
+        for m in self.mappings.grant_maps:
+            maps.setdefault((m.granter, m.ref), m)      # the first, as a search finds
         for dom in self.domains.values():
             if dom.dying:
                 continue
@@ -402,7 +405,7 @@ class Hypervisor:
             if dom.ioreq:
                 dm += builder.dm_clients(dom)
             if dom.frontend:
-                backends.append(builder.backend(dom))
+                backends.append(builder.backend(dom, maps))
         self.sched.set_work(vcpus, dm, backends)
 
     def find_domain(self, ident):

@@ -266,6 +266,8 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     if at < nr_frames:
         free.append((at, nr_frames - at))
     for plan in domains:
+        plan.port_map = {p[0]: p for p in plan.ports}
+    for plan in domains:
         _check_links(plan, by_id)
     return {"frametable": ft_regions[0], "regions": regions, "m2p": (m2p_start, m2p_entries),
             "free": free,
@@ -324,7 +326,7 @@ def _check_domain(plan, by_id, claim, nr_frames):
     plan.grant = (version, [f for (f,) in frames], status)
     if plan.dtype == "pv":
         plan.one(ls.REC_X86_PV_INFO)
-        types = plan.one(ls.REC_LU_PV_PAGE_TYPES)
+        types = sorted(plan.one(ls.REC_LU_PV_PAGE_TYPES))
         bad = _first_outside(types, ram_owned, (1, 2, 3, 4, 5))
         if bad is not None:
             raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, bad[0], bad[1]))
@@ -364,13 +366,14 @@ def _check_domain(plan, by_id, claim, nr_frames):
 
 
 def _first_outside(entries, extents, kinds):
-    """The first (mfn, kind, ...) entry whose frame lies in none of the
-    extents or whose kind is not one of kinds, else None.  One merge over
-    both sorted lists: per-page records can be thousands per domain."""
+    """The first (mfn, kind, ...) entry, of entries sorted by frame, whose
+    frame lies in none of the extents or whose kind is not one of kinds,
+    else None.  One merge of the two sorted lists: per-page records can be
+    thousands per domain."""
     extents = sorted(extents)
     kinds = frozenset(kinds)
     i, nr = 0, len(extents)
-    for entry in sorted(entries):
+    for entry in entries:
         mfn = entry[0]
         while i < nr and extents[i][0] + extents[i][1] <= mfn:
             i += 1
@@ -382,13 +385,13 @@ def _first_outside(entries, extents, kinds):
 def _check_links(plan, by_id):
     """Cross-domain references: each must name a domain in the stream."""
     d = plan.domid
-    ports = {p[0]: p for p in plan.ports}
+    ports = plan.port_map
     for port, kind, _, vcpu, rdom, rport, virq, _ in plan.ports:
         if kind not in R.PORT_KIND_NAMES or not 0 < port < 1 << 17:
             raise StreamError("%s: d%d port %d kind %d" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, kind))
         if kind == R.PORT_KINDS["interdomain"]:
             peer = by_id.get(rdom)
-            back = {p[0]: p for p in peer.ports}.get(rport) if peer else None
+            back = peer.port_map.get(rport) if peer else None
             if back is None or back[4] != d or back[5] != port:
                 raise StreamError("%s: d%d port %d is bound to d%d port %d, which does not exist or "
                                   "does not point back" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, rdom, rport))
@@ -564,7 +567,7 @@ def _pass2(hv, plan):
         if dom.dtype == "pv":
             ft.get_ref(cr3, lib.LU_PGT_L4)
     if dom.dtype == "pv":
-        dom.gdt_mfns = [mfn for mfn, t, _ in sorted(plan.types) if t == lib.LU_PGT_SEG_DESC]
+        dom.gdt_mfns = [mfn for mfn, t, _ in plan.types if t == lib.LU_PGT_SEG_DESC]    # sorted
         for mfn in dom.gdt_mfns:
             ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
     dom.hvm_params = dict(plan.one(ls.REC_HVM_PARAMS, required=False) or [])
