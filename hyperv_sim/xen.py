@@ -5,7 +5,12 @@ address.  The state directory is dom0's side of the machine (where the
 privcmd socket and the console log are), not hypervisor state.  A live
 update ends here with an execve into the same command and a new entry.
 """
+import gc
 import time
+
+# Restoring creates many objects and frees few: the cyclic collector would
+# only interrupt the blackout.  Back on once the domains run (main()).
+gc.disable()
 
 # The first thing this program does: after a live update, the time the new
 # interpreter took to get here is the report's "exec" phase, and the rest of
@@ -99,6 +104,7 @@ def main(argv=None):
     except RestoreFailure as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
+        gc.enable()
         console.log("PANIC: %s", e)
         from .toolstack import HaltedToolstack
         toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream, facts=e.facts)
@@ -110,6 +116,7 @@ def main(argv=None):
         _remove(os.path.join(args.state_dir, PID_FILE))
         return 1
     else:
+        gc.enable()
         if profile:
             profiler.disable()
             profiler.dump_stats("%s.%d.%d" % (profile, os.getpid(), hv.incarnation))

@@ -6,6 +6,7 @@ rather than inside the hypercall.  Any failure before the point of no return
 (copying the new image over the running one) resumes every domain exactly
 as it was and says what failed.
 """
+import gc
 import threading
 
 from kexec_lu import abi, lustream as ls, xennotes
@@ -113,6 +114,9 @@ class LiveUpdate:
         q = pages = None
         rep.info["guest_bytes_written"] = 0
         hv.ram.on_write = self._count_guest_writes
+        # No cyclic collection inside the blackout; the exec ends this
+        # process, an abort turns it back on.
+        gc.disable()
         try:
             with hv.lock:
                 image = hv.kexec.images[abi.KEXEC_TYPE_LIVEUPDATE]
@@ -163,6 +167,7 @@ class LiveUpdate:
             raise
 
     def _abort(self, q, pages, why):
+        gc.enable()
         hv = self.hv
         hv.ram.on_write = None
         if pages is not None:
