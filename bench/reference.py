@@ -311,3 +311,34 @@ def quiesce_sweep(vcpus):
                 first = i
             waiting += 1
     return pause, waiting, first
+
+
+# ---------------------------------------------------------------- xen#2's per-page records
+
+def pv_types_check(items, extents, pinned_flag):
+    """lu_pv_types_check over LU_PV_PAGE_TYPES items (bytes): (index of the
+    first item whose frame is in none of the extents [(start, count)] or
+    whose type is not L1..L4 or a descriptor table, else -1; pinned L4s
+    counted; the first one's frame, or None)."""
+    nr_pinned, first_pinned = 0, None
+    for i, (mfn, t, flags) in enumerate(_PV_PAGE_TYPE_ITEM.iter_unpack(items)):
+        inside = any(start <= mfn < start + count for start, count in extents)
+        if not inside or not lib.LU_PGT_L1 <= t <= lib.LU_PGT_SEG_DESC:
+            return i, nr_pinned, first_pinned
+        if t == lib.LU_PGT_L4 and flags & pinned_flag:
+            if not nr_pinned:
+                first_pinned = mfn
+            nr_pinned += 1
+    return -1, nr_pinned, first_pinned
+
+
+def pv_types_apply(table, items):
+    """lu_pv_types_apply: each item's frame gets its type, count 0."""
+    type_info = _field(table, 0, len(table) // FRAME_SIZE, _TYPE_INFO)
+    for mfn, t, _ in _PV_PAGE_TYPE_ITEM.iter_unpack(items):
+        type_info[mfn] = t << lib.LU_PGT_TYPE_SHIFT
+
+
+def pv_types_select(items, page_type):
+    """lu_pv_types_select: the frames of the items of one type, in order."""
+    return [mfn for mfn, t, _ in _PV_PAGE_TYPE_ITEM.iter_unpack(items) if t == page_type]

@@ -410,3 +410,29 @@ uint64_t lu_save_pv_page_types(const struct lu_frame *ft, const uint64_t *starts
  * (xen#2 by then) reaps it.
  */
 int lu_hold_address_space(void);
+
+/* ------------------------------------------------------------------------
+ * xen#2's per-page records in one pass each (lu_restore.c).  items: the
+ * body of an LU_PV_PAGE_TYPES record after its header, n items of 16
+ * little-endian bytes {u64 mfn, u32 type, u32 flags}.
+ */
+
+/*
+ * Check every item: its frame lies in one of the domain's RAM extents
+ * (starts[] sorted, nr_extents of them) and its type is L1..L4 or a
+ * descriptor table.  Counts the L4s whose flags have pinned_flag, and
+ * gives the first one's frame.  Returns the index of the first item that
+ * fails, or -1.
+ */
+int64_t lu_pv_types_check(const uint8_t *items, uint64_t n, const uint64_t *starts,
+                          const uint64_t *counts, uint64_t nr_extents, uint32_t pinned_flag,
+                          uint64_t *pinned_mfn, uint64_t *nr_pinned);
+
+/* Give each item's frame its type (counts come later, from the walk);
+ * the items must have passed lu_pv_types_check. */
+void lu_pv_types_apply(struct lu_frame *ft, const uint8_t *items, uint64_t n);
+
+/* The frames of the items of one type, in item order: up to max_out in
+ * out; returns how many there are. */
+uint64_t lu_pv_types_select(const uint8_t *items, uint64_t n, uint32_t type,
+                            uint64_t *out, uint64_t max_out);

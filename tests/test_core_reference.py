@@ -530,3 +530,65 @@ def test_the_reference_does_not_call_the_core():
     shares the core's enum values (lib.LU_*), nothing else."""
     source = inspect.getsource(ref)
     assert "lib.lu_" not in source and "ffi" not in source
+
+
+# ---------------------------------------------------------------- xen#2's per-page records
+
+@st.composite
+def pv_type_items(draw):
+    """LU_PV_PAGE_TYPES items over a small host, sorted non-overlapping
+    extents, and a pinned flag: types in and out of range, frames inside
+    and outside the extents, pinned L4s from none to several."""
+    nr = draw(st.integers(1, 300))
+    cuts = sorted(draw(st.lists(st.integers(0, nr), max_size=8, unique=True)))
+    extents = [(a, b - a) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+    flag = draw(st.sampled_from([R.PT_PINNED, 2, 0xFFFFFFFF]))
+    items = []
+    for _ in range(draw(st.integers(0, 60))):
+        if extents and draw(st.integers(0, 9)):
+            start, count = draw(st.sampled_from(extents))
+            mfn = start + draw(st.integers(0, count - 1))
+        else:
+            mfn = draw(st.integers(0, nr + 5))
+        t = draw(st.integers(1, 5) if draw(st.integers(0, 9)) else st.integers(0, 2**32 - 1))
+        items.append((mfn, t, draw(st.sampled_from([0, flag, flag ^ 1]))))
+    return nr, extents, flag, b"".join(R.PV_PAGE_TYPES.item.pack(*i) for i in items)
+
+
+@quick
+@given(pv_type_items())
+def test_pv_types_check(case):
+    nr, extents, flag, items = case
+    n = len(items) // PV_ITEM
+    starts = ffi.new("uint64_t[]", [s for s, _ in extents] or [0])
+    counts = ffi.new("uint64_t[]", [c for _, c in extents] or [0])
+    pinned, nr_pinned = ffi.new("uint64_t *", 12345), ffi.new("uint64_t *", 99)
+    bad = lib.lu_pv_types_check(ffi.from_buffer(items), n, starts, counts, len(extents), flag,
+                                pinned, nr_pinned)
+    want_bad, want_nr, want_first = ref.pv_types_check(items, extents, flag)
+    assert bad == want_bad
+    assert nr_pinned[0] == want_nr
+    if want_nr:
+        assert pinned[0] == want_first
+
+
+@quick
+@given(tables(), st.data())
+def test_pv_types_apply_and_select(buf, data):
+    nr = len(buf) // ref.FRAME_SIZE
+    items = b"".join(R.PV_PAGE_TYPES.item.pack(data.draw(st.integers(0, nr - 1)), data.draw(st.integers(1, 5)),
+                                               data.draw(st.integers(0, 3)))
+                     for _ in range(data.draw(st.integers(0, 40))))
+    n = len(items) // PV_ITEM
+    c_buf, py_buf = bytearray(buf), bytearray(buf)
+    lib.lu_pv_types_apply(c_frames(c_buf), ffi.from_buffer(items), n)
+    ref.pv_types_apply(py_buf, items)
+    assert c_buf == py_buf
+    for page_type in (lib.LU_PGT_L1, lib.LU_PGT_L4, lib.LU_PGT_SEG_DESC):
+        want = ref.pv_types_select(items, page_type)
+        cap = data.draw(st.integers(0, len(want) + 2))
+        out = ffi.new("uint64_t[]", [7] * (cap + 2))
+        total = lib.lu_pv_types_select(ffi.from_buffer(items), n, page_type, out, cap)
+        assert total == len(want)
+        assert list(out)[:min(cap, total)] == want[:cap]
+        assert list(out)[min(cap, total):] == [7] * (cap + 2 - min(cap, total))

@@ -198,6 +198,34 @@ def test_a_port_that_does_not_point_back(saved):
            "does not exist or does not point back")
 
 
+def _pv_types(data, nth=0):
+    return R.PV_PAGE_TYPES[1]([b for o, t, b in records(data) if t == ls.REC_LU_PV_PAGE_TYPES][nth])
+
+
+def test_pv_page_types_of_frames_the_domain_does_not_own_or_unknown_types(saved):
+    hv, data, _ = saved
+    head, items = _pv_types(data, 1)                      # d1, the PV guest
+    d0_frame = R.P2M_EXTENTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][0])[1][0][1]
+    for i, bad in ((len(items) // 2, (d0_frame,) + items[len(items) // 2][1:]),
+                   (0, (items[0][0], 9, items[0][2])),
+                   (len(items) - 1, (items[-1][0], 0, items[-1][2]))):
+        changed = items[:i] + [bad] + items[i + 1:]
+        refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, changed), nth=1),
+               "LU_PV_PAGE_TYPES at offset", "d1 frame 0x%x type %d" % bad[:2])
+
+
+def test_pv_page_tables_need_exactly_one_pinned_l4(saved):
+    hv, data, _ = saved
+    head, items = _pv_types(data, 1)
+    unpinned = [(m, t, 0) for m, t, f in items]
+    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, unpinned), nth=1),
+           "d1 needs exactly one pinned L4, has 0")
+    l1 = next(i for i, (m, t, f) in enumerate(items) if t == 1)
+    two = items[:l1] + [(items[l1][0], 4, R.PT_PINNED)] + items[l1 + 1:]
+    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, two), nth=1),
+           "d1 needs exactly one pinned L4, has 2")
+
+
 def test_record_length_past_the_end(saved):
     hv, data, _ = saved
     off = records(data)[3][0]

@@ -31,15 +31,28 @@ def _array(head_fmt, item_fmt):
         return head.pack(*head_values) + b"".join(item.pack(*i) for i in items)
 
     def unpack(body):
-        if len(body) < head.size:
-            raise RecordError("body of %d bytes is shorter than its %d-byte header" % (len(body), head.size))
-        values = head.unpack_from(body)
-        count = values[0]
-        if head.size + count * item.size != len(body):
-            raise RecordError("says %d entries of %d bytes but holds %d bytes"
-                              % (count, item.size, len(body) - head.size))
-        return values, list(item.iter_unpack(body[head.size:]))
+        values, items = _split_array(head, item, body)
+        return values, list(item.iter_unpack(items))
     return Codec(pack, unpack, head, item)
+
+
+def _split_array(head, item, body):
+    """(header values, the items' bytes), the body's length checked."""
+    if len(body) < head.size:
+        raise RecordError("body of %d bytes is shorter than its %d-byte header" % (len(body), head.size))
+    values = head.unpack_from(body)
+    count = values[0]
+    if head.size + count * item.size != len(body):
+        raise RecordError("says %d entries of %d bytes but holds %d bytes"
+                          % (count, item.size, len(body) - head.size))
+    return values, body[head.size:]
+
+
+def unpack_raw(codec, body):
+    """An array record as (header values, items as bytes), checked as
+    unpack checks it: for per-page records the C core reads whole."""
+    values, items = _split_array(codec.head, codec.item, body)
+    return values, bytes(items)
 
 
 def _fixed(fmt):

@@ -132,7 +132,7 @@ _DECODERS = {
     ls.REC_X86_PV_INFO: lambda b: R.PV_INFO[1](b),
     ls.REC_LU_P2M_EXTENTS: lambda b: R.P2M_EXTENTS[1](b)[1],
     ls.REC_LU_PAGE_OWNERSHIP: lambda b: R.OWNERSHIP[1](b)[1],
-    ls.REC_LU_PV_PAGE_TYPES: lambda b: R.PV_PAGE_TYPES[1](b)[1],
+    ls.REC_LU_PV_PAGE_TYPES: lambda b: R.unpack_raw(R.PV_PAGE_TYPES, b),   # per page: for the C core
     ls.REC_LU_GRANT_TABLE: lambda b: R.GRANT_TABLE[1](b),
     ls.REC_LU_GRANT_STATUS: lambda b: R.GRANT_STATUS[1](b)[1],
     ls.REC_LU_EVTCHN_FIFO: lambda b: R.EVTCHN_FIFO[1](b),
@@ -326,14 +326,20 @@ def _check_domain(plan, by_id, claim, nr_frames):
     plan.grant = (version, [f for (f,) in frames], status)
     if plan.dtype == "pv":
         plan.one(ls.REC_X86_PV_INFO)
-        types = sorted(plan.one(ls.REC_LU_PV_PAGE_TYPES))
-        bad = _first_outside(types, ram_owned, (1, 2, 3, 4, 5))
-        if bad is not None:
-            raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, bad[0], bad[1]))
-        plan.types = types
-        pinned = [mfn for mfn, t, flags in types if t == lib.LU_PGT_L4 and flags & R.PT_PINNED]
-        if len(pinned) != 1:
-            raise StreamError("%s: d%d needs exactly one pinned L4, has %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, len(pinned)))
+        (count, _), items = plan.one(ls.REC_LU_PV_PAGE_TYPES)
+        extents = sorted(ram_owned)
+        starts = ffi.new("uint64_t[]", [m for m, _ in extents])
+        counts = ffi.new("uint64_t[]", [n for _, n in extents])
+        pinned, nr_pinned = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+        bad = lib.lu_pv_types_check(ffi.from_buffer(items), count, starts, counts, len(extents),
+                                    R.PT_PINNED, pinned, nr_pinned)
+        if bad >= 0:
+            mfn, t, _ = R.PV_PAGE_TYPES.item.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
+            raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
+        if nr_pinned[0] != 1:
+            raise StreamError("%s: d%d needs exactly one pinned L4, has %d"
+                              % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, nr_pinned[0]))
+        plan.types = (count, items)
         plan.l4 = pinned[0]
     vcpus = plan.all(ls.REC_LU_VCPU_STATE)
     if sorted(v[0] for v in vcpus) != list(range(plan.vcpus)):
@@ -363,23 +369,6 @@ def _check_domain(plan, by_id, claim, nr_frames):
         if not inside(root, 1, extents):
             raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (_where(plan, ls.REC_LU_IOMMU), d, root))
     plan.iommu = iommu
-
-
-def _first_outside(entries, extents, kinds):
-    """The first (mfn, kind, ...) entry, of entries sorted by frame, whose
-    frame lies in none of the extents or whose kind is not one of kinds,
-    else None.  One merge of the two sorted lists: per-page records can be
-    thousands per domain."""
-    extents = sorted(extents)
-    kinds = frozenset(kinds)
-    i, nr = 0, len(extents)
-    for entry in entries:
-        mfn = entry[0]
-        while i < nr and extents[i][0] + extents[i][1] <= mfn:
-            i += 1
-        if i == nr or mfn < extents[i][0] or entry[1] not in kinds:
-            return entry
-    return None
 
 
 def _check_links(plan, by_id):
@@ -527,9 +516,9 @@ def _pass1(hv, plan):
     dom.grants = GrantTable(hv.ram, version, frames, status)
     if dom.dtype != "pv":
         return
-    for mfn, t, flags in plan.types:
-        # The type each table page had; counts come from the walk below.
-        ft.frames[mfn].type_info = t << lib.LU_PGT_TYPE_SHIFT
+    # The type each table page had; counts come from the walk below.
+    count, items = plan.types
+    lib.lu_pv_types_apply(ft.frames, ffi.from_buffer(items), count)
     dom.l4_mfn = plan.l4
     ft.frames[plan.l4].type_info = (lib.LU_PGT_L4 << lib.LU_PGT_TYPE_SHIFT) | lib.LU_PGT_PINNED | 1
     ft.frames[plan.l4].count_info += 1
@@ -567,7 +556,10 @@ def _pass2(hv, plan):
         if dom.dtype == "pv":
             ft.get_ref(cr3, lib.LU_PGT_L4)
     if dom.dtype == "pv":
-        dom.gdt_mfns = [mfn for mfn, t, _ in plan.types if t == lib.LU_PGT_SEG_DESC]    # sorted
+        count, items = plan.types
+        gdts = ffi.new("uint64_t[]", count)
+        nr = lib.lu_pv_types_select(ffi.from_buffer(items), count, lib.LU_PGT_SEG_DESC, gdts, count)
+        dom.gdt_mfns = sorted(gdts[i] for i in range(nr))
         for mfn in dom.gdt_mfns:
             ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
     dom.hvm_params = dict(plan.one(ls.REC_HVM_PARAMS, required=False) or [])
