@@ -1,6 +1,7 @@
 """Live update end to end, across a real exec: guests of every kind keep
 running, nothing is lost, failures before the point of no return resume
 everything, a corrupted stream after it is refused before anything changes."""
+import os
 import struct
 import time
 
@@ -62,6 +63,30 @@ def assert_healthy(host):
         assert "kexec-image" not in frames, "staging frames leaked"
 
 
+def children(pid):
+    """Processes (zombies included) whose parent is pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append((int(entry), fields[0]))
+    return out
+
+
+def assert_no_process_left(host, timeout=5):
+    """xen#1's address-space holder (lu_exec.c) has exited and been reaped."""
+    pid = info(host)["pid"]
+    deadline = time.monotonic() + timeout
+    while children(pid):
+        assert time.monotonic() < deadline, "left behind: %s" % children(pid)
+        time.sleep(0.02)
+
+
 def breadcrumb(host):
     lu = info(host)["lu_bootmem"]["start"]
     with open(host.state_dir / "ram", "rb") as ram:
@@ -92,6 +117,7 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
         assert [p["name"] for p in rep["phases"]][:4] == ["preflight", "quiesce", "save", "handover"]
         assert rep["blackout_ms"] > 0
         assert_healthy(host)
+        assert_no_process_left(host)
         # Workloads carry on from where they were.
         time.sleep(0.05)
         after = {d["name"]: d["steps"] for d in host.toolstack("list")}
