@@ -240,6 +240,12 @@ def test_a_stream_without_dom0_or_with_the_wrong_count(saved):
     refuse(hv, replace_body(data, ls.REC_LU_VERSION, bytes(v)), "says 3 domains")
 
 
+def test_vcpu_records_keep_registers_in_the_c_cores_order():
+    """xen#2 assigns a record's registers to struct lu_regs in one go."""
+    from hyperv_sim._lu_core import ffi
+    assert [name for name, _ in ffi.typeof("struct lu_regs").fields] == list(R.REG_NAMES)
+
+
 def test_writer_pads_bodies_and_ends_sections():
     w = StreamWriter()
     w.record(ls.REC_LU_VERSION, b"abc")

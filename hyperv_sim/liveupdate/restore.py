@@ -551,8 +551,7 @@ def _pass2(hv, plan):
         regs, cr3 = rest[:18], rest[18]
         v = dom.vcpu_state[vid]
         v.runstate, v.steps = runstate, steps
-        for name, value in zip(R.REG_NAMES, regs):
-            setattr(v.regs, name, value)
+        v.regs = regs          # the record's order is struct lu_regs' (R.REG_NAMES)
         if dom.dtype == "pv":
             ft.get_ref(cr3, lib.LU_PGT_L4)
     if dom.dtype == "pv":
