@@ -156,9 +156,7 @@ class Builder:
         info = hv.ram.pointer(p2m.mfn(lay.info_gfn) * PAGE_SIZE, "struct lu_guest_info *")
         for i in range(dom.vcpus):
             v = vs[i]
-            mfns = ffi.new("uint64_t[]", max(lay.ws_pages, 1))
-            for p in range(lay.ws_pages):
-                mfns[p] = p2m.mfn(lay.ws_base_gfn + i * lay.ws_pages + p)
+            mfns = p2m.mfns(lay.ws_base_gfn + i * lay.ws_pages, lay.ws_pages)
             dom.ws_mfns.append(mfns)
             v.seed, v.domid, v.vcpu_id = dom.seed, dom.domid, i
             v.dtype = DTYPE_CODES[dom.dtype]

@@ -114,6 +114,22 @@ class P2M:
                 return m + (gfn - g)
         raise KeyError("gfn 0x%x is not populated" % gfn)
 
+    def mfns(self, gfn, count):
+        """A C array of the mfns of gfns [gfn, gfn + count), filled by runs
+        (a working set lies in one or two extents); at least one entry."""
+        out = ffi.new("uint64_t[]", max(count, 1))
+        done = 0
+        while done < count:
+            g0 = gfn + done
+            i = bisect.bisect_right(self._gfns, g0) - 1
+            g, m, n = self.extents[i] if i >= 0 else (0, 0, 0)
+            if i < 0 or g0 >= g + n:
+                raise KeyError("gfn 0x%x is not populated" % g0)
+            run = min(count - done, g + n - g0)
+            lib.lu_fill_run(out + done, m + (g0 - g), run)
+            done += run
+        return out
+
     def array(self, nr_pages):
         """A C array of every gfn's mfn."""
         out = ffi.new("uint64_t[]", nr_pages)

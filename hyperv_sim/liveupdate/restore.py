@@ -614,9 +614,10 @@ def resume_software(hv, dom, slot_of, granted):
     dom.workload = "idle" if info.flags & lib.LU_GUEST_IDLE else "busy"
     dom0 = hv.domains[0]
     for i, v in enumerate(dom.vcpu_list()):
-        mfns = ffi.new("uint64_t[]", max(info.ws_pages, 1))
-        for p in range(info.ws_pages):
-            mfns[p] = p2m.mfn(info.ws_base_gfn + i * info.ws_pages + p)
+        try:
+            mfns = p2m.mfns(info.ws_base_gfn + i * info.ws_pages, info.ws_pages)
+        except KeyError as e:
+            raise RestoreFailure("d%d vCPU%d working set: %s" % (dom.domid, i, e.args[0]))
         dom.ws_mfns.append(mfns)
         v.seed, v.ram, v.ws_mfns, v.ws_pages, v.info = dom.seed, hv.ram.base, mfns, info.ws_pages, info
         v.idle = 1 if info.flags & lib.LU_GUEST_IDLE else 0
