@@ -132,6 +132,9 @@ class FrameTable:
     def guest_bytes(self, maddr, length):
         """How many bytes of [maddr, maddr+length) lie in guest frames."""
         first, end = maddr // PAGE_SIZE, -(-(maddr + length) // PAGE_SIZE)
+        if not maddr % PAGE_SIZE and not length % PAGE_SIZE:
+            # Whole frames (an image, a stream): one C pass.
+            return self.histogram(first, end).get("guest", 0) * PAGE_SIZE
         total = 0
         for mfn in range(first, end):
             if self.frames[mfn].use == lib.LU_USE_GUEST:
@@ -139,10 +142,11 @@ class FrameTable:
                 total += hi - lo
         return total
 
-    def histogram(self):
-        """{use name: frames} over the whole table."""
+    def histogram(self, first=0, end=None):
+        """{use name: frames} over [first, end), by default the whole table."""
+        first, end = self._range(first, end)
         counts = ffi.new("uint64_t[]", lib.LU_USE_MAX)
-        lib.lu_frames_histogram(self.frames, 0, self.nr_frames, counts)
+        lib.lu_frames_histogram(self.frames, first, end, counts)
         return {USE_NAMES[u]: counts[u] for u in USE_NAMES if counts[u]}
 
 

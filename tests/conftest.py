@@ -36,6 +36,20 @@ def xen_artifacts():
     return art
 
 
+# The Debian package version the tests' hard facts (entry, sizes, build-id,
+# offsets) were read from; tools/fetch-xen-artifacts.sh pins the same one.
+FACTS_VERSION = "4.17.7+13-g2445b30a44-0+deb12u1"
+
+
+@pytest.fixture(scope="session")
+def xen_facts(xen_artifacts):
+    """The real artifacts, only if they are the version the facts are for."""
+    if xen_artifacts.deb_version != FACTS_VERSION:
+        pytest.fail("cached Xen is %s; the expected facts are for %s"
+                    % (xen_artifacts.deb_version, FACTS_VERSION))
+    return xen_artifacts
+
+
 # --- simulated hosts -------------------------------------------------------
 
 

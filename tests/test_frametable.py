@@ -48,8 +48,24 @@ def test_scan_count_and_histogram_match_the_reference(entries, data):
     hist, want_hist = ft.histogram(), frames_histogram(ram.buf, 0, len(entries))
     for u, name in USE_NAMES.items():
         assert hist.get(name, 0) == want_hist[u]
+    part, want_part = ft.histogram(first, end), frames_histogram(ram.buf, first, end)
+    for u, name in USE_NAMES.items():
+        assert part.get(name, 0) == want_part[u]
     mismatch = lib.lu_frames_find_mismatch(ft.frames, first, end, owner, use)
     assert mismatch == frames_find_mismatch(ram.buf, first, end, owner, use)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries=frame_entries, data=st.data())
+def test_guest_bytes_counts_exactly_the_bytes_in_guest_frames(entries, data):
+    """What a live update reports as written to guests: whole frames and
+    partial ones alike."""
+    ft, _ = table_from(entries)
+    size = len(entries) * 4096
+    maddr = data.draw(st.integers(0, size) | st.sampled_from(range(0, size + 1, 4096)))
+    length = data.draw(st.integers(0, size - maddr) | st.sampled_from(range(0, size - maddr + 1, 4096)))
+    want = sum(1 for b in range(maddr, maddr + length) if entries[b // 4096][1] == lib.LU_USE_GUEST)
+    assert ft.guest_bytes(maddr, length) == want
 
 
 def test_scan_reports_totals_beyond_its_output_arrays():

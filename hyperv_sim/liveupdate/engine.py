@@ -12,7 +12,7 @@ import threading
 from kexec_lu import abi, lustream as ls, xennotes
 from kexec_lu.abi import PAGE_SIZE
 
-from .._lu_core import ffi, lib
+from .._lu_core import lib
 from ..kexec import KexecFailure
 from . import handover, save
 from .quiesce import Quiesce, QuiesceTimeout
@@ -82,8 +82,8 @@ class LiveUpdate:
         lo, n = hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE
         # One pass over bootmem's frames; the search that names the owner
         # only when there is something to name.
-        uses = _use_counts(hv.frametable, lo, lo + n)
-        if not (uses[lib.LU_USE_GUEST] or uses[lib.LU_USE_SHARED] or uses[lib.LU_USE_IOMMU_PT]):
+        uses = hv.frametable.histogram(lo, lo + n)
+        if not (uses.get("guest") or uses.get("shared") or uses.get("iommu-pt")):
             return
         for owner_use, what in ((lib.LU_USE_GUEST, "guest page"), (lib.LU_USE_SHARED, "shared page"),
                                 (lib.LU_USE_IOMMU_PT, "IOMMU page table")):
@@ -100,13 +100,7 @@ class LiveUpdate:
         threading.Thread(target=self._run, name="live-update", daemon=True).start()
 
     def _count_guest_writes(self, maddr, length):
-        ft = self.hv.frametable
-        if maddr % PAGE_SIZE or length % PAGE_SIZE:
-            n = ft.guest_bytes(maddr, length)
-        else:
-            # Whole frames (the image, the MFN array): counted in C.
-            first = maddr // PAGE_SIZE
-            n = _use_counts(ft, first, first + length // PAGE_SIZE)[lib.LU_USE_GUEST] * PAGE_SIZE
+        n = self.hv.frametable.guest_bytes(maddr, length)
         self.report.info["guest_bytes_written"] = self.report.info.get("guest_bytes_written", 0) + n
 
     def _run(self):
@@ -179,9 +173,3 @@ class LiveUpdate:
         hv.lu_active = False
         hv.console.log("live update aborted, every domain resumed: %s", why)
 
-
-def _use_counts(ft, first, end):
-    """Frames in [first, end) per use (lu_frame_use), in one C pass."""
-    counts = ffi.new("uint64_t[]", lib.LU_USE_MAX)
-    lib.lu_frames_histogram(ft.frames, first, end, counts)
-    return counts
