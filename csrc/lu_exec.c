@@ -11,7 +11,8 @@
  * child touches nothing of xen#1's: it blocks signals, closes every file
  * but one pipe, and exits when the pipe's write end, which xen#1 holds
  * close-on-exec, goes away.  Its parent is the same process, so xen#2 reaps
- * it.  Only raw system calls, no libc state: it shares xen#1's memory.
+ * it.  It makes only system calls: it shares xen#1's memory (a failing one
+ * writes errno, which is xen#1's thread's and about to be exec'd away).
  */
 #define _GNU_SOURCE
 #include <errno.h>

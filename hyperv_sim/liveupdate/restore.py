@@ -424,7 +424,7 @@ def restore(hv, stream, plans, facts, fault=None):
     ft_start, ft_frames, _, _ = facts["frametable"]
     ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
     # Rebuilt from records, in xen#1's frame-table region, never trusted as
-    # it was: the unclaimed frames here, Xen's own next, domains' in pass 1.
+    # it was: the unclaimed frames here, Xen's own next, domains' in pass 0.
     for first, n in facts["free"]:
         ft.mark(first, n, abi.DOMID_INVALID, lib.LU_USE_FREE)
     ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
