@@ -45,20 +45,9 @@ from kexec_lu import abi
 from kexec_lu.image import load_image
 from kexec_lu.loader import plan_load
 
+from .hosts import CMDLINE, guest_configs
+
 GiB, MiB = 1 << 30, 1 << 20
-CMDLINE = "liveupdate=64M dom0_mem=512M dom0_max_vcpus=2"
-
-
-def guest_configs(ram, domains):
-    """The guests of `python -m bench` (bench/__main__.py), kept in step by
-    hand so this harness does not import that one: about 3/4 of RAM over
-    domains-1 guests, PV, PVH and HVM in turn, 2 vCPUs each."""
-    n = domains - 1
-    each = max(64, (ram * 3 // 4 - 512 * MiB) // n // MiB) if n else 0
-    types = ["pv", "pvh", "hvm"]
-    return [dict(name="g%d" % i, type=types[i % 3], memory=each * MiB, vcpus=2,
-                 event_channel_abi="fifo" if i % 2 else "2-level", grant_version=1 + i % 2)
-            for i in range(n)]
 
 
 class Exec(KexecFailure):

@@ -1,0 +1,29 @@
+"""The benchmark hosts: sizes, and the guests that fill them.
+
+Shared by `python -m bench` and `python -m bench.profile_save`, so both
+measure the same mix.
+"""
+GiB, MiB = 1 << 30, 1 << 20
+
+HOSTS = {
+    # name: (RAM, domains including dom0)
+    "floor": (4 * GiB, 1),
+    "S": (4 * GiB, 8),
+    "M": (16 * GiB, 16),
+    "L": (64 * GiB, 64),
+    "XL": (256 * GiB, 256),
+}
+CMDLINE = "liveupdate=64M dom0_mem=512M dom0_max_vcpus=2"
+
+
+def guest_configs(ram, domains):
+    """About 3/4 of RAM over domains-1 guests, PV, PVH and HVM in turn,
+    2 vCPUs each, event channel ABIs and grant versions alternating."""
+    n = domains - 1
+    if not n:
+        return []
+    each = max(64, (ram * 3 // 4 - 512 * MiB) // n // MiB)
+    types = ["pv", "pvh", "hvm"]
+    return [dict(name="g%d" % i, type=types[i % 3], memory=each * MiB, vcpus=2,
+                 event_channel_abi="fifo" if i % 2 else "2-level", grant_version=1 + i % 2)
+            for i in range(n)]
