@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import debian_xen
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -36,18 +38,14 @@ def xen_artifacts():
     return art
 
 
-# The Debian package version the tests' hard facts (entry, sizes, build-id,
-# offsets) were read from; tools/fetch-xen-artifacts.sh pins the same one.
-FACTS_VERSION = "4.17.7+13-g2445b30a44-0+deb12u1"
-
-
 @pytest.fixture(scope="session")
 def xen_facts(xen_artifacts):
-    """The real artifacts, only if they are the version the facts are for."""
-    if xen_artifacts.deb_version != FACTS_VERSION:
-        pytest.fail("cached Xen is %s; the expected facts are for %s"
-                    % (xen_artifacts.deb_version, FACTS_VERSION))
-    return xen_artifacts
+    """What the cached Debian build must look like: the recorded facts for a
+    build seen before, else the ones binutils, od and dpkg-deb read from it."""
+    try:
+        return debian_xen.facts_for(xen_artifacts)
+    except debian_xen.OracleError as e:
+        pytest.fail("cannot read the facts of Xen %s: %s" % (xen_artifacts.deb_version, e))
 
 
 # --- simulated hosts -------------------------------------------------------
@@ -64,14 +62,23 @@ class CliResult:
         return "<rc=%d stdout=%r stderr=%r>" % (self.returncode, self.stdout[-500:], self.stderr[-500:])
 
 
-def run_cli(prog, *args, env=None, state_dir=None, timeout=120):
-    """Run `kexec-lu` or `hyperv-sim` as a user would (python -m, same venv)."""
-    module = {"kexec-lu": "kexec_lu", "hyperv-sim": "hyperv_sim"}[prog]
+def installed_command(prog):
+    """The console script `kexec-lu` or `hyperv-sim` that the install put
+    beside this interpreter: what a user runs."""
+    path = pathlib.Path(sys.executable).with_name(prog)
+    if not path.exists():
+        pytest.fail("%s is not installed beside %s (make install)" % (prog, sys.executable))
+    return str(path)
+
+
+def run_cli(prog, *args, env=None, state_dir=None, timeout=120, cwd=None):
+    """Run `kexec-lu` or `hyperv-sim` as a user would: the installed command."""
     full_env = dict(os.environ, **(env or {}))
     if state_dir is not None:
         full_env["HYPERV_SIM_DIR"] = str(state_dir)
-    proc = subprocess.run([sys.executable, "-m", module] + [str(a) for a in args],
-                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    proc = subprocess.run([installed_command(prog)] + [str(a) for a in args],
+                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          cwd=cwd)
     return CliResult(proc)
 
 

@@ -14,11 +14,14 @@ from kexec_lu.errors import ImageError
 from kexec_lu.image import load_image, parse_image, probe
 from kexec_lu.lustream import ALL_RECORD_TYPES, record_name
 
-BUILD_ID = "151b373fd64b321593bf987fd923cd10dabadac4"
+
+@pytest.fixture(scope="module")
+def art(xen_artifacts):
+    return xen_artifacts
 
 
 @pytest.fixture(scope="module")
-def art(xen_facts):
+def facts(xen_facts):
     return xen_facts
 
 
@@ -92,73 +95,85 @@ def small_image(**kw):
 
 # ---------------------------------------------------------------- real xen.gz
 
-def test_real_xen_gz(xen_gz, art):
-    img = xen_gz
+def _version_string(facts):
+    major, minor, extra = facts.version
+    return "%d.%d%s" % (major, minor, extra)
+
+
+def test_real_xen_gz(xen_gz, art, facts):
+    img, load, mb2 = xen_gz, facts.gz_load, facts.mb2
     assert img.format == "gzip+elf32" and img.compressed and img.elf_class == 32
     assert (img.machine, img.e_machine) == ("EM_386", 3)
-    assert img.entry == 0x200000
-    assert (img.load_start, img.load_end, img.load_size) == (0x200000, 0x5A7000, 0x3A7000)
+    assert img.entry == facts.entry
+    assert (img.load_start, img.load_end, img.load_size) == \
+        (load.paddr, load.paddr + load.memsz, load.memsz)
     [seg] = img.segments
     assert (seg.paddr, seg.vaddr, seg.offset, seg.filesz, seg.memsz, seg.perms) == \
-        (0x200000, 0x200000, 0x80, 0x271920, 0x3A7000, "RWX")
+        (load.paddr, load.vaddr, load.offset, load.filesz, load.memsz, load.perms)
     r = img.relocatable
     assert (r.min_addr, r.max_addr, r.align, r.preference, r.preference_name) == \
-        (0x200000, 0xFFFFFFFF, 0x200000, 2, "high")
-    assert img.mb2.offset == 0x98 and img.mb2.tag_types == [1, 6, 10, 4, 5, 7, 9]
+        mb2.relocatable + ("high",)
+    assert img.mb2.offset == mb2.offset and img.mb2.tag_types == list(mb2.tag_types[:-1])
     assert img.mb2_missing is None
-    assert img.build_id == BUILD_ID
-    assert str(img.xen_version) == "4.17.7" and img.xen_version.source == "banner"
+    assert img.build_id == facts.build_id
+    assert str(img.xen_version) == _version_string(facts)
+    assert img.xen_version.source == "banner"
     assert (img.xen_version.major, img.xen_version.minor, img.xen_version.extra) == \
-        (4, 17, ".7")
+        facts.version
     assert img.lu is None and img.lu_image_size is None
     assert img.file_size == art.xen_gz.stat().st_size
 
 
-def test_real_xen_gz_json(xen_gz):
+def test_real_xen_gz_json(xen_gz, facts):
     j = json.loads(json.dumps(xen_gz.to_json()))
     assert set(j) >= {"path", "format", "compressed", "class", "machine", "entry",
                       "load_start", "load_end", "load_size", "alignment", "relocatable",
                       "multiboot2", "segments", "build_id", "xen_version",
                       "xen_version_source", "live_update"}
-    assert j["format"] == "gzip+elf32" and j["class"] == 32 and j["entry"] == 0x200000
-    assert j["alignment"] == 0x200000 and j["load_size"] == 0x3A7000
-    assert j["relocatable"] == {"min_addr": 0x200000, "max_addr": 0xFFFFFFFF,
-                                "align": 0x200000, "preference": 2, "preference_name": "high"}
-    assert j["multiboot2"]["offset"] == 0x98
-    assert [t["type"] for t in j["multiboot2"]["tags"]] == [1, 6, 10, 4, 5, 7, 9, 0]
-    assert j["segments"][0]["filesz"] == 0x271920
+    assert j["format"] == "gzip+elf32" and j["class"] == 32 and j["entry"] == facts.entry
+    min_addr, max_addr, align, preference = facts.mb2.relocatable
+    assert j["alignment"] == align and j["load_size"] == facts.gz_load.memsz
+    assert j["relocatable"] == {"min_addr": min_addr, "max_addr": max_addr,
+                                "align": align, "preference": preference,
+                                "preference_name": "high"}
+    assert j["multiboot2"]["offset"] == facts.mb2.offset
+    assert [t["type"] for t in j["multiboot2"]["tags"]] == list(facts.mb2.tag_types)
+    assert j["segments"][0]["filesz"] == facts.gz_load.filesz
     assert (j["xen_version"], j["xen_version_source"], j["live_update"]) == \
-        ("4.17.7", "banner", None)
-    assert j["build_id"] == BUILD_ID
+        (_version_string(facts), "banner", None)
+    assert j["build_id"] == facts.build_id
 
 
-def test_real_xen_gz_loaded_bytes(xen_gz, xen_elf):
+def test_real_xen_gz_loaded_bytes(xen_gz, xen_elf, facts):
+    load = facts.gz_load
     mem = xen_gz.loaded_bytes()
-    assert len(mem) == 0x3A7000
-    assert mem[:0x271920] == xen_elf[0x80:0x80 + 0x271920]
-    assert mem[0x271920:] == bytes(0x3A7000 - 0x271920)
+    assert len(mem) == load.memsz
+    assert mem[:load.filesz] == xen_elf[load.offset:load.offset + load.filesz]
+    assert mem[load.filesz:] == bytes(load.memsz - load.filesz)
     assert xen_gz.elf_bytes == xen_elf
 
 
 # ---------------------------------------------------------------- real xen-syms
 
-def test_real_xen_syms(xen_syms):
-    img = xen_syms
+def test_real_xen_syms(xen_syms, facts):
+    img, load = xen_syms, facts.syms_load
     assert img.format == "elf64" and not img.compressed
     assert (img.machine, img.e_machine) == ("EM_X86_64", 62)
-    assert img.entry == 0x200000  # physical, although the segment is linked high
+    assert img.entry == facts.entry  # physical, although the segment is linked high
     [seg] = img.segments
-    assert (seg.paddr, seg.vaddr, seg.memsz) == (0x200000, 0xFFFF82D040200000, 0x3A6140)
-    assert (img.load_start, img.load_size) == (0x200000, 0x3A6140)
-    assert img.build_id == BUILD_ID
-    assert str(img.xen_version) == "4.17.7" and img.xen_version.source == "symbols"
+    assert (seg.paddr, seg.vaddr, seg.memsz) == (load.paddr, load.vaddr, load.memsz)
+    assert load.vaddr != load.paddr
+    assert (img.load_start, img.load_size) == (load.paddr, load.memsz)
+    assert img.build_id == facts.build_id
+    assert str(img.xen_version) == _version_string(facts)
+    assert img.xen_version.source == "symbols"
     assert img.mb2 is None and img.relocatable is None
-    assert "0x8018" in img.mb2_missing and "32768" in img.mb2_missing
+    assert "0x%x" % facts.syms_mb2_magic in img.mb2_missing and "32768" in img.mb2_missing
     assert img.to_json()["multiboot2"] is None and img.to_json()["alignment"] is None
 
 
-def test_both_version_methods_agree_on_real_images(xen_gz, xen_syms):
-    expected = (4, 17, ".7")
+def test_both_version_methods_agree_on_real_images(xen_gz, xen_syms, facts):
+    expected = facts.version
     for img in (xen_gz, xen_syms):
         v = imagemod.version_from_banner(img.segments[0].data)
         assert (v.major, v.minor, v.extra, v.source) == expected + ("banner",)
@@ -167,6 +182,17 @@ def test_both_version_methods_agree_on_real_images(xen_gz, xen_syms):
     # xen.gz is stripped: no symbol table.
     assert imagemod.version_from_symbols(ELFFile(io.BytesIO(xen_gz.elf_bytes)),
                                          xen_gz.segments) is None
+
+
+@pytest.mark.parametrize("pad_version, pad_compiler", [(1, 1), (6, 1), (1, 4), (8, 8)])
+def test_banner_strings_padded_for_alignment(pad_version, pad_compiler):
+    # Debian's 4.17.5 build pads the version string with NULs before the compiler's.
+    rodata = (b"\0lists.alioth.debian.org\0" + b"4.19.2+3-g1-1" + b"\0" * pad_version
+              + b"x86_64-linux-gnu-gcc (Debian 12.2.0) 12.2.0" + b"\0" * pad_compiler
+              + b".2\0<denied>\0")
+    v = imagemod.version_from_banner(rodata)
+    assert (v.major, v.minor, v.extra) == (4, 19, ".2")
+    assert imagemod.version_from_banner(rodata.replace(b"gcc", b"xyz")) is None
 
 
 def test_xen_efi_is_rejected(art):
@@ -277,8 +303,9 @@ def test_no_program_headers_or_no_load(xen_elf):
     rejected(patch_ehdr(xen_elf, phentsize=20), "program header entry size 20")
 
 
-def test_filesz_above_memsz(xen_elf):
-    rejected(patch_phdr(xen_elf, 0, memsz=0x1000), "filesz 0x271920 > memsz 0x1000")
+def test_filesz_above_memsz(xen_elf, facts):
+    rejected(patch_phdr(xen_elf, 0, memsz=0x1000),
+             "filesz 0x%x > memsz 0x1000" % facts.gz_load.filesz)
 
 
 def test_overlapping_segments():
@@ -319,26 +346,27 @@ def test_no_mb2_header_is_reported_not_rejected():
     assert img.to_json()["multiboot2_missing"] == img.mb2_missing
 
 
-def test_corrupt_mb2_checksum(xen_elf):
+def test_corrupt_mb2_checksum(xen_elf, facts):
     elf = bytearray(xen_elf)
-    elf[0x98 + 12] ^= 0xFF
-    msg = rejected(bytes(elf), "multiboot2 header at offset 0x98", "bad checksum",
+    elf[facts.mb2.offset + 12] ^= 0xFF
+    msg = rejected(bytes(elf), "multiboot2 header at offset 0x%x" % facts.mb2.offset,
+                   "bad checksum",
                    path="/boot/xen.gz")
     assert msg.count("/boot/xen.gz") == 1
 
 
-def test_relocatable_tag_absent(xen_elf):
+def test_relocatable_tag_absent(xen_elf, facts):
     img = parse_image(small_image(relocatable=False))
     assert img.mb2.tag_types == [4] and img.relocatable is None
     assert img.to_json()["alignment"] is None
     # Real Xen with tag 10 re-typed: the header stays valid (the checksum
     # covers only the fixed part), the tag is kept raw, no relocation info.
     elf = bytearray(xen_elf)
-    assert struct.unpack_from("<H", elf, 0xC0)[0] == 10
-    struct.pack_into("<H", elf, 0xC0, 0x63)
+    assert struct.unpack_from("<H", elf, facts.mb2.reloc_offset)[0] == 10
+    struct.pack_into("<H", elf, facts.mb2.reloc_offset, 0x63)
     img = parse_image(bytes(elf))
     assert img.relocatable is None and img.mb2.tag(0x63).name == "unknown(99)"
-    assert img.mb2.tag(0x63).raw == struct.pack("<4I", 0x200000, 0xFFFFFFFF, 0x200000, 2)
+    assert img.mb2.tag(0x63).raw == struct.pack("<4I", *facts.mb2.relocatable)
 
 
 # ---------------------------------------------------------------- notes

@@ -15,11 +15,9 @@ KEXEC_LU_FUZZ_SCALE=N multiplies every example count (a longer run);
 import gzip
 import json
 import os
-import pathlib
 import resource
 import struct
 import subprocess
-import sys
 import time
 import tracemalloc
 import zlib
@@ -28,6 +26,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from conftest import installed_command
 from hyperv_sim.mkimage import build_image
 from kexec_lu import image as imagemod, multiboot2, xennotes
 from kexec_lu.errors import ImageError
@@ -715,8 +714,7 @@ def test_notes(notes, cls, data):
 # ---------------------------------------------------------------- the CLI
 
 def _cli():
-    exe = pathlib.Path(sys.executable).with_name("kexec-lu")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "kexec_lu"]
+    return [installed_command("kexec-lu")]
 
 
 def _limit_memory():

@@ -9,9 +9,9 @@ from kexec_lu import multiboot2 as mb2
 from kexec_lu.errors import ImageError
 
 @pytest.fixture(scope="module")
-def real(xen_facts):
-    elf = gzip.decompress(xen_facts.xen_gz.read_bytes())
-    return elf, xen_facts.xen_syms.read_bytes()
+def real(xen_artifacts):
+    elf = gzip.decompress(xen_artifacts.xen_gz.read_bytes())
+    return elf, xen_artifacts.xen_syms.read_bytes()
 
 
 def _header(*tags, at=0, size=None):
@@ -28,21 +28,24 @@ def _refix_checksum(buf, off):
 
 # ---------------------------------------------------------------- real Xen
 
-def test_real_xen_header(real):
+def test_real_xen_header(real, xen_facts):
     elf, _ = real
+    facts = xen_facts.mb2
     h = mb2.find_header(elf)
-    assert (h.offset, h.arch, h.header_length) == (0x98, mb2.MB2_ARCH_I386, 0x88)
+    assert (h.offset, h.arch, h.header_length) == \
+        (facts.offset, mb2.MB2_ARCH_I386, facts.header_length)
     assert (0xE85250D6 + h.arch + h.header_length + h.checksum) & 0xFFFFFFFF == 0
-    assert [t.type for t in h.tags] == [1, 6, 10, 4, 5, 7, 9, 0]
-    assert h.tag_types == [1, 6, 10, 4, 5, 7, 9]
-    assert h.tag(1).fields == {"requests": (4, 6)}  # basic meminfo, mmap
+    assert [t.type for t in h.tags] == list(facts.tag_types)
+    assert h.tag_types == list(facts.tag_types[:-1])
+    assert h.tag(1).fields == {"requests": facts.requests}
     assert not h.tag(1).optional and h.tag(10).optional
-    assert h.tag(4).fields == {"console_flags": mb2.MB2_CONSOLE_FLAGS_EGA_TEXT_SUPPORTED}
-    assert h.tag(5).fields == {"width": 0, "height": 0, "depth": 0}
+    assert h.tag(4).fields == {"console_flags": facts.console_flags}
+    width, height, depth = facts.framebuffer
+    assert h.tag(5).fields == {"width": width, "height": height, "depth": depth}
     assert h.tag(9).name == "entry_address_efi64"
-    assert h.relocatable == mb2.Relocatable(0x200000, 0xFFFFFFFF, 0x200000, 2, "high")
-    assert h.tag(10).offset == 0xC0
-    assert h.to_dict()["tags"][2]["fields"]["align"] == 0x200000
+    assert h.relocatable == mb2.Relocatable(*facts.relocatable, "high")
+    assert h.tag(10).offset == facts.reloc_offset
+    assert h.to_dict()["tags"][2]["fields"]["align"] == facts.relocatable[2]
 
 
 def test_real_xen_header_reencodes_to_the_same_tags(real):
@@ -52,10 +55,10 @@ def test_real_xen_header_reencodes_to_the_same_tags(real):
     assert again.tags == h.tags and again.header_length == h.header_length
 
 
-def test_xen_syms_header_is_past_the_search_window(real):
+def test_xen_syms_header_is_past_the_search_window(real, xen_facts):
     _, syms = real
     assert mb2.find_header(syms) is None
-    assert mb2.find_magic(syms) == 0x8018
+    assert mb2.find_magic(syms) == xen_facts.syms_mb2_magic > mb2.MB2_SEARCH
 
 
 # ---------------------------------------------------------------- encode/decode

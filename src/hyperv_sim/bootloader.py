@@ -8,7 +8,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 from kexec_lu import bootinfo, privcmd
@@ -19,6 +18,7 @@ from kexec_lu.units import MiB, align_down, align_up
 
 from . import bootline
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
+from .xen_command import xen_argv
 
 BOOTINFO_ADDR = 0x1000          # in low memory, as a boot loader would put it
 MIN_MEMORY = 64 * MiB
@@ -144,8 +144,7 @@ def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
         open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path,
-             "--entry", hex(entry), "--state-dir", state_dir],
+            xen_argv(ram_path, entry, state_dir),
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
             close_fds=True)
     client = privcmd.SocketPrivcmd(state_dir)

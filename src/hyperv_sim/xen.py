@@ -1,4 +1,4 @@
-"""The hypervisor process: `python -m hyperv_sim.xen --ram FILE --entry ADDR`.
+"""The hypervisor process: `python -I -m hyperv_sim.xen --ram FILE --entry ADDR`.
 
 What a CPU has after a boot loader or kexec jumps: host RAM and an entry
 address.  The state directory is dom0's side of the machine (where the
@@ -28,16 +28,12 @@ from ._lu_core import lib
 from .console import Console
 from .hypervisor import BootFailure, Hypervisor, RestoreFailure
 from .ram import HostRAM, RamError
+from .xen_command import xen_argv
 
 PID_FILE = "xen.pid"
 CONSOLE_FILE = "console.log"
 RAM_FILE = "ram"
 SOCKET_FILE = "privcmd"
-
-
-def xen_argv(ram_path, entry, state_dir):
-    return [sys.executable, "-m", "hyperv_sim.xen", "--ram", ram_path, "--entry", hex(entry),
-            "--state-dir", state_dir]
 
 
 class _Args:
@@ -47,7 +43,7 @@ class _Args:
     def __init__(self, argv):
         pairs = dict(zip(argv[::2], argv[1::2]))
         if len(argv) != 6 or set(pairs) != {"--ram", "--entry", "--state-dir"}:
-            raise SystemExit("usage: python -m hyperv_sim.xen --ram FILE --entry ADDR --state-dir DIR")
+            raise SystemExit("usage: python -I -m hyperv_sim.xen --ram FILE --entry ADDR --state-dir DIR")
         self.ram, self.state_dir = pairs["--ram"], pairs["--state-dir"]
         self.entry = int(pairs["--entry"], 0)
 

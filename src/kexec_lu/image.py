@@ -298,10 +298,11 @@ def _read_vaddr(segments, vaddr, n):
 
 # Xen's compile-info strings in .rodata (xen/common/version.c): a version
 # string, the compiler, the extra version, NUL-separated.  Extra starts with
-# "." (".7") or "-" ("-rc"), or is empty.
+# "." (".7") or "-" ("-rc"), or is empty.  The linker may pad a string to
+# align the next one (Debian's 4.17.5 build has six NULs after the version).
 _BANNER = re.compile(
-    rb"(?<![^\0])(\d{1,4})\.(\d{1,4})([^\0]{0,64})\0"
-    rb"([^\0]{0,128}(?:gcc|clang)[^\0]{0,128})\0"
+    rb"(?<![^\0])(\d{1,4})\.(\d{1,4})([^\0]{0,64})\0{1,16}"
+    rb"([^\0]{0,128}(?:gcc|clang)[^\0]{0,128})\0{1,16}"
     rb"((?:[.\-][^\0]{0,32})?)\0")
 
 
