@@ -1,5 +1,6 @@
 """Our struct layouts and ABI numbers are Xen's: compiled against Debian's
 libxen-dev headers and compared field by field."""
+import re
 import shutil
 import subprocess
 
@@ -33,6 +34,30 @@ CONSTANTS = [
 ]
 
 
+# Every constant of these families in kexec_lu.abi is checked, so that one
+# added later is held to Xen's header too: {python name: C expression}.
+FAMILIES = (r"GTF_\w+", r"VIRQ_\w+", r"HVM_PARAM_\w+", r"EVTCHN_FIFO_(PENDING|MASKED|LINKED)",
+            r"DOMID_FIRST_RESERVED", r"EM_(386|X86_64)")
+ERRNO = r"E[A-Z0-9]+"          # public/errno.h names them XEN_<name>
+
+
+def _family_constants():
+    names = {}
+    for name in dir(abi):
+        if not isinstance(getattr(abi, name), int):
+            continue
+        if re.fullmatch(ERRNO, name):
+            names[name] = "XEN_" + name
+        elif name.startswith("EVTCHN_FIFO_"):
+            names[name] = "(1ULL << %s)" % name     # Xen names the bit, we keep the mask
+        elif any(re.fullmatch(f, name) for f in FAMILIES):
+            names[name] = name
+    return names
+
+
+FAMILY_CONSTANTS = _family_constants()
+
+
 def _python_name(c_name):
     return c_name.replace("__HYPERVISOR_", "HYPERVISOR_")
 
@@ -46,6 +71,8 @@ def xen_layout(xen_artifacts, tmp_path_factory):
              '#include <sys/ioctl.h>', '#include <xen/xen.h>', '#include <xen/kexec.h>',
              '#include <xen/version.h>', '#include <xen/sys/privcmd.h>',
              '#include <xen/hvm/ioreq.h>', '#include <xen/memory.h>',
+             '#include <xen/grant_table.h>', '#include <xen/event_channel.h>',
+             '#include <xen/hvm/params.h>', '#include <xen/errno.h>', '#include <elf.h>',
              'int main(void) {']
     for struct, fields in STRUCTS.items():
         lines.append('printf("sizeof %s %%zu\\n", sizeof(%s));' % (struct, struct))
@@ -53,6 +80,8 @@ def xen_layout(xen_artifacts, tmp_path_factory):
             lines.append('printf("offsetof %s.%s %%zu\\n", offsetof(%s, %s));' % (struct, f, struct, f))
     for c in CONSTANTS:
         lines.append('printf("const %s %%lld\\n", (long long)(%s));' % (c, c))
+    for name, c in FAMILY_CONSTANTS.items():
+        lines.append('printf("family %s %%lld\\n", (long long)(%s));' % (name, c))
     lines.append('printf("const IOCTL_PRIVCMD_HYPERCALL %lld\\n", (long long)IOCTL_PRIVCMD_HYPERCALL);')
     for field in ("evtchn_pending", "evtchn_mask"):
         lines.append('printf("shinfo %s %%zu\\n", offsetof(struct shared_info, %s));' % (field, field))
@@ -86,6 +115,32 @@ def test_range_struct_is_24_bytes_on_x86_64(xen_layout):
 @pytest.mark.parametrize("name", CONSTANTS)
 def test_constants_equal_xens(xen_layout, name):
     assert getattr(abi, _python_name(name)) == xen_layout[name]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_CONSTANTS))
+def test_flag_irq_param_and_errno_values_equal_xens(xen_layout, name):
+    assert getattr(abi, name) == xen_layout[name]
+
+
+def test_every_family_is_checked():
+    # A family that matched nothing would check nothing.
+    for family in FAMILIES + (ERRNO,):
+        assert any(re.fullmatch(family, n) for n in FAMILY_CONSTANTS), family
+    assert {"GTF_reading", "GTF_writing", "EADDRNOTAVAIL", "HVM_PARAM_NESTEDHVM"} \
+        <= set(FAMILY_CONSTANTS)
+
+
+def test_segment_limit_is_the_kexec_abis(tmp_path):
+    """Xen's limit on segments per image lives in its private kimage.h, not
+    in the public headers; it is the kexec ABI's, which Linux's uapi header
+    (linux-libc-dev) carries: the same 16 that kexec-tools builds against."""
+    src, exe = tmp_path / "segmax.c", tmp_path / "segmax"
+    src.write_text('#include <stdio.h>\n#include <linux/kexec.h>\n'
+                   'int main(void) { printf("%d\\n", KEXEC_SEGMENT_MAX); return 0; }\n')
+    subprocess.run([shutil.which("cc"), str(src), "-o", str(exe)], check=True,
+                   capture_output=True)
+    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+    assert abi.KEXEC_SEGMENT_MAX == int(out)
 
 
 def test_privcmd_ioctl_number(xen_layout):

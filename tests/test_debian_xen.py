@@ -40,8 +40,10 @@ def test_an_unseen_build_is_held_to_the_facts_read_from_it(xen_artifacts, monkey
 # ---------------------------------------------------------------- the fetch script
 
 def _pinned():
+    """The build the script asks for: XEN_DEB_VERSION, or its own pin."""
     with open(SCRIPT) as f:
-        return re.search(r"pinned=\$\{XEN_DEB_VERSION:-([^}]+)\}", f.read()).group(1)
+        default = re.search(r"pinned=\$\{XEN_DEB_VERSION:-([^}]+)\}", f.read()).group(1)
+    return os.environ.get("XEN_DEB_VERSION") or default
 
 
 def _own_apt(tmp_path):

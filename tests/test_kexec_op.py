@@ -189,6 +189,7 @@ PROBE_C = r"""
 #include <stdint.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/un.h>
 int main(int argc, char **argv) {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
@@ -196,9 +197,13 @@ int main(int argc, char **argv) {
     uint32_t len = strlen(req);
     char buf[16];
     int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    signal(SIGPIPE, SIG_IGN);   /* the server may close before the request is written */
     strncpy(a.sun_path, argv[1], sizeof(a.sun_path) - 1);
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) { printf("CONNECT %s\n", strerror(errno)); return 0; }
-    if (write(fd, &len, 4) != 4 || write(fd, req, len) != (ssize_t)len) { printf("WRITE\n"); return 0; }
+    if (write(fd, &len, 4) != 4 || write(fd, req, len) != (ssize_t)len) {
+        printf(errno == EPIPE || errno == ECONNRESET ? "CLOSED\n" : "WRITE %s\n", strerror(errno));
+        return 0;
+    }
     printf(read(fd, buf, sizeof(buf)) > 0 ? "ANSWERED\n" : "CLOSED\n");
     return 0;
 }
