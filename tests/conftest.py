@@ -102,6 +102,30 @@ class Host:
         return run_cli("hyperv-sim", *args, state_dir=self.state_dir)
 
 
+def full_state(host):
+    """Every domain's whole state as `hyperv-sim list --long` gives it, and
+    every mapping and PCI assignment, masking only what moves while guests
+    run: steps, registers, run states, pending event bits.  The layout is
+    the builder's, which xen#2 does not learn (null after an update)."""
+    state = host.toolstack("details")
+    for d in state["domains"]:
+        del d["steps"], d["layout"]
+        d["vcpu_states"] = [(v["vcpu"], v["paused"]) for v in d["vcpu_states"]]
+        for port in d["ports"]:
+            del port["pending"]
+    return state
+
+
+def assert_restored_whole(before, after):
+    assert [d["name"] for d in after["domains"]] == [d["name"] for d in before["domains"]]
+    for b, a in zip(before["domains"], after["domains"]):
+        for key in sorted(set(b) | set(a)):
+            assert a.get(key) == b.get(key), "%s: %s was %r, is %r" % (
+                b["name"], key, b.get(key), a.get(key))
+    assert after["mappings"] == before["mappings"]
+    assert after["pci_assigned"] == before["pci_assigned"]
+
+
 @pytest.fixture(scope="session")
 def sim_images(tmp_path_factory):
     """Bootable images: {version: path}."""

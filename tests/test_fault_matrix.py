@@ -18,7 +18,7 @@ from kexec_lu import abi, lustream
 from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update
 
-from conftest import boot_host, stop_host
+from conftest import assert_restored_whole, boot_host, full_state, stop_host
 
 # Between them: PV, PVH and HVM; 2-level and FIFO event channels; grant
 # tables v1 and v2; an IOREQ server; a passthrough device; dom0's backend
@@ -115,6 +115,7 @@ def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_
     image, running = other_image(host, sim_images)
     load(host, image)
     before, info = domains(host), host.toolstack("info")
+    whole = full_state(host)
     host.toolstack("lu-fault", point=point)
     if point == "preflight":
         with pytest.raises(KexecLuError, match="injected fault at preflight"):
@@ -126,6 +127,7 @@ def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_
             host.hyperv_sim("dmesg").stdout
     now = host.toolstack("info")
     assert (now["incarnation"], now["xen_version"]) == (info["incarnation"], running)
+    assert_restored_whole(whole, full_state(host))
     assert_as_before(host, before)
     # The image stays loaded, and a retry completes.
     assert host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1
@@ -142,7 +144,7 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     host = matrix_host
     image, running = other_image(host, sim_images)
     load(host, image, "--append", "lu_fault=" + point)
-    before = domains(host)
+    before, whole = domains(host), full_state(host)
     lu_start = host.toolstack("info")["lu_bootmem"]["start"]
     rep = run_live_update(host.client, timeout=30, show=False)
     assert rep["state"] == "halted" and "injected fault at %s" % point in rep["error"], rep
@@ -163,6 +165,7 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     version = "4.19" if "4.19" in target.name else "4.18"
     assert "recovered with Xen %s" % version in res.stdout
     assert host.toolstack("info")["xen_version"] == version
+    assert_restored_whole(whole, full_state(host))
     assert_as_before(host, before)
 
 

@@ -216,7 +216,46 @@ def _as_nobody(probe, sock):
                           timeout=60).stdout.strip()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to a second uid needs root")
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def log(self, fmt, *args):
+        self.lines.append(fmt % args)
+
+
+class _Toolstack:
+    def handle(self, request):
+        return ["answered"]
+
+
+def test_a_peer_of_another_uid_is_refused_by_its_credentials(tmp_path):
+    """The SO_PEERCRED check alone, with no second user needed: a server that
+    belongs to another uid refuses this process, and serves its owner."""
+    import threading
+    from hyperv_sim.privcmd import PrivcmdServer
+    from kexec_lu.errors import HypervisorUnavailable
+    from kexec_lu.privcmd import SocketPrivcmd
+    log = _Log()
+    server = PrivcmdServer(str(tmp_path / "privcmd"), None, _Toolstack(), log)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = SocketPrivcmd(str(tmp_path))
+        assert client.toolstack("list") == ["answered"]         # the owner gets in
+        server.owner = os.geteuid() + 1
+        with pytest.raises(HypervisorUnavailable, match="closed the connection|hung up"):
+            client.toolstack("list")
+        assert log.lines == ["privcmd: refused pid %d uid %d (owner is uid %d)"
+                             % (os.getpid(), os.geteuid(), os.geteuid() + 1)]
+    finally:
+        server.close()
+        thread.join(timeout=10)
+
+
+# With root, a real second user, as an attacker would be.
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to a second uid needs root; "
+                    "test_a_peer_of_another_uid_is_refused_by_its_credentials covers the check")
 def test_only_the_owner_gets_in(sim_images):
     import shutil
     import subprocess

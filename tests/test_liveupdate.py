@@ -12,7 +12,7 @@ from kexec_lu import abi, lustream
 from kexec_lu.liveupdate import run_live_update
 from kexec_lu.errors import KexecLuError
 
-from conftest import boot_host, stop_host
+from conftest import assert_restored_whole, boot_host, full_state, stop_host
 
 GUESTS = [
     dict(name="pv", type="pv", memory=256 << 20, vcpus=2),
@@ -100,8 +100,10 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
     for n, (image, version) in enumerate([(sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18"),
                                           (sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18")]):
         steps = {d["name"]: d["steps"] for d in host.toolstack("list")}
+        whole = full_state(host)
         rep = update(host, image)
         assert rep["state"] == "complete", rep
+        assert_restored_whole(whole, full_state(host))
         now = info(host)
         # The same process, a new program: exec happened.
         assert now["pid"] == before["pid"] and now["incarnation"] != before["incarnation"]
@@ -133,8 +135,10 @@ def test_paused_stays_paused_at_its_exact_step_and_dying_stays_dying(lu_host, si
     host.toolstack("pause", domain="pvh")
     host.toolstack("destroy", domain="pv", detach=False)
     frozen = {d["name"]: d for d in host.toolstack("list")}
+    whole = full_state(host)
     rep = update(host, sim_images["4.19"])
     assert rep["state"] == "complete", rep
+    assert_restored_whole(whole, full_state(host))
     doms = {d["name"]: d for d in host.toolstack("list")}
     assert doms["pvh"]["state"] == "paused" and doms["pvh"]["steps"] == frozen["pvh"]["steps"]
     assert doms["pv"]["state"] == "dying" and doms["pv"]["steps"] == frozen["pv"]["steps"]
@@ -175,10 +179,24 @@ def test_a_domain_paused_mid_io_takes_only_the_step_that_completes_it(tmp_path, 
         stop_host(state)
 
 
+def wait_blocked_on_io(host, domain, timeout=20):
+    """Until every vCPU of the domain waits for its device model."""
+    deadline = time.monotonic() + timeout
+    while True:
+        vcpus = host.toolstack("details", domain=domain)["domains"][0]["vcpu_states"]
+        if all(v["runstate"] == "blocked (I/O)" for v in vcpus):
+            return vcpus
+        assert time.monotonic() < deadline, "never blocked on I/O: %s" % vcpus
+        time.sleep(0.01)
+
+
 def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_images):
     host = lu_host
     load(host, sim_images["4.19"])
     host.toolstack("pause", domain="0")      # dom0 runs the device model
+    # Only a vCPU with a request in flight cannot be paused; one between two
+    # requests could be, and the update would complete.
+    wait_blocked_on_io(host, "hvm")
     rep = run_live_update(host.client, timeout=30, show=False)
     assert rep["state"] == "aborted"
     assert "d3 (hvm) never reached a restartable boundary" in rep["error"]
@@ -257,6 +275,7 @@ def test_a_second_exec_while_one_runs_is_busy(tmp_path, sim_images):
         # With dom0 (the device model) paused, the HVM guest cannot reach a
         # restartable boundary: the update waits, then gives up.
         host.toolstack("pause", domain="0")
+        wait_blocked_on_io(host, "hvm")
         host.client.kexec_exec(abi.KEXEC_TYPE_LIVEUPDATE)
         res = host.kexec_lu("exec")
         assert res.returncode == 2, res

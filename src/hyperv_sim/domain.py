@@ -129,10 +129,13 @@ class Domain:
             "ports": self.evtchn.describe() if self.evtchn else [],
             "grant_table": self.grants.describe() if self.grants else None,
             "l4_mfn": self.l4_mfn,
+            "gdt_mfns": list(self.gdt_mfns),
+            "fifo_gfns": list(self.fifo_gfns) if self.fifo_gfns else None,
             "hvm_params": {str(k): v for k, v in self.hvm_params.items()},
             "ioreq_server": self.ioreq.describe() if self.ioreq else None,
             "frontend": self.frontend.describe() if self.frontend else None,
             "iommu_root": self.iommu_root,
+            "iommu_frames": [list(e) for e in self.iommu_frames],
             "vcpu_states": [{"vcpu": i, "steps": v.steps, "runstate": RUNSTATES.get(v.runstate, "?"),
                              "paused": bool(v.pause_req), "rip": v.regs.rip, "rax": v.regs.rax,
                              "max_gap_ns": v.info.vcpu[i].max_gap_ns}

@@ -86,6 +86,15 @@ class GrantTable:
         else:
             self.ram.write(self._status_addr(ref), STATUS.pack(bits))
 
+    def granted(self):
+        """[(ref, flags, domid, gfn)] of every entry in use (flags not zero)."""
+        out = []
+        for ref in range(self.nr_entries):
+            flags, domid, gfn = self.entry(ref)
+            if flags:
+                out.append((ref, flags, domid, gfn))
+        return out
+
     def describe(self):
         return {"version": self.version, "frames": self.frames, "status_frames": self.status_frames,
-                "entries": self.nr_entries}
+                "entries": self.nr_entries, "granted": [list(e) for e in self.granted()]}

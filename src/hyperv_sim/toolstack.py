@@ -90,7 +90,8 @@ class Toolstack:
             doms = [self.hv.find_domain(r["domain"])] if r.get("domain") is not None \
                 else sorted(self.hv.domains.values(), key=lambda d: d.domid)
             return {"domains": [d.details() for d in doms],
-                    "mappings": self.hv.mappings.describe()}
+                    "mappings": self.hv.mappings.describe(),
+                    "pci_assigned": dict(sorted(self.hv.pci_assigned.items()))}
 
     def shutdown(self, r):
         self.hv.console.log("shutdown requested")

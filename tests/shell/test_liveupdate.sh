@@ -17,7 +17,7 @@ inc0=$(json "$work/info0.json" 'j["incarnation"]')
 update() {   # update IMAGE VERSION
     kexec-lu load --type liveupdate --reuse-cmdline "$1" > "$work/load.txt" \
         || fail "load $1: $(cat "$work/load.txt")"
-    kexec-lu status --type liveupdate >/dev/null && fail "status says nothing is loaded"
+    [ "$(status_of kexec-lu status --type liveupdate)" = 1 ] || fail "status after load is not 1 (loaded)"
     kexec-lu exec > "$work/exec.txt" || fail "exec to $2: $(cat "$work/exec.txt")"
     grep -q "^complete: Xen .* -> $2, blackout [0-9.]* ms, 4 domains" "$work/exec.txt" \
         || fail "exec did not report completion: $(cat "$work/exec.txt")"
@@ -28,12 +28,16 @@ update() {   # update IMAGE VERSION
     [ "$(json "$work/info.json" 'j["pid"]')" = "$pid0" ] || fail "the hypervisor process changed"
     [ "$(json "$work/info.json" 'j["incarnation"]')" != "$inc0" ] || fail "no exec happened"
     [ "$(json "$work/info.json" '"lu-stream" in j["frames"]')" = False ] || fail "stream pages leaked"
-    kexec-lu status --type liveupdate >/dev/null || fail "the new hypervisor still has an image loaded"
+    [ "$(status_of kexec-lu status --type liveupdate)" = 0 ] \
+        || fail "the new hypervisor still has an image loaded"
 }
 
 echo "== update to 4.19"
 update "$work/xen-4.19.gz" 4.19
-kexec-lu exec --json > "$work/again.json" 2>/dev/null && fail "exec with nothing loaded succeeded"
+rc=0; kexec-lu exec --json > "$work/again.json" 2> "$work/again.err" || rc=$?
+[ "$rc" = 1 ] || fail "exec with nothing loaded exited $rc, not 1"
+[ "$(wc -l < "$work/again.err")" = 1 ] && grep -q '^kexec-lu: ' "$work/again.err" \
+    || fail "exec with nothing loaded: not one line: $(cat "$work/again.err")"
 echo "== roll back to 4.18"
 update "$work/xen-4.18.gz" 4.18
 echo "== and forward again, right away"
