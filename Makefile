@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install develop install-test fetch-xen tools test bench soak fuzz demo clean
+.PHONY: all install develop install-test fetch-xen tools test bench soak fuzz mutate demo clean
 
 all: install
 
@@ -74,8 +74,16 @@ fuzz: install-test fetch-xen
 	$(BIN)/python fuzz/fuzz_stream.py --seconds $(FUZZ_SECONDS) || rc=1; \
 	exit $$rc
 
+# Mutation testing (not a test: it takes an hour and more): cosmic-ray over
+# the modules that decide correctness, each mutant against that module's
+# tests, in a venv of its own (.mutate/).  MUTATE_MODULES=window,abi for a
+# subset.  Writes mutate/results/latest.{md,json}; see README "Mutation testing".
+MUTATE_MODULES ?=
+mutate: install-test fetch-xen tools
+	$(BIN)/python tools/mutate.py $(if $(MUTATE_MODULES),--modules $(MUTATE_MODULES))
+
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/*/*.so src/kexec_lu/_xen_abi.c src/hyperv_sim/_lu_core.c
+	rm -rf $(VENV) .mutate build src/*.egg-info src/*/*.so src/kexec_lu/_xen_abi.c src/hyperv_sim/_lu_core.c

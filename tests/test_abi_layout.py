@@ -73,6 +73,7 @@ def xen_layout(xen_artifacts, tmp_path_factory):
              '#include <xen/hvm/ioreq.h>', '#include <xen/memory.h>',
              '#include <xen/grant_table.h>', '#include <xen/event_channel.h>',
              '#include <xen/hvm/params.h>', '#include <xen/errno.h>', '#include <elf.h>',
+             '#include <xen/io/ring.h>',
              'int main(void) {']
     for struct, fields in STRUCTS.items():
         lines.append('printf("sizeof %s %%zu\\n", sizeof(%s));' % (struct, struct))
@@ -86,6 +87,9 @@ def xen_layout(xen_artifacts, tmp_path_factory):
     for field in ("evtchn_pending", "evtchn_mask"):
         lines.append('printf("shinfo %s %%zu\\n", offsetof(struct shared_info, %s));' % (field, field))
     lines.append('printf("shinfo vcpu_info_size %zu\\n", sizeof(struct vcpu_info));')
+    lines.append('printf("shinfo nr_2l_channels %zu\\n", '
+                 '8 * sizeof(((struct shared_info *)0)->evtchn_pending));')
+    lines.append('printf("const XEN_PAGE_SHIFT %d\\n", XEN_PAGE_SHIFT);')
     lines.append('printf("shinfo pending_sel %zu\\n", offsetof(struct vcpu_info, evtchn_pending_sel));')
     lines.append('printf("shinfo ioreq_size %zu\\n", sizeof(struct ioreq));')
     lines.append('printf("shinfo ioreq_vp_eport %zu\\n", offsetof(struct ioreq, vp_eport));')
@@ -154,6 +158,16 @@ def test_live_update_additions_follow_the_design():
     assert abi.KEXEC_TYPE_LIVEUPDATE == abi.KEXEC_TYPE_CRASH + 1 == 2
     assert abi.LU_BREADCRUMB_MAGIC.to_bytes(8, "big")[:6] == b"LiveUp"
     assert abi.LU_BREADCRUMB_MAGIC % abi.PAGE_SIZE == 0
+
+
+def test_pages_are_xens(xen_layout):
+    assert abi.PAGE_SHIFT == xen_layout["XEN_PAGE_SHIFT"] == 12
+    assert abi.PAGE_SIZE == 1 << xen_layout["XEN_PAGE_SHIFT"]
+    assert 0xFFFF82D040201FFF & abi.PAGE_MASK == 0xFFFF82D040201000
+
+
+def test_two_level_channels_are_as_many_as_shared_info_has_pending_bits(xen_layout):
+    assert abi.EVTCHN_2L_NR_CHANNELS == xen_layout["nr_2l_channels"] == 4096
 
 
 def test_event_channel_bits_sit_where_xen_puts_them(xen_layout):

@@ -40,6 +40,17 @@ def wait_steps(host, n, timeout=20):
         time.sleep(0.02)
 
 
+def wait_past(host, steps, timeout=20):
+    """Until every domain of `steps` ({name: steps}) has run past its count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = {d["name"]: d["steps"] for d in host.toolstack("list")}
+        if all(now[k] > steps[k] for k in steps):
+            return
+        assert time.monotonic() < deadline, "not running on: %s, then %s" % (steps, now)
+        time.sleep(0.01)
+
+
 def info(host):
     return host.toolstack("info")
 
@@ -121,9 +132,7 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
         assert_healthy(host)
         assert_no_process_left(host)
         # Workloads carry on from where they were.
-        time.sleep(0.05)
-        after = {d["name"]: d["steps"] for d in host.toolstack("list")}
-        assert all(after[k] > steps[k] for k in steps), (steps, after)
+        wait_past(host, steps)
         assert breadcrumb(host) == 0          # consumed
     # LU bootmem and Xen are still one window for the next update.
     lu, xen = info(host)["lu_bootmem"], info(host)["xen"]

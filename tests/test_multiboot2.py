@@ -294,3 +294,151 @@ def test_mbi_garbage_only_raises_image_error(data):
             mb2.decode_mbi(buf)
         except ImageError:
             pass
+
+
+# ---------------------------------------------------------------- the spec's numbers
+# From the Multiboot2 specification (version 2.0, sections 3.1 and 3.6), as
+# literals: a wrong number here is a loader that talks to no real kernel.
+
+def test_the_specifications_numbers():
+    assert (mb2.MB2_HEADER_MAGIC, mb2.MB2_BOOTLOADER_MAGIC) == (0xE85250D6, 0x36D76289)
+    assert (mb2.MB2_SEARCH, mb2.MB2_HEADER_ALIGN, mb2.MB2_TAG_ALIGN) == (32768, 8, 8)
+    assert (mb2.MB2_ARCH_I386, mb2.MB2_ARCH_MIPS32) == (0, 4)
+    assert mb2.MB2_TAG_OPTIONAL == 1
+    assert [mb2.MB2_HEADER_TAG_END, mb2.MB2_HEADER_TAG_INFORMATION_REQUEST,
+            mb2.MB2_HEADER_TAG_ADDRESS, mb2.MB2_HEADER_TAG_ENTRY_ADDRESS,
+            mb2.MB2_HEADER_TAG_CONSOLE_FLAGS, mb2.MB2_HEADER_TAG_FRAMEBUFFER,
+            mb2.MB2_HEADER_TAG_MODULE_ALIGN, mb2.MB2_HEADER_TAG_EFI_BS,
+            mb2.MB2_HEADER_TAG_ENTRY_ADDRESS_EFI32, mb2.MB2_HEADER_TAG_ENTRY_ADDRESS_EFI64,
+            mb2.MB2_HEADER_TAG_RELOCATABLE] == list(range(11))
+    assert (mb2.MB2_CONSOLE_FLAGS_CONSOLE_REQUIRED, mb2.MB2_CONSOLE_FLAGS_EGA_TEXT_SUPPORTED) == (1, 2)
+    assert (mb2.MB2_LOAD_PREFERENCE_NONE, mb2.MB2_LOAD_PREFERENCE_LOW,
+            mb2.MB2_LOAD_PREFERENCE_HIGH) == (0, 1, 2)
+    assert (mb2.MBI_TAG_END, mb2.MBI_TAG_CMDLINE, mb2.MBI_TAG_BOOT_LOADER_NAME,
+            mb2.MBI_TAG_BASIC_MEMINFO, mb2.MBI_TAG_LOAD_BASE_ADDR) == (0, 1, 2, 4, 21)
+
+
+def test_a_mips_header_round_trips_with_its_arch_in_the_checksum():
+    h = mb2.find_header(mb2.build_header(mb2.console_flags_tag(), arch=mb2.MB2_ARCH_MIPS32))
+    assert (h.arch, h.arch_name) == (4, "mips32")
+    assert (0xE85250D6 + 4 + h.header_length + h.checksum) & 0xFFFFFFFF == 0
+
+
+# ---------------------------------------------------------------- every refusal says what is wrong
+
+def _raw_header(arch, length, *words):
+    body = struct.pack("<%dI" % len(words), *words)
+    return struct.pack("<4I", 0xE85250D6, arch, length,
+                       -(0xE85250D6 + arch + length) & 0xFFFFFFFF) + body
+
+
+def refused(buf, message):
+    with pytest.raises(ImageError) as e:
+        mb2.find_header(buf)
+    assert str(e.value) == message
+
+
+def test_a_fixed_part_cut_short_says_how_many_bytes_are_left():
+    buf = b"\0" * 8 + struct.pack("<I", 0xE85250D6) + b"\0" * 8
+    refused(buf, "multiboot2 header at offset 0x8: truncated: 12 bytes left, the fixed part needs 16")
+    # Exactly the fixed part, no room for tags: the length is what is wrong.
+    refused(_raw_header(0, 24), "multiboot2 header at offset 0x0: header_length 0x18 runs past "
+                                "the end of the image (0x10 bytes)")
+
+
+def test_header_length_below_fixed_part_and_end_tag():
+    for length in (8, 16, 23):
+        refused(_raw_header(0, length, 0, 8) + bytes(64),
+                "multiboot2 header at offset 0x0: header_length %d is too small for a header "
+                "with an end tag" % length)
+    assert mb2.find_header(_raw_header(0, 24, 0, 8)).header_length == 24
+
+
+def test_an_information_request_body_must_be_whole_words():
+    tag = struct.pack("<HHI", 1, 0, 8 + 6) + bytes(6) + bytes(2)
+    buf = _raw_header(0, 16 + 16 + 8) + tag + struct.pack("<HHI", 0, 0, 8)
+    refused(buf, "multiboot2 header at offset 0x0: information request tag at 0x10 has a "
+                 "6-byte body, not a multiple of 4")
+
+
+def test_relocatable_edges():
+    same = mb2.find_header(mb2.build_header(mb2.relocatable_tag(0x200000, 0x200000, 1, 0)))
+    assert same.relocatable == mb2.Relocatable(0x200000, 0x200000, 1, 0, "none")
+    with pytest.raises(ValueError, match="align 0x3, not a power of two"):
+        mb2.relocatable_tag(0, 0xFFFFFFFF, 3, 0)
+
+
+def test_find_magic_stops_at_end():
+    buf = bytes(64) + struct.pack("<I", 0xE85250D6) + bytes(60)
+    assert mb2.find_magic(buf) == 64
+    assert mb2.find_magic(buf, 0, 64) is None and mb2.find_magic(buf, 0, 68) == 64
+
+
+def test_values_compare_by_type_and_fields_and_say_them():
+    r = mb2.Relocatable(1, 2, 4, 1, "low")
+    assert r == mb2.Relocatable(1, 2, 4, 1, "low") and r != mb2.Relocatable(1, 2, 4, 2, "high")
+    assert r != (1, 2, 4, 1, "low")
+    assert repr(r) == ("Relocatable(min_addr=1, max_addr=2, align=4, preference=1, "
+                       "preference_name='low')")
+
+
+def test_make_tag_refuses_what_the_format_cannot_hold():
+    assert mb2.make_tag(0xFFFF, 0xFFFF, raw=b"").type == 0xFFFF
+    for kw in (dict(tag_type=0x10000), dict(tag_type=1, flags=0x10000), dict(tag_type=-1)):
+        with pytest.raises(ValueError, match="multiboot2 tag type and flags are u16"):
+            mb2.make_tag(**kw)
+    with pytest.raises(ValueError) as e:
+        mb2.make_tag(mb2.MB2_HEADER_TAG_CONSOLE_FLAGS, raw=b"1234")
+    assert str(e.value) == "multiboot2 console_flags tag takes fields, not raw bytes"
+    with pytest.raises(ValueError) as e:
+        mb2.make_tag(mb2.MB2_HEADER_TAG_INFORMATION_REQUEST, requests=(4,), width=1)
+    assert str(e.value) == "multiboot2 information_request tag takes field requests only"
+
+
+def test_mbi_limits_and_short_tags():
+    assert mb2.encode_mbi("", "", 0xFFFFFFFF, 0, 0)
+    # The smallest boot information: its fixed part and an end tag.
+    assert mb2.decode_mbi(struct.pack("<IIII", 16, 0, 0, 8))["cmdline"] is None
+    for ttype, what, need in ((4, "basic meminfo", 16), (21, "load base addr", 12)):
+        buf = struct.pack("<II", 8 + 8 + 8, 0) + struct.pack("<II", ttype, 8) + struct.pack("<II", 0, 8)
+        with pytest.raises(ImageError) as e:
+            mb2.decode_mbi(buf)
+        assert str(e.value) == ("multiboot2 boot information: %s tag at 0x8 is 8 bytes, needs %d"
+                                % (what, need))
+
+
+def test_tags_are_required_unless_flagged_optional():
+    assert mb2.make_tag(mb2.MB2_HEADER_TAG_END).flags == 0
+    assert mb2.make_tag(mb2.MB2_HEADER_TAG_FRAMEBUFFER, width=0, height=0, depth=0).flags == 0
+    with pytest.raises(ValueError, match="multiboot2 tag type and flags are u16"):
+        mb2.make_tag(1, flags=-1)
+    with pytest.raises(ValueError, match="load_base_addr -0x1 does not fit in 32 bits"):
+        mb2.encode_mbi("", "", -1, 0, 0)
+
+
+def test_header_tags_shorter_than_their_own_header():
+    # An end tag of size 7, and a tag whose 8-byte header does not fit.
+    refused(_raw_header(0, 24, 0, 7) + bytes(8),
+            "multiboot2 header at offset 0x0: tag type 0 at 0x10 has size 7 (< 8)")
+    refused(_raw_header(0, 31, 0x40004, 12, 2) + bytes(16),
+            "multiboot2 header at offset 0x0: no end tag within header_length 0x1f")
+
+
+def mbi_refused(buf, message):
+    with pytest.raises(ImageError) as e:
+        mb2.decode_mbi(buf)
+    assert str(e.value) == "multiboot2 boot information: " + message
+
+
+def test_mbi_sizes_at_their_limits():
+    mbi_refused(bytes(15), "15 bytes, need at least 16")
+    mbi_refused(struct.pack("<IIII", 15, 0, 0, 8), "total_size 15 outside [16, 16]")
+    # Room for one tag of 8 and 7 bytes more: no end tag fits.
+    mbi_refused(struct.pack("<II", 23, 0) + struct.pack("<II", 3, 8) + bytes(8),
+                "no end tag within total_size 23")
+    mbi_refused(struct.pack("<IIII", 16, 0, 0, 7), "tag type 0 at 0x8 has size 7, outside the "
+                                                   "16-byte buffer")
+    for ttype, what, size, need in ((4, "basic meminfo", 15, 16), (21, "load base addr", 11, 12)):
+        buf = struct.pack("<II", 8 + 16 + 8, 0) + struct.pack("<II", ttype, size) + bytes(8) \
+            + struct.pack("<II", 0, 8)
+        mbi_refused(buf, "%s tag at 0x8 is %d bytes, needs %d" % (what, size, need))

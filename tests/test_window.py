@@ -132,3 +132,77 @@ def test_crash_image_too_big_for_the_region():
 def test_no_crash_region():
     with pytest.raises(WindowError, match="crashkernel="):
         plan_in_region("crash", 0, 0, XEN_SIZE, ALIGN)
+
+
+# ---------------------------------------------------------------- what a refusal says
+# kexec-lu prints these to the operator: the addresses and byte counts in
+# them are what the operator acts on, so they are asserted exactly.
+
+def refusal(fn, *args, **kw):
+    with pytest.raises(WindowError) as e:
+        fn(*args, **kw)
+    return e.value
+
+
+def test_bootmem_not_below_xen_names_both_ranges():
+    e = refusal(plan_liveupdate, 0x1000000, 0x400000, 0x2000000, 0x300000, 0x100000, PAGE)
+    assert str(e) == ("LU bootmem [0x1000000, 0x1400000) is not directly below Xen "
+                      "[0x2000000, 0x2300000): no contiguous load window")
+
+
+def test_an_empty_image_is_refused_and_a_one_byte_one_placed():
+    e = refusal(plan, 64 * MiB, 0)
+    assert str(e) == "image has nothing to load"
+    p = plan(64 * MiB, 1, align=PAGE)
+    assert (p.image_start, p.image_end) == (XEN_START + XEN_SIZE - PAGE, XEN_START + XEN_SIZE - PAGE + 1)
+
+
+def test_exactly_the_minimum_bootmem_under_a_mem_max_below_xen():
+    # The image must end at or below 0x10100000 - 1: it goes at the floor exactly.
+    lu = 8 * MiB
+    floor = XEN_START - lu + LU_BOOTMEM_MIN
+    p = plan(lu, MiB, align=MiB, mem_max=floor + MiB - 1)
+    assert (p.image_start, p.bootmem_size) == (floor, LU_BOOTMEM_MIN)
+    e = refusal(plan, lu, MiB, align=MiB, mem_max=floor + MiB - 2)
+    assert str(e) == ("the image must end at or below 0x%x (--mem-max or the image's max_addr), "
+                      "which leaves no room for it above 0x%x in the window [0x%x, 0x%x)"
+                      % (floor + MiB - 2, floor, XEN_START - lu, XEN_START + XEN_SIZE))
+
+
+def test_an_image_as_big_as_the_address_space_below_the_window_end():
+    # An image exactly as big as everything below the window's end would
+    # start at 0; one byte bigger has no start at all: the shortfall says so.
+    lu_start, end = XEN_START - 4 * MiB, XEN_START + XEN_SIZE
+    floor = lu_start + LU_BOOTMEM_MIN
+    for load, short in ((end, floor), (end + 1, floor + 1)):
+        e = refusal(plan_liveupdate, lu_start, 4 * MiB, XEN_START, XEN_SIZE, load, PAGE)
+        assert e.shortfall == short
+        assert str(e).startswith("image needs %d bytes more than the window [0x%x, 0x%x) holds"
+                                 % (short, lu_start, end))
+
+
+def test_the_boot_information_page_against_mem_min():
+    # 64 MiB of bootmem below a 2 MiB-aligned image: the page is its last one.
+    p = plan(64 * MiB, XEN_SIZE)
+    info = p.bootinfo_addr
+    assert plan(64 * MiB, XEN_SIZE, mem_min=info).bootinfo_addr == info
+    e = refusal(plan, 64 * MiB, XEN_SIZE, mem_min=info + 1)
+    assert str(e) == ("the boot-information page goes at the top of xen#2's LU bootmem, "
+                      "0x%x, below --mem-min 0x%x" % (info, info + 1))
+
+
+def test_a_region_at_address_zero_keeps_page_zero_for_the_boot_information():
+    p = plan_in_region("crash", 0, 16 * MiB, MiB, PAGE)
+    assert (p.bootinfo_addr, p.image_start) == (0, PAGE)
+
+
+def test_a_region_too_small_says_by_how_much():
+    e = refusal(plan_in_region, "crash", 0x20000000, 2 * MiB, 2 * MiB, PAGE)
+    assert e.shortfall == PAGE
+    assert str(e) == ("image of %d bytes does not fit in [0x20000000, 0x20200000) at alignment "
+                      "0x1000 (4096 bytes short)" % (2 * MiB))
+    e = refusal(plan_in_region, "default", 0x20000000, 64 * MiB, 2 * MiB, PAGE,
+                mem_max=0x20200000 - 1)
+    assert e.shortfall == PAGE
+    assert str(e) == ("image of %d bytes does not fit in [0x20000000, 0x20200000) at alignment "
+                      "0x1000 (4096 bytes short)" % (2 * MiB))

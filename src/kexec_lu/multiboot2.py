@@ -371,7 +371,7 @@ def encode_mbi(cmdline, loader_name, load_base_addr, mem_lower_kib, mem_upper_ki
     for what, v in (("load_base_addr", load_base_addr), ("mem_lower", mem_lower_kib),
                     ("mem_upper", mem_upper_kib)):
         if not 0 <= v <= _U32:
-            raise ValueError("%s 0x%x does not fit in 32 bits" % (what, v))
+            raise ValueError("%s %#x does not fit in 32 bits" % (what, v))
     tags = (_mbi_tag(MBI_TAG_CMDLINE, _mbi_string("command line", cmdline))
             + _mbi_tag(MBI_TAG_BOOT_LOADER_NAME, _mbi_string("boot loader name", loader_name))
             + _mbi_tag(MBI_TAG_BASIC_MEMINFO, struct.pack("<II", mem_lower_kib, mem_upper_kib))
