@@ -18,15 +18,15 @@ from .. import guest
 from .._lu_core import ffi, lib
 from ..builder import backend_slot_addr, guest_info, read_backend_slot
 from ..domain import DTYPE_CODES, Domain, Frontend, IoreqServer
-from ..evtchn import EventChannels, Port
+from ..evtchn import FIFO_PORTS, EventChannels, Port
 from ..frametable import PGC_ALLOCATED, FrameTable
 from ..grant import GrantMap, GrantTable
 from ..guest import P2M
 from ..m2p import M2P
 from ..mappings import Mappings
 from . import records as R
-from .stream import BREADCRUMB, DOMAIN_TYPE_PV, StreamError, hash64, iter_sections, mfn_array_frames, \
-    read_breadcrumb, validate
+from .stream import BREADCRUMB, DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, StreamError, hash64, iter_sections, \
+    mfn_array_frames, read_breadcrumb, validate
 
 LOW_RESERVED_FRAMES = 256       # the first MiB
 
@@ -57,7 +57,9 @@ class MappedStream:
         forbidden = [(lu_start // PAGE_SIZE, (lu_start + lu_size) // PAGE_SIZE, "LU bootmem"),
                      (xen_start // PAGE_SIZE, -(-(xen_start + xen_size) // PAGE_SIZE), "the hypervisor image")]
         array_frames = mfn_array_frames(nr)
-        if array % PAGE_SIZE or array // PAGE_SIZE + array_frames > nr_frames:
+        if array % PAGE_SIZE:
+            _fail("breadcrumb: MFN array at 0x%x is not page-aligned", array)
+        if array // PAGE_SIZE + array_frames > nr_frames:
             _fail("breadcrumb: MFN array at 0x%x is not inside RAM", array)
         self._outside(array // PAGE_SIZE, array_frames, forbidden, "the MFN array")
         raw = ram.read(array, nr * 8)
@@ -146,12 +148,16 @@ _DECODERS = {
 }
 
 
+SYSTEM_RECORDS = (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P, ls.REC_LU_TIMINGS)
+
+
 def decode(buf, known_types):
     """Framing, then every body: -> (system {type: [value]}, [DomainPlan])."""
     validate(buf, known_types)
     system, domains = {}, []
     for header, recs in iter_sections(buf):
-        plan = DomainPlan(header, recs[0][0]) if header is not None else None
+        # A domain section starts at its header, just before its first record.
+        plan = DomainPlan(header, recs[0][0] - DOMAIN_HEADER.size) if header is not None else None
         for off, rtype, body in recs:
             base = rtype & ~ls.REC_OPTIONAL
             if base == ls.REC_END:
@@ -159,6 +165,10 @@ def decode(buf, known_types):
             dec = _DECODERS.get(base)
             if dec is None:
                 continue            # an optional record this hypervisor does not know
+            if (plan is None) != (base in SYSTEM_RECORDS):
+                # Filed where nothing reads it, it would be lost without a word.
+                raise StreamError("record %s at offset 0x%x does not belong in %s"
+                                  % (ls.record_name(rtype), off, "a domain section" if plan else "the system section"))
             try:
                 value = dec(body)
             except (R.RecordError, struct.error) as e:
@@ -193,17 +203,22 @@ def check(hv, system, domains, stream, lu_range, xen_range):
 
     def sys_one(rtype):
         got = system.get(rtype, [])
-        if len(got) != 1:
-            raise StreamError("the system section has %d %s records, needs 1" % (len(got), ls.record_name(rtype)))
+        if not got:
+            raise StreamError("the system section at offset 0x%x has no %s record"
+                              % (IMAGE_HEADER.size, ls.record_name(rtype)))
+        if len(got) > 1:
+            raise StreamError("record %s at offset 0x%x: the system section has it more than once"
+                              % (ls.record_name(rtype), got[1][0]))
         return got[0]
 
-    _, (major, minor, fmt, nr_domains) = sys_one(ls.REC_LU_VERSION)
+    off, (major, minor, fmt, nr_domains) = sys_one(ls.REC_LU_VERSION)
     lo, hi = hv.personality.lu_versions or (0, -1)
     if not lo <= fmt <= hi:
-        raise StreamError("record LU_VERSION: stream format %d, this hypervisor restores %d-%d" % (fmt, lo, hi))
+        raise StreamError("record LU_VERSION at offset 0x%x: stream format %d, this hypervisor restores %d-%d"
+                          % (off, fmt, lo, hi))
     if nr_domains != len(domains):
-        raise StreamError("record LU_VERSION says %d domains, the stream has %d sections"
-                          % (nr_domains, len(domains)))
+        raise StreamError("record LU_VERSION at offset 0x%x says %d domains, the stream has %d sections"
+                          % (off, nr_domains, len(domains)))
     off, regions = sys_one(ls.REC_LU_XEN_REGIONS)
     ft_regions = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
     if len(ft_regions) != 1:
@@ -220,7 +235,8 @@ def check(hv, system, domains, stream, lu_range, xen_range):
         claim(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region"}.get(kind, "region"),
               "record LU_XEN_REGIONS at offset 0x%x" % off)
     if ft_regions[0][1] * PAGE_SIZE < FrameTable.bytes_for(nr_frames):
-        raise StreamError("record LU_XEN_REGIONS: the frame-table region is too small for %d frames" % nr_frames)
+        raise StreamError("record LU_XEN_REGIONS at offset 0x%x: the frame-table region is too small for %d frames"
+                          % (off, nr_frames))
     off, (m2p_start, m2p_entries) = sys_one(ls.REC_LU_M2P)
     if m2p_entries != nr_frames:
         raise StreamError("record LU_M2P at offset 0x%x: %d entries for %d frames" % (off, m2p_entries, nr_frames))
@@ -246,8 +262,11 @@ def check(hv, system, domains, stream, lu_range, xen_range):
         plan.domid, plan.flags, plan.dtype, plan.vcpus, plan.name = \
             domid, flags, R.DTYPE_NAMES[dtype], vcpus, R.cstr(name)
         plan.shinfo = shinfo
-    if 0 not in by_id or not by_id[0].flags & R.DOM_CONTROL:
+    if 0 not in by_id:
         raise StreamError("the stream has no control domain d0")
+    if not by_id[0].flags & R.DOM_CONTROL:
+        raise StreamError("record LU_DOMAIN at offset 0x%x: d0 is not the control domain"
+                          % by_id[0].records[ls.REC_LU_DOMAIN][0][0])
 
     for plan in domains:
         _check_domain(plan, by_id, claim, nr_frames)
@@ -276,9 +295,13 @@ def check(hv, system, domains, stream, lu_range, xen_range):
             "xen1_version": "%d.%d" % (major, minor)}
 
 
-def _where(plan, rtype):
+def _where(plan, rtype, at=None):
+    """The record at offset `at`, or the first of its type, or, if it has
+    none, the section."""
     recs = plan.records.get(rtype)
-    return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if recs else plan.offset)
+    if not recs:
+        return "domain section at offset 0x%x" % plan.offset
+    return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if at is None else at)
 
 
 SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER, ls.REC_LU_GRANT_MAPS,
@@ -310,9 +333,17 @@ def _check_domain(plan, by_id, claim, nr_frames):
         if not inside(m, n, ram_owned):
             raise StreamError("%s: d%d maps gfn 0x%x to frames 0x%x+%d it does not own"
                               % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g, m, n))
+    # No frame at two gfns: with that, the sums below mean "exactly".
+    mfns = sorted((m, n) for _, m, n in p2m)
+    for (m0, n0), (m1, _) in zip(mfns, mfns[1:]):
+        if m1 < m0 + n0:
+            raise StreamError("%s: d%d maps frame 0x%x at two gfns" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, m1))
     if sum(n for _, _, n in p2m) != sum(n for _, n in ram_owned):
         raise StreamError("%s: d%d owns frames its P2M does not map" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d))
     plan.p2m = [tuple(e) for e in p2m]
+    if not _populated(plan, guest.INFO_GFN):
+        raise StreamError("%s: d%d does not map gfn 0x%x, its guest info page"
+                          % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, guest.INFO_GFN))
     plan.shared = shared_owned
     if not inside(plan.shinfo, 1, shared_owned):
         raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_DOMAIN), d, plan.shinfo))
@@ -320,9 +351,10 @@ def _check_domain(plan, by_id, claim, nr_frames):
     status = [f for (f,) in plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2)) or []]
     if version not in (1, 2) or not nr_gt:
         raise StreamError("%s: d%d grant table version %d with %d frames" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
-    for f in [f for (f,) in frames] + status:
-        if not inside(f, 1, shared_owned):
-            raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, f))
+    for rtype, fs in ((ls.REC_LU_GRANT_TABLE, [f for (f,) in frames]), (ls.REC_LU_GRANT_STATUS, status)):
+        for f in fs:
+            if not inside(f, 1, shared_owned):
+                raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (_where(plan, rtype), d, f))
     plan.grant = (version, [f for (f,) in frames], status)
     if plan.dtype == "pv":
         plan.one(ls.REC_X86_PV_INFO)
@@ -345,11 +377,13 @@ def _check_domain(plan, by_id, claim, nr_frames):
     if sorted(v[0] for v in vcpus) != list(range(plan.vcpus)):
         raise StreamError("%s: d%d has %d vCPUs but vCPU records %s"
                           % (_where(plan, ls.REC_LU_VCPU_STATE), d, plan.vcpus, sorted(v[0] for v in vcpus)))
-    for v in vcpus:
+    for at, v in plan.records.get(ls.REC_LU_VCPU_STATE, []):
+        # Named by the vCPU's own record, not the domain's first.
+        where = _where(plan, ls.REC_LU_VCPU_STATE, at)
         if plan.dtype == "pv" and v[-1] != plan.l4:
-            raise StreamError("%s: d%d vCPU%d CR3 0x%x is not its pinned L4" % (_where(plan, ls.REC_LU_VCPU_STATE), d, v[0], v[-1]))
+            raise StreamError("%s: d%d vCPU%d CR3 0x%x is not its pinned L4" % (where, d, v[0], v[-1]))
         if v[1] not in (lib.LU_RUN_RUNNABLE, lib.LU_RUN_BLOCKED_IO, lib.LU_RUN_BLOCKED_RING):
-            raise StreamError("%s: d%d vCPU%d run state %d" % (_where(plan, ls.REC_LU_VCPU_STATE), d, v[0], v[1]))
+            raise StreamError("%s: d%d vCPU%d run state %d" % (where, d, v[0], v[1]))
     plan.vcpu_records = sorted(vcpus)
     fifo = plan.one(ls.REC_LU_EVTCHN_FIFO, required=False)
     if fifo:
@@ -375,8 +409,10 @@ def _check_links(plan, by_id):
     """Cross-domain references: each must name a domain in the stream."""
     d = plan.domid
     ports = plan.port_map
+    # Pending and mask bits live in one page: the FIFO event array or shared info.
+    max_ports = FIFO_PORTS if plan.fifo else abi.EVTCHN_2L_NR_CHANNELS
     for port, kind, _, vcpu, rdom, rport, virq, _ in plan.ports:
-        if kind not in R.PORT_KIND_NAMES or not 0 < port < 1 << 17:
+        if kind not in R.PORT_KIND_NAMES or not 0 < port < max_ports:
             raise StreamError("%s: d%d port %d kind %d" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, kind))
         if kind == R.PORT_KINDS["interdomain"]:
             peer = by_id.get(rdom)
@@ -393,9 +429,18 @@ def _check_links(plan, by_id):
         if dm not in by_id:
             raise StreamError("%s: d%d's device model runs in d%d, which is not in the stream"
                               % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, dm))
+        if not _populated(plan, ioreq_gfn):
+            raise StreamError("%s: d%d ioreq page gfn 0x%x is not populated"
+                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, ioreq_gfn))
+        if len(pairs) != plan.vcpus:
+            raise StreamError("%s: d%d has %d vCPUs but %d ioreq ports"
+                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, plan.vcpus, len(pairs)))
         for gport, dport in pairs:
-            if gport not in ports:
-                raise StreamError("%s: d%d ioreq port %d is not bound" % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, gport))
+            # Bound to the device model's port (which, checked above, points back).
+            p = ports.get(gport)
+            if p is None or p[1] != R.PORT_KINDS["interdomain"] or (p[4], p[5]) != (dm, dport):
+                raise StreamError("%s: d%d ioreq port %d is not bound to d%d port %d"
+                                  % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, gport, dm, dport))
     for handle, granter, flags, ref, _, mfn in plan.one(ls.REC_LU_GRANT_MAPS, required=False) or []:
         g = by_id.get(granter)
         if g is None:
