@@ -339,8 +339,10 @@ def refused(buf, message):
 
 
 def test_a_fixed_part_cut_short_says_how_many_bytes_are_left():
-    buf = b"\0" * 8 + struct.pack("<I", 0xE85250D6) + b"\0" * 8
-    refused(buf, "multiboot2 header at offset 0x8: truncated: 12 bytes left, the fixed part needs 16")
+    for left in (12, 15):
+        buf = b"\0" * 8 + struct.pack("<I", 0xE85250D6) + b"\0" * (left - 4)
+        refused(buf, "multiboot2 header at offset 0x8: truncated: %d bytes left, the fixed part "
+                     "needs 16" % left)
     # Exactly the fixed part, no room for tags: the length is what is wrong.
     refused(_raw_header(0, 24), "multiboot2 header at offset 0x0: header_length 0x18 runs past "
                                 "the end of the image (0x10 bytes)")
@@ -388,8 +390,8 @@ def test_make_tag_refuses_what_the_format_cannot_hold():
         with pytest.raises(ValueError, match="multiboot2 tag type and flags are u16"):
             mb2.make_tag(**kw)
     with pytest.raises(ValueError) as e:
-        mb2.make_tag(mb2.MB2_HEADER_TAG_CONSOLE_FLAGS, raw=b"1234")
-    assert str(e.value) == "multiboot2 console_flags tag takes fields, not raw bytes"
+        mb2.make_tag(mb2.MB2_HEADER_TAG_FRAMEBUFFER, raw=b"123456789012")
+    assert str(e.value) == "multiboot2 framebuffer tag takes fields, not raw bytes"
     with pytest.raises(ValueError) as e:
         mb2.make_tag(mb2.MB2_HEADER_TAG_INFORMATION_REQUEST, requests=(4,), width=1)
     assert str(e.value) == "multiboot2 information_request tag takes field requests only"
@@ -420,7 +422,8 @@ def test_header_tags_shorter_than_their_own_header():
     # An end tag of size 7, and a tag whose 8-byte header does not fit.
     refused(_raw_header(0, 24, 0, 7) + bytes(8),
             "multiboot2 header at offset 0x0: tag type 0 at 0x10 has size 7 (< 8)")
-    refused(_raw_header(0, 31, 0x40004, 12, 2) + bytes(16),
+    # One 8-byte tag, then 7 bytes: too few for another tag's header.
+    refused(_raw_header(0, 31, 0x63, 8) + bytes(16),
             "multiboot2 header at offset 0x0: no end tag within header_length 0x1f")
 
 
