@@ -397,3 +397,54 @@ def test_writer_pads_bodies_and_ends_sections():
     assert out[24:32] == RECORD_HEADER.pack(ls.REC_LU_VERSION, 3)
     assert out[32:40] == b"abc" + bytes(5)
     assert out[40:48] == RECORD_HEADER.pack(ls.REC_END, 0)
+
+
+def test_record_vocabulary_is_the_man_pages():
+    """kexec-lu-stream(5)'s numbers, as literals: a stream is read by another
+    hypervisor build, so a changed number is a broken format, not a refactor."""
+    assert (R.REGION_FRAMETABLE, R.REGION_CRASH) == (1, 2)
+    assert (R.DOM_CONTROL, R.DOM_PAUSED, R.DOM_DYING) == (1, 2, 4)
+    assert R.DTYPES == {"pv": 0, "pvh": 1, "hvm": 2}
+    assert (R.OWN_RAM, R.OWN_SHARED) == (1, 2)
+    assert R.PT_PINNED == 1
+    assert R.PORT_KINDS == {"unbound": 1, "interdomain": 2, "virq": 3, "ipi": 4}
+    assert R.NO_DOMID == 0x7FF4
+    assert R.MAP_WRITABLE == 1
+
+
+def test_every_padding_length_and_the_domain_header_as_written_and_read():
+    w = StreamWriter()
+    w.record(ls.REC_LU_VERSION, b"v")
+    w.end()
+    w.domain(2, 4, 19)
+    for n in range(1, 9):                       # bodies padded by 7 down to 0 bytes
+        w.record(ls.REC_HVM_PARAMS | ls.REC_OPTIONAL, bytes([n]) * n)
+    w.end()
+    out = w.getvalue()
+    # Domain header: u32 type, u16 page_shift, u16 reserved (zero), u32 major, u32 minor.
+    at = 24 + 16 + 8
+    assert out[at:at + 16] == struct.pack("<IHHII", 2, 12, 0, 4, 19)
+    (_, system), (header, recs) = list(iter_sections(out))
+    assert [body for _, _, body in recs[:-1]] == [bytes([n]) * n for n in range(1, 9)]
+    assert recs[-1][1] == ls.REC_END and len(out) == recs[-1][0] + 8
+
+
+def test_mfn_array_frames_and_breadcrumb_defaults():
+    from hyperv_sim.liveupdate.stream import mfn_array_frames, pack_breadcrumb
+    assert [mfn_array_frames(n) for n in (1, 512, 513, 1024, 1025)] == [1, 1, 2, 2, 3]
+    words = struct.unpack("<8Q", pack_breadcrumb(0x1000, 3, 12000, 5, 6))
+    # exec_ns and save_end_ns stay zero until written (kexec-lu-stream(5)).
+    assert words == (0x4C69766555706000, 0x1000, 3 << 12, 12000, 5, 6, 0, 0)
+
+
+def test_stream_record_numbers_are_the_formats():
+    """Migration stream v3's numbers (docs/specs/libxc-migration-stream.pandoc) and
+    the live-update ones of kexec-lu-stream(5), as literals."""
+    assert (ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION) == (2**64 - 1, 0x58454E46, 3)
+    assert (ls.REC_OPTIONAL, ls.REC_LU_ONLY) == (0x80000000, 0x40000000)
+    assert (ls.REC_END, ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS) == (0, 2, 0x0A)
+    lu = ["LU_VERSION", "LU_DOMAIN", "LU_P2M_EXTENTS", "LU_PAGE_OWNERSHIP", "LU_PV_PAGE_TYPES",
+          "LU_GRANT_TABLE", "LU_GRANT_STATUS", "LU_EVTCHN_PORTS", "LU_EVTCHN_FIFO", "LU_GRANT_MAPS",
+          "LU_IOREQ_SERVER", "LU_IOMMU", "LU_M2P", "LU_XEN_REGIONS", "LU_VCPU_STATE",
+          "LU_FOREIGN_MAPS", "LU_TIMINGS"]
+    assert [getattr(ls, "REC_" + n) for n in lu] == list(range(0x40000000, 0x40000011))
