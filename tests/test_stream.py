@@ -448,3 +448,21 @@ def test_stream_record_numbers_are_the_formats():
           "LU_IOREQ_SERVER", "LU_IOMMU", "LU_M2P", "LU_XEN_REGIONS", "LU_VCPU_STATE",
           "LU_FOREIGN_MAPS", "LU_TIMINGS"]
     assert [getattr(ls, "REC_" + n) for n in lu] == list(range(0x40000000, 0x40000011))
+
+
+def test_iommu_record_with_several_extents_and_devices():
+    """Laid out as kexec-lu-stream(5) says: u32 nr_extents, u32 nr_devices,
+    u64 root mfn, then [u64 mfn, u64 count] per extent, then 16-byte BDFs."""
+    body = (struct.pack("<IIQ", 3, 2, 0x5000) + struct.pack("<6Q", 0x5000, 1, 0x6000, 4, 0x9000, 2)
+            + b"0000:03:00.0".ljust(16, b"\0") + b"0000:04:01.7".ljust(16, b"\0"))
+    assert R.pack_iommu(0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
+                        ["0000:03:00.0", "0000:04:01.7"]) == body
+    assert R.unpack_iommu(body) == (0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
+                                    ["0000:03:00.0", "0000:04:01.7"])
+    for cut in (body[:-1], body + bytes(8)):
+        with pytest.raises(R.RecordError) as e:
+            R.unpack_iommu(cut)
+        assert str(e.value) == "IOMMU body of %d bytes, its counts need %d" % (len(cut), len(body))
+    with pytest.raises(R.RecordError, match="IOMMU body too short"):
+        R.unpack_iommu(body[:15])
+    assert R.unpack_iommu(struct.pack("<IIQ", 0, 0, 7)) == (7, [], [])
