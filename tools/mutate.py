@@ -6,16 +6,16 @@ as a user installs it: the mutated file is the installed one, so the
 hypervisor processes the tests start run the mutant too.  For each mutant
 the module's tests run until the first failure; a mutant no test fails
 "survives".  A survivor listed in tools/mutate-equivalent.tsv (module,
-operator, function, the line as the mutant has it, why) is an equivalent mutant, a change no
-behaviour can show, and does not count.  C mutants (tools/mutate-c.tsv) are
-applied to a copy of csrc/ built into the same venv.
+operator, function, the line as the mutant has it, why) is an equivalent
+mutant, a change no behaviour can show, and does not count.  C mutants
+(tools/mutate-c.tsv) are applied to a copy of the tree, built into the same
+venv and tested inside the copy.
 
 Writes mutate/results/latest.{md,json}; exits 1 if a module scores under
 TARGET.  `--modules a,b` runs a subset (names as in MODULES).
 """
 import argparse
 import json
-import os
 import pathlib
 import re
 import shutil
@@ -30,6 +30,7 @@ RESULTS = REPO / "mutate" / "results"
 EQUIVALENT = REPO / "tools" / "mutate-equivalent.tsv"
 C_MUTANTS = REPO / "tools" / "mutate-c.tsv"
 TARGET = 0.90
+MIN_TIMEOUT = 60          # seconds a mutant's tests may take, at least (10 x baseline)
 
 # module (as installed) -> the tests that decide it, fastest first.
 MODULES = {
@@ -117,7 +118,7 @@ def operators_to_exclude():
     return ["^%s$" % re.escape(n) for n in names if not any(k.match(n) for k in keep)]
 
 
-def mutate_module(name, baseline_timeout):
+def mutate_module(name):
     rel, tests = MODULES[name]
     target = site_packages() / rel
     d = WORK / name
@@ -136,7 +137,7 @@ def mutate_module(name, baseline_timeout):
         "[cosmic-ray]\nmodule-path = %s\ntimeout = %.1f\nexcluded-modules = []\n"
         "test-command = %s\n\n[cosmic-ray.distributor]\nname = \"local\"\n\n"
         "[cosmic-ray.filters.operators-filter]\nexclude-operators = %s\n"
-        % (json.dumps(str(target)), max(baseline_timeout, 10 * baseline), json.dumps(str(script)),
+        % (json.dumps(str(target)), max(MIN_TIMEOUT, 10 * baseline), json.dumps(str(script)),
            json.dumps(excluded)))
     cr = VENV / "bin"
     run(cr / "cosmic-ray", "init", config, session)
@@ -144,7 +145,7 @@ def mutate_module(name, baseline_timeout):
     run(cr / "cr-filter-pragma", session, capture_output=True)
     run(cr / "cosmic-ray", "exec", config, session)
     dump = run(cr / "cosmic-ray", "dump", session, capture_output=True, text=True).stdout
-    return target, baseline, [json.loads(line) for line in dump.splitlines() if line.strip()]
+    return target, [json.loads(line) for line in dump.splitlines() if line.strip()]
 
 
 def mutated_line(diff):
@@ -283,7 +284,7 @@ def main():
     failed = []
     for name in names:
         try:
-            target, _baseline, items = mutate_module(name, baseline_timeout=60)
+            target, items = mutate_module(name)
         except BaselineFailed as e:
             print("mutate: %s" % e, file=sys.stderr)
             failed.append(name)
