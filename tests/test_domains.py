@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from hyperv_sim._lu_core import lib
+from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.grant import FIRST_FREE_REF
 from hyperv_sim.guest import P2M
 from hyperv_sim.hypervisor import DomainError
@@ -138,7 +138,12 @@ def test_paused_dom0_leaves_hvm_io_in_flight(host):
     host.set_paused(0, True)
     hvm = host.find_domain("hvm-fifo")
     v = hvm.vcpu_state[0]
-    wait_for(lambda: v.runstate == lib.LU_RUN_BLOCKED_IO, what="an I/O request in flight")
+    # Blocked on I/O is not enough: a request dom0 answered just before the
+    # pause is still "blocked" until the vCPU next runs, and then it runs on.
+    # A request in the READY state is one the paused device model has not seen.
+    wait_for(lambda: v.runstate == lib.LU_RUN_BLOCKED_IO and
+             ffi.buffer(v.ioreq, 32)[30][0] & 0x0F == lib.LU_IOREQ_READY,
+             what="an I/O request the paused device model has not taken")
     stuck = v.steps
     time.sleep(0.05)
     assert v.steps == stuck                    # not at a restartable boundary: it waits
