@@ -86,4 +86,4 @@ demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tools/demo.sh
 
 clean:
-	rm -rf $(VENV) .mutate build src/*.egg-info src/*/*.so src/kexec_lu/_xen_abi.c src/hyperv_sim/_lu_core.c
+	rm -rf $(VENV) .mutate build src/*.egg-info src/*/*.so src/xen_public/_xen_abi.c src/hyperv_sim/_lu_core.c

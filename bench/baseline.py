@@ -15,7 +15,7 @@ import os
 import struct
 import time
 
-from kexec_lu import abi
+from xen_public import abi
 
 PAGE = abi.PAGE_SIZE
 BATCH = 1024                            # pages per PAGE_DATA record, as in libxc

@@ -24,8 +24,8 @@ import time
 
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.guest import P2M
-from kexec_lu import lustream as ls
-from kexec_lu.abi import DOMID_INVALID
+from xen_public import lustream as ls
+from xen_public.abi import DOMID_INVALID
 
 from . import reference as ref
 from .hostdata import GiB, make_host, stream_layout

@@ -16,11 +16,11 @@ from hyperv_sim import guest
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.domain import p2m_from_extents
 from hyperv_sim.frametable import ENTRY_SIZE, PGC_ALLOCATED, FrameAllocator, FrameTable
-from hyperv_sim.liveupdate import records as R
+from xen_public import lurecords as R
 from hyperv_sim.liveupdate.stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter, mfn_array_frames
 from hyperv_sim.m2p import M2P
-from kexec_lu import lustream as ls
-from kexec_lu.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
+from xen_public import lustream as ls
+from xen_public.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
 
 GiB, MiB = 1 << 30, 1 << 20
 LOW_RESERVED = 1 * MiB

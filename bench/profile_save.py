@@ -41,7 +41,7 @@ from hyperv_sim.liveupdate.engine import LiveUpdate
 from hyperv_sim.liveupdate.quiesce import Quiesce
 from hyperv_sim.mkimage import write_image
 from hyperv_sim.ram import HostRAM
-from kexec_lu import abi
+from xen_public import abi
 from kexec_lu.image import load_image
 from kexec_lu.loader import plan_load
 

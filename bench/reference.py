@@ -12,7 +12,7 @@ contract.
 import struct
 
 from hyperv_sim._lu_core import lib
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 PAGE_SIZE = 4096
 M64 = (1 << 64) - 1

@@ -16,7 +16,7 @@ from hyperv_sim.bootloader import boot, running_pid, shutdown
 from hyperv_sim.mkimage import write_image
 from kexec_lu.hypercall import XenClient
 from kexec_lu.liveupdate import run_live_update
-from kexec_lu.privcmd import SocketPrivcmd
+from xen_public.privcmd import SocketPrivcmd
 
 MiB = 1 << 20
 

@@ -1,4 +1,4 @@
-"""cffi build script for kexec_lu._xen_abi: Xen's public structs, nothing else.
+"""cffi build script for xen_public._xen_abi: Xen's public structs, nothing else.
 
 The client side (kexec-lu) needs the struct layouts but none of the C core.
 """
@@ -14,7 +14,7 @@ with open(os.path.join(HERE, "xen_abi.h")) as f:
 ffibuilder = FFI()
 ffibuilder.cdef(XEN_ABI_H)
 ffibuilder.set_source(
-    "kexec_lu._xen_abi",
+    "xen_public._xen_abi",
     '#include <stdint.h>\n#include "xen_abi.h"\n',
     include_dirs=[HERE],
 )

@@ -18,7 +18,7 @@ import tempfile
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from kexec_lu import lustream as ls  # noqa: E402
+from xen_public import lustream as ls  # noqa: E402
 
 GiB, MiB = 1 << 30, 1 << 20
 

@@ -87,7 +87,7 @@ class Host:
 
     def __init__(self, state_dir):
         from kexec_lu.hypercall import XenClient
-        from kexec_lu.privcmd import SocketPrivcmd
+        from xen_public.privcmd import SocketPrivcmd
         self.state_dir = state_dir
         self.privcmd = SocketPrivcmd(str(state_dir))
         self.client = XenClient(self.privcmd)

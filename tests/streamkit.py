@@ -15,8 +15,8 @@ from hyperv_sim.liveupdate.restore import check, decode
 from hyperv_sim.liveupdate.save import build_stream
 from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, StreamError, \
     iter_sections
-from kexec_lu import lustream as ls
-from kexec_lu.units import GiB, MiB
+from xen_public import lustream as ls
+from xen_public.units import GiB, MiB
 
 from conftest import make_hypervisor
 

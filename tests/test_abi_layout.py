@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from kexec_lu import abi
-from kexec_lu._xen_abi import ffi
+from xen_public import abi
+from xen_public._xen_abi import ffi
 
 STRUCTS = {
     "xen_kexec_range_t": ["range", "nr", "size", "start"],
@@ -34,7 +34,7 @@ CONSTANTS = [
 ]
 
 
-# Every constant of these families in kexec_lu.abi is checked, so that one
+# Every constant of these families in xen_public.abi is checked, so that one
 # added later is held to Xen's header too: {python name: C expression}.
 FAMILIES = (r"GTF_\w+", r"VIRQ_\w+", r"HVM_PARAM_\w+", r"EVTCHN_FIFO_(PENDING|MASKED|LINKED)",
             r"DOMID_FIRST_RESERVED", r"EM_(386|X86_64)")

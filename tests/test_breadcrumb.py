@@ -45,7 +45,7 @@ def test_breadcrumb_array_and_stream_in_ram_are_as_documented(tmp_path, sim_imag
                             str(sim_images["4.19"]))
         assert res.returncode == 0, res
         before = time.monotonic_ns()
-        rep = run_live_update(host.client, timeout=60, show=False)
+        rep = run_live_update(host.client, timeout=60)
         after = time.monotonic_ns()
         assert rep["state"] == "halted", rep
 

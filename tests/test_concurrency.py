@@ -3,7 +3,7 @@ processes leave the hypervisor consistent (one image or none, staged in
 exactly its frames, every answer well-formed)."""
 import concurrent.futures
 
-from kexec_lu import abi
+from xen_public import abi
 
 
 def test_parallel_loads_unloads_and_status_stay_consistent(host, sim_images):

@@ -15,11 +15,11 @@ from bench import reference as ref
 from bench.hostdata import make_host
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.guest import P2M
-from hyperv_sim.liveupdate import records as R
+from xen_public import lurecords as R
 from hyperv_sim.liveupdate import save
 from hyperv_sim.liveupdate.quiesce import Quiesce, QuiesceTimeout
 from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, iter_sections
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 PAGE = ref.PAGE_SIZE
 KNOWN = tuple(ls.ALL_RECORD_TYPES)

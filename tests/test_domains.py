@@ -8,9 +8,9 @@ from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.grant import FIRST_FREE_REF
 from hyperv_sim.guest import P2M
 from hyperv_sim.hypervisor import DomainError
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
-from kexec_lu.units import GiB, MiB
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
+from xen_public.units import GiB, MiB
 
 from conftest import make_hypervisor
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from hyperv_sim.liveupdate.report import FAULTS_AFTER_PONR, FAULTS_BEFORE_PONR, SAVE_RECORD_FAULTS
-from kexec_lu import abi, lustream
+from xen_public import abi, lustream
 from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update
 
@@ -119,9 +119,9 @@ def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_
     host.toolstack("lu-fault", point=point)
     if point == "preflight":
         with pytest.raises(KexecLuError, match="injected fault at preflight"):
-            run_live_update(host.client, timeout=30, show=False)
+            run_live_update(host.client, timeout=30)
     else:
-        rep = run_live_update(host.client, timeout=30, show=False)
+        rep = run_live_update(host.client, timeout=30)
         assert rep["state"] == "aborted" and rep["error"] == "injected fault at %s" % point, rep
         assert "live update aborted, every domain resumed: injected fault at %s" % point in \
             host.hyperv_sim("dmesg").stdout
@@ -132,7 +132,7 @@ def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_
     # The image stays loaded, and a retry completes.
     assert host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1
     before = domains(host)
-    rep = run_live_update(host.client, timeout=30, show=False)
+    rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "complete", rep
     assert_as_before(host, before)
 
@@ -146,7 +146,7 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     load(host, image, "--append", "lu_fault=" + point)
     before, whole = domains(host), full_state(host)
     lu_start = host.toolstack("info")["lu_bootmem"]["start"]
-    rep = run_live_update(host.client, timeout=30, show=False)
+    rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "halted" and "injected fault at %s" % point in rep["error"], rep
     # Halted, naming the point; RAM and the breadcrumb as xen#1 left them.
     res = host.hyperv_sim("info")

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from bench.reference import FRAME, frames_find_mismatch, frames_histogram, frames_scan
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.frametable import ENTRY_SIZE, USE_NAMES, FrameAllocator, FrameTable, OutOfMemory
-from kexec_lu.abi import DOMID_INVALID
+from xen_public.abi import DOMID_INVALID
 
 
 class BufferRAM:

@@ -19,7 +19,7 @@ from bench.reference import FRAME         # struct lu_frame
 from hyperv_sim._lu_core import lib
 from hyperv_sim.frametable import PGC_ALLOCATED
 from hyperv_sim.guest import IO_EVERY
-from kexec_lu.abi import PAGE_SIZE
+from xen_public.abi import PAGE_SIZE
 from kexec_lu.liveupdate import run_live_update
 
 from conftest import boot_host, stop_host
@@ -94,7 +94,7 @@ def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_
         res = host.kexec_lu("load", "--type", "liveupdate", "--reuse-cmdline",
                             "--append", "lu_fault=restore-start", str(sim_images["4.19"]))
         assert res.returncode == 0, res
-        rep = run_live_update(host.client, timeout=30, show=False)
+        rep = run_live_update(host.client, timeout=30)
         assert rep["state"] == "halted" and "injected fault at restore-start" in rep["error"], rep
 
         # xen#2 is halted and has read nothing: poison xen#1's whole table.

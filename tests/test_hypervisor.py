@@ -5,8 +5,8 @@ import pytest
 from hyperv_sim._lu_core import lib
 from hyperv_sim.frametable import FrameTable
 from hyperv_sim.hypervisor import BootFailure, DomainError
-from kexec_lu.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
-from kexec_lu.units import GiB, MiB
+from xen_public.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
+from xen_public.units import GiB, MiB
 
 from conftest import make_hypervisor
 
@@ -147,7 +147,7 @@ def test_kexec_op_from_a_guest_is_refused(hv):
     call issued on behalf of d1 gets -EPERM and changes nothing."""
     from hyperv_sim._lu_core import ffi
     from hyperv_sim.hypercalls import Dispatcher
-    from kexec_lu import abi
+    from xen_public import abi
     hv.create_domain("guest", "pv", 32 * MiB, 1)
     rng = ffi.new("xen_kexec_range_t *", {"range": abi.KEXEC_RANGE_MA_XEN})
     addr = int(ffi.cast("uintptr_t", rng))

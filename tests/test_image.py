@@ -9,10 +9,11 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from hyperv_sim.mkimage import build_image
-from kexec_lu import image as imagemod, xennotes
+from kexec_lu import image as imagemod
+from xen_public import xennotes
 from kexec_lu.errors import ImageError
 from kexec_lu.image import load_image, parse_image, probe
-from kexec_lu.lustream import ALL_RECORD_TYPES, record_name
+from xen_public.lustream import ALL_RECORD_TYPES, record_name
 
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def test_exec_on_real_xen_reports_triggered():
         def kexec_exec(self, ktype):
             self.executed = ktype
 
-    rep = run_live_update(Client(), show=False)
+    rep = run_live_update(Client())
     assert rep["state"] == "triggered"
     assert errors("kexec-lu-exec", rep) == []
 

@@ -6,11 +6,11 @@ import stat
 
 import pytest
 
-from kexec_lu import abi
+from xen_public import abi
 from kexec_lu.errors import HypercallError
 from kexec_lu.hypercall import _Buffers
-from kexec_lu._xen_abi import ffi
-from kexec_lu.units import MiB
+from xen_public._xen_abi import ffi
+from xen_public.units import MiB
 
 from conftest import boot_host, stop_host
 
@@ -234,8 +234,8 @@ def test_a_peer_of_another_uid_is_refused_by_its_credentials(tmp_path):
     belongs to another uid refuses this process, and serves its owner."""
     import threading
     from hyperv_sim.privcmd import PrivcmdServer
-    from kexec_lu.errors import HypervisorUnavailable
-    from kexec_lu.privcmd import SocketPrivcmd
+    from xen_public.errors import HypervisorUnavailable
+    from xen_public.privcmd import SocketPrivcmd
     log = _Log()
     server = PrivcmdServer(str(tmp_path / "privcmd"), None, _Toolstack(), log)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

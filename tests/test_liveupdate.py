@@ -8,7 +8,7 @@ import time
 import pytest
 
 from hyperv_sim.mkimage import write_image
-from kexec_lu import abi, lustream
+from xen_public import abi, lustream
 from kexec_lu.liveupdate import run_live_update
 from kexec_lu.errors import KexecLuError
 
@@ -62,7 +62,7 @@ def load(host, image, *extra):
 
 def update(host, image):
     load(host, image)
-    return run_live_update(host.client, timeout=60, show=False)
+    return run_live_update(host.client, timeout=60)
 
 
 def assert_healthy(host):
@@ -206,7 +206,7 @@ def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_im
     # Only a vCPU with a request in flight cannot be paused; one between two
     # requests could be, and the update would complete.
     wait_blocked_on_io(host, "hvm")
-    rep = run_live_update(host.client, timeout=30, show=False)
+    rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "aborted"
     assert "d3 (hvm) never reached a restartable boundary" in rep["error"]
     assert "waiting for its device model" in rep["error"]
@@ -230,13 +230,13 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
     for image, words in cases:
         load(host, image)
         with pytest.raises(KexecLuError) as e:
-            run_live_update(host.client, timeout=30, show=False)
+            run_live_update(host.client, timeout=30)
         assert words in str(e.value)
         assert all(d["state"] == "running" for d in host.toolstack("list"))
     assert info(host)["incarnation"] == incarnation
     host.kexec_lu("unload", "--type", "liveupdate")
     with pytest.raises(KexecLuError, match="no live-update image loaded"):
-        run_live_update(host.client, timeout=30, show=False)
+        run_live_update(host.client, timeout=30)
     assert_healthy(host)
 
 
@@ -245,7 +245,7 @@ def test_a_corrupted_stream_is_refused_before_anything_changes(lu_host, sim_imag
     load(host, sim_images["4.19"])
     lu_start = info(host)["lu_bootmem"]["start"]
     host.toolstack("lu-fault", point="corrupt-stream")
-    rep = run_live_update(host.client, timeout=30, show=False)
+    rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "halted"
     assert "does not match its breadcrumb hash" in rep["error"]
     # Halted, not gone: RAM and the breadcrumb are there for a recovery.

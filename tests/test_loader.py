@@ -4,11 +4,12 @@ import pytest
 
 from hyperv_sim.bootline import BootLineError, parse
 from hyperv_sim.mkimage import write_image
-from kexec_lu import abi, bootinfo
+from xen_public import abi, bootinfo
 from kexec_lu.errors import ImageError
+from xen_public.errors import FormatError
 from kexec_lu.image import load_image
 from kexec_lu.loader import compose_cmdline, plan_load, remove_parameter
-from kexec_lu.units import MiB
+from xen_public.units import MiB
 
 XEN_START = 0xFFC00000
 RANGES = {abi.KEXEC_RANGE_MA_LIVEUPDATE: (XEN_START - 64 * MiB, 64 * MiB),
@@ -77,7 +78,7 @@ def test_crash_plan_stays_in_the_crash_region(sim_images):
 
 
 def test_command_line_too_long_for_the_boot_page(sim_images):
-    with pytest.raises(ImageError, match="command line too long"):
+    with pytest.raises(FormatError, match="command line too long"):
         plan_load(load_image(str(sim_images["4.18"])), abi.KEXEC_TYPE_LIVEUPDATE, RANGES, "x" * 5000)
 
 

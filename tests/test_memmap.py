@@ -2,7 +2,7 @@
 import json
 import xml.dom.minidom
 
-from kexec_lu.units import MiB
+from xen_public.units import MiB
 
 
 def test_map_json_names_the_window_and_where_xen2_would_go(host, sim_images):

@@ -9,9 +9,9 @@ from elftools.elf.elffile import ELFFile
 
 from hyperv_sim import mkimage
 from hyperv_sim.mkimage import build_image, write_image
-from kexec_lu import xennotes
+from xen_public import xennotes
 from kexec_lu.image import load_image, parse_image
-from kexec_lu.lustream import ALL_RECORD_TYPES, LU_FORMAT_VERSION
+from xen_public.lustream import ALL_RECORD_TYPES, LU_FORMAT_VERSION
 
 KiB, MiB = 1024, 1 << 20
 SMALL = dict(text_size=64 * KiB, mem_size=128 * KiB)

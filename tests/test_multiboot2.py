@@ -5,8 +5,8 @@ import struct
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kexec_lu import multiboot2 as mb2
-from kexec_lu.errors import ImageError
+from xen_public import multiboot2 as mb2
+from xen_public.errors import FormatError
 
 @pytest.fixture(scope="module")
 def real(xen_artifacts):
@@ -114,7 +114,7 @@ def test_header_ending_exactly_at_32k_is_accepted():
 # ---------------------------------------------------------------- malformed
 
 def _expect_malformed(buf, *words, offset=0):
-    with pytest.raises(ImageError) as ei:
+    with pytest.raises(FormatError) as ei:
         mb2.find_header(bytes(buf))
     msg = str(ei.value)
     assert "\n" not in msg and "offset 0x%x" % offset in msg
@@ -206,7 +206,7 @@ def test_mutated_header_only_raises_image_error(mutations, cut):
         buf[pos % len(buf)] = val
     try:
         h = mb2.find_header(bytes(buf[:len(buf) - cut]))
-    except ImageError:
+    except FormatError:
         return
     if h is not None:
         assert h.tags[-1].type == mb2.MB2_HEADER_TAG_END
@@ -250,7 +250,7 @@ def test_mbi_skips_unknown_tags_and_reports_absent_ones():
 
 
 def _mbi_bad(buf, words):
-    with pytest.raises(ImageError, match=words):
+    with pytest.raises(FormatError, match=words):
         mb2.decode_mbi(bytes(buf))
 
 
@@ -292,7 +292,7 @@ def test_mbi_garbage_only_raises_image_error(data):
     for buf in (data, good[:8] + data, data[:4] + good[4:]):
         try:
             mb2.decode_mbi(buf)
-        except ImageError:
+        except FormatError:
             pass
 
 
@@ -333,7 +333,7 @@ def _raw_header(arch, length, *words):
 
 
 def refused(buf, message):
-    with pytest.raises(ImageError) as e:
+    with pytest.raises(FormatError) as e:
         mb2.find_header(buf)
     assert str(e.value) == message
 
@@ -403,7 +403,7 @@ def test_mbi_limits_and_short_tags():
     assert mb2.decode_mbi(struct.pack("<IIII", 16, 0, 0, 8))["cmdline"] is None
     for ttype, what, need in ((4, "basic meminfo", 16), (21, "load base addr", 12)):
         buf = struct.pack("<II", 8 + 8 + 8, 0) + struct.pack("<II", ttype, 8) + struct.pack("<II", 0, 8)
-        with pytest.raises(ImageError) as e:
+        with pytest.raises(FormatError) as e:
             mb2.decode_mbi(buf)
         assert str(e.value) == ("multiboot2 boot information: %s tag at 0x8 is 8 bytes, needs %d"
                                 % (what, need))
@@ -428,7 +428,7 @@ def test_header_tags_shorter_than_their_own_header():
 
 
 def mbi_refused(buf, message):
-    with pytest.raises(ImageError) as e:
+    with pytest.raises(FormatError) as e:
         mb2.decode_mbi(buf)
     assert str(e.value) == "multiboot2 boot information: " + message
 

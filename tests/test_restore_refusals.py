@@ -19,10 +19,11 @@ import pytest
 from hyperv_sim.builder import backend_slot_addr
 from hyperv_sim.frametable import FrameTable
 from hyperv_sim.guest import BACKEND_SLOT, P2M
-from hyperv_sim.liveupdate import records as R, restore as lur
+from hyperv_sim.liveupdate import restore as lur
+from xen_public import lurecords as R
 from hyperv_sim.liveupdate.stream import hash64
 from hyperv_sim._lu_core import lib
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 import streamkit as K
 from streamkit import assemble, at, handed_over, offset, refuse, refuse_map, replace, replace_body, \

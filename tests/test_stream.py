@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperv_sim.liveupdate import records as R
+from xen_public import lurecords as R
 from hyperv_sim.liveupdate.dump import dump
 from hyperv_sim.liveupdate.restore import decode
 from hyperv_sim.liveupdate.save import needed_record_types
 from hyperv_sim.liveupdate.stream import RECORD_HEADER, StreamError, StreamWriter, iter_sections
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 from streamkit import KNOWN, accept, assert_unchanged, hv_state, offset, records, refuse, replace_body, \
     saved, sections, assemble  # noqa: F401 (saved: the fixture)

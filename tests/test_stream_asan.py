@@ -21,7 +21,7 @@ import subprocess
 
 import pytest
 
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 FUZZ = REPO / "fuzz"
@@ -182,7 +182,7 @@ def samples():
 
 def test_driver_knows_the_record_types_python_does(replay):
     """fuzz/stream_check.h's list (the libFuzzer harness uses it) is
-    kexec_lu.lustream.ALL_RECORD_TYPES."""
+    xen_public.lustream.ALL_RECORD_TYPES."""
     out = subprocess.run([str(replay), "--known"], capture_output=True, text=True, check=True)
     assert tuple(int(x, 16) for x in out.stdout.split()) == ALL
 

@@ -18,9 +18,9 @@ import pytest
 
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.guest import BACKEND_SLOT
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
-from kexec_lu.units import MiB
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
+from xen_public.units import MiB
 
 from conftest import REPO, Host, run_cli
 

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kexec_lu.units import MiB
+from xen_public.units import MiB
 from kexec_lu.window import LU_BOOTMEM_MIN, WindowError, plan_in_region, plan_liveupdate
 
 PAGE = 4096

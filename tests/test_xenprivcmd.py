@@ -4,10 +4,10 @@ import struct
 
 import pytest
 
-from kexec_lu import abi
-from kexec_lu.errors import HypervisorUnavailable
+from xen_public import abi
+from xen_public.errors import HypervisorUnavailable
 from kexec_lu.hypercall import XenClient
-from kexec_lu.privcmd import SocketPrivcmd
+from xen_public.privcmd import SocketPrivcmd
 from kexec_lu.xenprivcmd import IOCTL_PRIVCMD_HYPERCALL, XenPrivcmd, is_control_domain, open_transport
 
 
@@ -112,7 +112,9 @@ def test_no_xen_here_is_said_plainly(tmp_path, monkeypatch):
 def test_exec_on_real_xen_triggers_and_does_not_wait_for_a_report(device, capsys):
     from kexec_lu.liveupdate import run_live_update
     fake = FakeXen()
-    rep = run_live_update(XenClient(XenPrivcmd(device, ioctl=fake)), timeout=1, show=True)
+    from kexec_lu.render import LiveUpdateProgress
+    rep = run_live_update(XenClient(XenPrivcmd(device, ioctl=fake)), timeout=1,
+                          progress=LiveUpdateProgress())
     assert rep["state"] == "triggered"
     op, cmd, arg = struct.unpack_from("<3Q", fake.calls[0][1])
     assert (op, cmd) == (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec)

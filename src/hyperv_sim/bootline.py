@@ -4,8 +4,10 @@ Spelled as Xen spells them.  Sizes without a unit are in KiB, as in Xen's
 parse_size_and_unit().  Unknown options are kept and reported, not fatal,
 like Xen's "parameter ... unknown" warning.
 """
-from kexec_lu.errors import KexecLuError
-from kexec_lu.units import MiB, parse_address, parse_size
+from xen_public.errors import FormatError
+from xen_public.units import MiB, parse_address, parse_size
+
+from .errors import HypervSimError
 
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
@@ -17,7 +19,7 @@ VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
           "lu_quiesce_timeout", "lu_fault")
 
 
-class BootLineError(KexecLuError):
+class BootLineError(HypervSimError):
     pass
 
 
@@ -116,6 +118,6 @@ def parse(text):
                 opts.unknown.append(word)
         except BootLineError:
             raise
-        except KexecLuError as e:
+        except FormatError as e:
             raise BootLineError("%s: %s" % (word, e))
     return opts

@@ -3,6 +3,10 @@
 Creates host RAM, places the image per its multiboot2 relocatable tag, writes
 the boot-information page and starts the hypervisor process at it.  Nothing
 is left behind if any step fails.
+
+The one module of hyperv_sim that uses the dom0 tool: it reads and places
+images with kexec_lu's image reader and window planner, as GRUB has its own
+ELF and multiboot2 reader (tests/test_architecture.py keeps it the only one).
 """
 import os
 import signal
@@ -10,13 +14,17 @@ import stat
 import subprocess
 import time
 
-from kexec_lu import bootinfo, privcmd
-from kexec_lu.abi import PAGE_SIZE
-from kexec_lu.errors import HypervisorUnavailable, KexecLuError
+from kexec_lu import window
+from kexec_lu.errors import KexecLuError
 from kexec_lu.image import load_image
-from kexec_lu.units import MiB, align_down, align_up
+from kexec_lu.loader import remove_parameter
+from xen_public import bootinfo, privcmd
+from xen_public.abi import PAGE_SIZE
+from xen_public.errors import HypervisorUnavailable
+from xen_public.units import MiB, align_down, align_up
 
 from . import bootline
+from .errors import HypervSimError
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
 from .xen_command import xen_argv
 
@@ -26,8 +34,16 @@ MAX_MEMORY = 16 << 40
 BOOT_TIMEOUT = 60.0
 
 
-class BootError(KexecLuError):
-    pass
+class LoaderError(HypervSimError):
+    """The boot loader cannot start a host: the image, the memory, the state
+    directory, or the hypervisor it started did not come up."""
+
+
+def _read_image(path):
+    try:
+        return load_image(path)
+    except KexecLuError as e:
+        raise LoaderError(str(e)) from None
 
 
 def place_image(image, ram_size):
@@ -42,7 +58,7 @@ def place_image(image, ram_size):
     else:                            # none or high: as high as allowed
         start = align_down(top - image.load_size, align)
     if start < reloc.min_addr or start + image.load_size > top:
-        raise BootError("image of %d bytes cannot be placed in [0x%x, 0x%x) with alignment 0x%x"
+        raise LoaderError("image of %d bytes cannot be placed in [0x%x, 0x%x) with alignment 0x%x"
                         % (image.load_size, reloc.min_addr, top, align))
     return start, "relocatable tag"
 
@@ -52,9 +68,9 @@ def check_state_dir(path):
     os.makedirs(path, mode=0o700, exist_ok=True)
     st = os.stat(path)
     if st.st_uid != os.geteuid():
-        raise BootError("state directory %s belongs to uid %d, not to you" % (path, st.st_uid))
+        raise LoaderError("state directory %s belongs to uid %d, not to you" % (path, st.st_uid))
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise BootError("state directory %s is writable by others; refusing" % path)
+        raise LoaderError("state directory %s is writable by others; refusing" % path)
 
 
 def _alive(pid):
@@ -85,21 +101,21 @@ def power_on(image_path, state_dir, memory, cmdline):
     """Everything up to the jump: host RAM with the image and the boot
     information in it.  Returns (ram_path, entry, summary)."""
     if not MIN_MEMORY <= memory <= MAX_MEMORY or memory % MiB:
-        raise BootError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
+        raise LoaderError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
     if bootline.parse(cmdline).liveupdate_base is not None:
-        raise BootError("liveupdate=SIZE@BASE is what a live update hands the new hypervisor; "
+        raise LoaderError("liveupdate=SIZE@BASE is what a live update hands the new hypervisor; "
                         "boot a host with liveupdate=SIZE")
-    image = load_image(image_path)
+    image = _read_image(image_path)
     if image.mb2 is None:
-        raise BootError("%s: no multiboot2 header in the first 32 KiB: not bootable" % image_path)
+        raise LoaderError("%s: no multiboot2 header in the first 32 KiB: not bootable" % image_path)
     if image.lu_image_size is None or image.xen_version is None or image.xen_version.source != "note":
-        raise BootError("%s carries no hyperv-sim personality notes: it can be inspected "
+        raise LoaderError("%s carries no hyperv-sim personality notes: it can be inspected "
                         "(kexec-lu info) and loaded, not run; build one with hyperv-sim mkimage"
                         % image_path)
     start, how = place_image(image, memory)
     check_state_dir(state_dir)
     if running_pid(state_dir):
-        raise BootError("a host is already running in %s (hyperv-sim shutdown stops it)" % state_dir)
+        raise LoaderError("a host is already running in %s (hyperv-sim shutdown stops it)" % state_dir)
 
     ram_path = os.path.join(state_dir, RAM_FILE)
     for stale in (ram_path, os.path.join(state_dir, SOCKET_FILE)):
@@ -131,7 +147,7 @@ def boot(image_path, state_dir, memory, cmdline):
     ram_path, entry, summary = power_on(image_path, state_dir, memory, cmdline)
     try:
         summary["pid"] = _start_hypervisor(state_dir, ram_path, entry)
-    except BootError:
+    except LoaderError:
         if os.path.exists(ram_path):
             os.unlink(ram_path)
         raise
@@ -151,16 +167,16 @@ def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     deadline = time.monotonic() + BOOT_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BootError("hypervisor failed to boot: %s" % _last_words(state_dir, err_path))
+            raise LoaderError("hypervisor failed to boot: %s" % _last_words(state_dir, err_path))
         try:
             answer = client.toolstack("ping")
             if answer.get("halted"):
-                raise BootError("hypervisor halted at boot: %s" % answer["halted"])
+                raise LoaderError("hypervisor halted at boot: %s" % answer["halted"])
             return proc.pid
         except HypervisorUnavailable:
             time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
-    raise BootError("hypervisor did not answer within %d s" % BOOT_TIMEOUT)
+    raise LoaderError("hypervisor did not answer within %d s" % BOOT_TIMEOUT)
 
 
 def _last_words(state_dir, err_path):
@@ -189,7 +205,7 @@ def shutdown(state_dir, timeout=30.0):
             return pid
         time.sleep(0.02)
     if pid:
-        raise BootError("hypervisor pid %d did not stop within %d s" % (pid, timeout))
+        raise LoaderError("hypervisor pid %d did not stop within %d s" % (pid, timeout))
     return pid
 
 
@@ -198,21 +214,22 @@ def recover(image_path, state_dir):
     same or another) where xen#2 was, at the top of the same window, and
     start it on the same RAM.  It restores from the breadcrumb, which the
     halted one left intact."""
-    from kexec_lu import window
-    from kexec_lu.loader import remove_parameter
     client = privcmd.SocketPrivcmd(state_dir)
     answer = client.toolstack("ping")
     if not answer.get("halted"):
-        raise BootError("the hypervisor in %s is running, not halted: nothing to recover" % state_dir)
+        raise LoaderError("the hypervisor in %s is running, not halted: nothing to recover" % state_dir)
     facts = client.toolstack("halted-info")
-    image = load_image(image_path)
+    image = _read_image(image_path)
     if image.lu is None or image.lu_image_size is None or image.relocatable is None:
-        raise BootError("%s cannot restore a live-update stream (no XenLU stream note, "
+        raise LoaderError("%s cannot restore a live-update stream (no XenLU stream note, "
                         "personality or relocatable tag)" % image_path)
     reloc = image.relocatable
-    place = window.plan_liveupdate(facts["lu_start"], facts["lu_size"], facts["xen_start"],
-                                   facts["xen_size"], image.load_size, reloc.align,
-                                   reloc.min_addr, reloc.max_addr)
+    try:
+        place = window.plan_liveupdate(facts["lu_start"], facts["lu_size"], facts["xen_start"],
+                                       facts["xen_size"], image.load_size, reloc.align,
+                                       reloc.min_addr, reloc.max_addr)
+    except KexecLuError as e:
+        raise LoaderError(str(e)) from None
     # The same command line, with the new bootmem; a debug fault injected
     # into the failed attempt is not repeated.
     kept = remove_parameter(remove_parameter(facts["cmdline"], "liveupdate"), "lu_fault")
@@ -232,8 +249,8 @@ def recover(image_path, state_dir):
         ram.close()
     try:
         pid = _start_hypervisor(state_dir, facts["ram"], place.bootinfo_addr, fresh_console=False)
-    except BootError as e:
-        raise BootError("recovery with %s failed too: %s (RAM and breadcrumb are still there)"
+    except LoaderError as e:
+        raise LoaderError("recovery with %s failed too: %s (RAM and breadcrumb are still there)"
                         % (image_path, e))
     return {"pid": pid, "image": str(image_path), "xen_version": str(image.xen_version),
             "xen_start": place.image_start, "cmdline": cmdline, "halted_reason": facts["reason"]}

@@ -7,9 +7,9 @@ dom0 (backend, device model) and, for passthrough, builds IOMMU tables.
 """
 import os
 
-from kexec_lu import abi
-from kexec_lu.abi import DOMID_XEN, PAGE_SIZE
-from kexec_lu.units import MiB
+from xen_public import abi
+from xen_public.abi import DOMID_XEN, PAGE_SIZE
+from xen_public.units import MiB
 
 from . import guest
 from ._lu_core import ffi, lib

@@ -1,12 +1,14 @@
 """hyperv-sim: boot, inspect and drive a simulated Xen host (xl-like)."""
 import click
 
-from kexec_lu import __version__
-from kexec_lu.clirun import run
-from kexec_lu.errors import KexecLuError
-from kexec_lu.output import hexa, print_fields, print_json, print_table
-from kexec_lu.privcmd import SocketPrivcmd, default_state_dir
-from kexec_lu.units import MiB, format_size, human_size, parse_size
+from importlib.metadata import version
+
+from cli_common import hexa, print_fields, print_json, print_table, run
+from xen_public.errors import FormatError
+from xen_public.privcmd import SocketPrivcmd, default_state_dir
+from xen_public.units import MiB, format_size, human_size, parse_size
+
+from .errors import USER_ERRORS, HypervSimError
 
 DEFAULT_CMDLINE = "liveupdate=64M dom0_mem=512M"
 
@@ -17,7 +19,7 @@ def _size(default_unit):
             return None
         try:
             return parse_size(value, default_unit=default_unit, what=param.opts[0])
-        except KexecLuError as e:
+        except FormatError as e:
             raise click.BadParameter(str(e))
     return convert
 
@@ -33,7 +35,7 @@ def _toolstack(state_dir, op, **args):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-v", "--version", prog_name="hyperv-sim")
+@click.version_option(version("kexec-lu"), "-v", "--version", prog_name="hyperv-sim")
 def cli():
     """A simulated Xen host: real RAM in a file, domains, Xen's kexec
     hypercalls over a privcmd socket.
@@ -124,9 +126,9 @@ def mkimage(xen_version, output, elf64, no_gzip, text_size, mem_size, no_relocat
                     relocatable=not no_relocatable, personality=not no_personality,
                     lu=not no_live_update)
     except ValueError as e:
-        raise KexecLuError("mkimage: %s" % e)
+        raise HypervSimError("mkimage: %s" % e)
     except OSError as e:
-        raise KexecLuError("mkimage: cannot write %s: %s" % (output, e.strerror))
+        raise HypervSimError("mkimage: cannot write %s: %s" % (output, e.strerror))
     click.echo("wrote %s (Xen %s)" % (output, xen_version))
 
 
@@ -172,7 +174,7 @@ def list_(domain, long_, state_dir, as_json):
     if domain is not None:
         doms = [d for d in doms if str(d["domid"]) == domain or d["name"] == domain]
         if not doms:
-            raise KexecLuError("no such domain: %s" % domain)
+            raise HypervSimError("no such domain: %s" % domain)
     if as_json:
         print_json(doms)
         return
@@ -290,7 +292,7 @@ def stream_save(output, state_dir):
         with open(output, "wb") as f:
             f.write(data)
     except OSError as e:
-        raise KexecLuError("cannot write %s: %s" % (output, e.strerror))
+        raise HypervSimError("cannot write %s: %s" % (output, e.strerror))
     click.echo("wrote %s (%d bytes)" % (output, len(data)))
 
 
@@ -309,13 +311,13 @@ def stream_dump(file, state_dir, as_json):
             with open(file, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise KexecLuError("cannot read %s: %s" % (file, e.strerror))
+            raise HypervSimError("cannot read %s: %s" % (file, e.strerror))
     else:
         data = base64.b64decode(_toolstack(state_dir, "stream-read"))
     try:
         rows = dump(data)
     except StreamError as e:
-        raise KexecLuError("invalid stream: %s" % e)
+        raise HypervSimError("invalid stream: %s" % e)
     if as_json:
         print_json(rows)
         return
@@ -332,4 +334,4 @@ def dmesg(state_dir):
 
 
 def main(argv=None):
-    run(cli, "hyperv-sim", argv)
+    run(cli, "hyperv-sim", USER_ERRORS, argv)

@@ -5,7 +5,7 @@ them, kept as extents.  What Xen keeps privately lives here (ports, grant
 maps, vCPU contexts); what the guest can see lives in its memory.
 """
 
-from kexec_lu.abi import PAGE_SIZE
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import lib
 

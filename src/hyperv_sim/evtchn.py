@@ -6,8 +6,8 @@ event array page the guest registered.  The ABI is fixed when the domain is
 built, before any port is bound.
 """
 
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 

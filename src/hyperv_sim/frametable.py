@@ -6,8 +6,8 @@ memory.  Its format is private to one hypervisor: never handed over as is.
 """
 import bisect
 
-from kexec_lu.abi import DOMID_INVALID, PAGE_SIZE
-from kexec_lu.units import align_up
+from xen_public.abi import DOMID_INVALID, PAGE_SIZE
+from xen_public.units import align_up
 
 from ._lu_core import ffi, lib
 

@@ -8,8 +8,8 @@ a separate status frame of u16s.
 """
 import struct
 
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
 
 V1 = struct.Struct("<HHI")
 V2 = struct.Struct("<HHIQ")

@@ -9,7 +9,7 @@ xenstore, console) at the top, and one working set per vCPU.
 import bisect
 import struct
 
-from kexec_lu.abi import PAGE_SIZE
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 

@@ -3,7 +3,7 @@
 Arguments arrive as Xen lays them out; guest handles are resolved in the
 caller's buffers (GuestMemory), as copy_from_guest / copy_to_guest would.
 """
-from kexec_lu import abi
+from xen_public import abi
 
 from ._lu_core import ffi
 from .kexec import SEGMENT_SIZE, KexecFailure

@@ -8,13 +8,14 @@ at the entry and the personality notes of the image it points to.
 import os
 import threading
 
-from kexec_lu import bootinfo, multiboot2, xennotes
-from kexec_lu.abi import DOMID_INVALID, DOMID_XEN, KEXEC_TYPE_NAMES, PAGE_SIZE
-from kexec_lu.errors import KexecLuError
-from kexec_lu.lustream import record_name
-from kexec_lu.units import MiB, GiB, align_down, format_size
+from xen_public import bootinfo, multiboot2, xennotes
+from xen_public.abi import DOMID_INVALID, DOMID_XEN, KEXEC_TYPE_NAMES, PAGE_SIZE
+from xen_public.errors import FormatError
+from xen_public.lustream import record_name
+from xen_public.units import MiB, GiB, align_down, format_size
 
 from . import bootline
+from .errors import HypervSimError
 from ._lu_core import lib
 from .builder import BuildError, Builder, backend_slot_addr
 from .domain import DOMAIN_TYPES, MAX_VCPUS
@@ -40,11 +41,11 @@ def valid_domain_name(name):
     return bool(name) and len(name) <= 64 and name[0] in _NAME_FIRST and set(name) <= _NAME_REST
 
 
-class BootFailure(KexecLuError):
+class BootFailure(HypervSimError):
     """The hypervisor cannot start; the message is its last console line."""
 
 
-class DomainError(KexecLuError):
+class DomainError(HypervSimError):
     pass
 
 
@@ -110,7 +111,7 @@ class Hypervisor:
                 raise BootFailure("no multiboot2 header at 0x%x" % info.load_base_addr)
             self.personality = Personality(xennotes.find_xenlu_notes(window))
             self.opts = bootline.parse(info.cmdline)
-        except (KexecLuError, ValueError) as e:
+        except (FormatError, ValueError) as e:
             raise BootFailure(str(e))
         p = self.personality
         self.cmdline = info.cmdline

@@ -8,8 +8,8 @@ region; default and live-update images are staged in hypervisor-owned frames
 live-update one overlapping the running hypervisor's own image.
 """
 
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 from .frametable import OutOfMemory

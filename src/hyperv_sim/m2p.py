@@ -1,8 +1,8 @@
 """The machine-to-phys table: mfn -> gfn for every guest frame, 8 bytes a
 frame in Xen-owned frames of host RAM.  PV guests read it; unlike the frame
 table it is system state kept as is across a live update."""
-from kexec_lu.abi import PAGE_SIZE
-from kexec_lu.units import align_up
+from xen_public.abi import PAGE_SIZE
+from xen_public.units import align_up
 
 from ._lu_core import lib
 

@@ -3,7 +3,7 @@ foreign maps, and Xen's own global maps (FIFO event arrays, ioreq pages).
 Each takes a general and a writable-type reference, as Xen's
 get_page_and_type() does for a PV mapper."""
 
-from kexec_lu import abi
+from xen_public import abi
 
 from ._lu_core import lib
 from .grant import GrantError, GrantMap

@@ -13,8 +13,8 @@ import hashlib
 import re
 import struct
 
-from kexec_lu import multiboot2, xennotes
-from kexec_lu.lustream import ALL_RECORD_TYPES, LU_FORMAT_VERSION
+from xen_public import multiboot2, xennotes
+from xen_public.lustream import ALL_RECORD_TYPES, LU_FORMAT_VERSION
 
 PAGE_SIZE = 4096
 MiB = 1 << 20

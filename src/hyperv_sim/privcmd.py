@@ -11,8 +11,10 @@ import socket
 import struct
 import threading
 
-from kexec_lu import abi, privcmd as wire
-from kexec_lu.errors import Busy, KexecLuError
+from xen_public import abi, privcmd as wire
+from xen_public.errors import Busy
+
+from .errors import USER_ERRORS
 
 from .hypercalls import CALL_SIZE
 
@@ -90,7 +92,7 @@ class PrivcmdServer:
             if not isinstance(request, dict):
                 raise ValueError("request is not an object")
             return {"ok": True, "result": self.toolstack.handle(request)}
-        except KexecLuError as e:
+        except USER_ERRORS as e:
             return {"ok": False, "error": str(e), "busy": isinstance(e, Busy)}
         except (ValueError, TypeError, KeyError) as e:
             return {"ok": False, "error": "bad toolstack request: %s" % e}

@@ -6,7 +6,7 @@ punches them back into holes.
 import mmap
 import os
 
-from kexec_lu.abi import PAGE_SIZE
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 

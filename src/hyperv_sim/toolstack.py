@@ -1,12 +1,14 @@
 """Toolstack operations: what xl asks of Xen, as simulator-only requests.
 
-Each op takes and returns JSON-able values; errors are KexecLuError with a
+Each op takes and returns JSON-able values; errors are HypervSimError (Busy: xen_public's) with a
 message fit for the user.
 """
 import os
 
-from kexec_lu.abi import PAGE_SIZE
-from kexec_lu.errors import Busy, KexecLuError
+from xen_public.abi import PAGE_SIZE
+from xen_public.errors import Busy
+
+from .errors import HypervSimError
 
 # What may run while a live update holds the hypervisor.
 READ_ONLY = ("ping", "lu-report", "dmesg")
@@ -40,7 +42,7 @@ class Toolstack:
         op = request.get("op")
         handler = self.ops.get(op)
         if handler is None:
-            raise KexecLuError("unknown toolstack operation %r" % op)
+            raise HypervSimError("unknown toolstack operation %r" % op)
         if self.hv.lu_active and op not in READ_ONLY:
             raise Busy("a live update is in progress; try again when it is done")
         return handler(request)
@@ -61,7 +63,7 @@ class Toolstack:
             return [[m * PAGE_SIZE, n * PAGE_SIZE, use] for m, n, use in self.hv.frametable.use_runs()]
 
     def stream_read(self, r):
-        raise KexecLuError("no stream to read: the hypervisor is running, not halted "
+        raise HypervSimError("no stream to read: the hypervisor is running, not halted "
                            "(hyperv-sim stream save writes its state as a stream)")
 
     def lu_fault(self, r):
@@ -69,7 +71,7 @@ class Toolstack:
         from .liveupdate.report import FAULT_POINTS, FAULT_POINTS_SUMMARY
         point = r.get("point")
         if point is not None and point not in FAULT_POINTS:
-            raise KexecLuError("unknown fault point %r: one of %s" % (point, FAULT_POINTS_SUMMARY))
+            raise HypervSimError("unknown fault point %r: one of %s" % (point, FAULT_POINTS_SUMMARY))
         self.hv.lu_fault = point
         return point
 
@@ -127,4 +129,4 @@ class HaltedToolstack:
         if op == "stream-read" and self.stream is not None:
             import base64
             return base64.b64encode(self.stream).decode()
-        raise KexecLuError("the hypervisor is halted: %s" % self.reason)
+        raise HypervSimError("the hypervisor is halted: %s" % self.reason)

@@ -8,8 +8,8 @@ foreign and Xen mappings imply; event channel and ring/ioreq protocol
 state (a request with nobody notified is a lost event); IOMMU tables
 against the P2M.  Each discrepancy is reported precisely.
 """
-from kexec_lu import abi
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 from .builder import backend_slot_addr, guest_info, read_backend_slot

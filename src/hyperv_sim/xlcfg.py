@@ -14,11 +14,13 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
-from kexec_lu.errors import KexecLuError
-from kexec_lu.units import KiB, MiB, format_size, parse_size
+from xen_public.errors import FormatError
+from xen_public.units import KiB, MiB, format_size, parse_size
+
+from .errors import HypervSimError
 
 
-class ConfigError(KexecLuError):
+class ConfigError(HypervSimError):
     """A domain configuration (file or command-line flags) we cannot use."""
 
 
@@ -286,7 +288,7 @@ def _memory(int_unit):
         elif type(value) is str:
             try:
                 nbytes = parse_size(value, default_unit="M", what="memory")
-            except (KexecLuError, ValueError):   # ValueError: parse_size's int(x, 0) on '010'
+            except (FormatError, ValueError):   # ValueError: parse_size's int(x, 0) on '010'
                 raise _Invalid("must be a number of MiB or a size with a unit K, M, G or T "
                                "(e.g. \"1G\"), not %r" % value)
         else:

@@ -6,9 +6,9 @@ Options are read as kexec-tools 2.0.25's main() reads them: GNU getopt_long
 (options and the image in any order, unique prefixes of long options), each
 option setting the same do_load / do_unload / do_exec / do_status flags and
 image type that it sets in kexec, in order; then the actions run in kexec's
-order: status, unload, load, exec.  The work itself is the subcommands'
-(kexec_lu.cli: load, unload, exec); this module only translates.  Data flows
-CLI -> XenClient as there.
+order: status, unload, load, exec.  The work itself is kexec_lu.actions', as
+for the subcommands (kexec_lu.cli, which this module does not import); this
+module only translates, and renders with kexec_lu.render.
 
 Where kexec-lu differs from kexec, on purpose:
 
@@ -26,18 +26,19 @@ Where kexec-lu differs from kexec, on purpose:
   (kexec's -1), so that it cannot read as "loaded" (1).
 * Extra operands are refused rather than ignored.
 """
-import contextlib
 import getopt
-import io
 import sys
 
 import click
 
-from . import __version__, abi
-from .errors import HypercallError, ImageError, KexecLuError
+from cli_common import STATUS_ERROR
+from xen_public import abi
+from xen_public.errors import FormatError
+
+from . import __version__, actions, render
+from .errors import USER_ERRORS, ImageError, KexecLuError
 
 PROG = "kexec-lu"
-STATUS_ERROR = 255
 
 SHORT_OPTIONS = "hvdluepSt:"
 LONG_OPTIONS = [
@@ -176,10 +177,10 @@ def is_classic(args, commands):
 
 
 def _address(opt, value):
-    from .units import parse_address
+    from xen_public.units import parse_address
     try:
         return parse_address(value, what=opt)
-    except KexecLuError as e:
+    except FormatError as e:
         raise Usage(str(e))
 
 
@@ -284,14 +285,6 @@ def asks_status(argv):
 
 # ---------------------------------------------------------------- actions
 
-@contextlib.contextmanager
-def _output(debug):
-    """The subcommands print their plan and progress on stdout; here that
-    goes to stderr with -d and nowhere without (kexec prints nothing)."""
-    with contextlib.redirect_stdout(sys.stderr if debug else io.StringIO()):
-        yield
-
-
 def _debug(r, fmt, *args):
     if r.debug:
         click.echo("kexec-lu: " + (fmt % args if args else fmt), err=True)
@@ -316,55 +309,43 @@ def check_loader(loader, path):
 
 
 def do_status(r):
-    from .cli import _client
-    loaded = _client().kexec_status(r.kexec_type)
+    loaded = actions.is_loaded(actions.client(), r.kexec_type)
     _debug(r, "%s image %s", r.type_name, "loaded" if loaded else "not loaded")
     return 1 if loaded else 0
 
 
 def do_unload(r):
-    from .cli import unload
-    unload.callback(ktype=r.type_name)
+    actions.unload(actions.client(), r.kexec_type)
     _debug(r, "%s image unloaded", r.type_name)
 
 
 def do_load(r):
-    from .cli import load
     check_loader(r.loader, r.operands[0])
     # kexec's multiboot2 loader: --command-line and --append both set the
     # line (the last wins) and --reuse-cmdline puts the running system's in
     # front of it.  Without --reuse-cmdline that is `load --command-line S`,
-    # with it `load --reuse-cmdline --append S`: the subcommand's
-    # compose_cmdline then drops a stale liveupdate= (or crashkernel=) just
-    # as it does there.  kexec also puts the image's file name first
-    # (multiboot's convention); kexec-lu load does not, and neither do we,
-    # so that both spellings load the very same bytes.
-    with _output(r.debug):
-        load.callback(image=r.operands[0], ktype=r.type_name,
-                      command_line=None if r.reuse_cmdline else r.command_line,
-                      append=r.command_line if r.reuse_cmdline else None,
-                      reuse_cmdline=r.reuse_cmdline, mem_min=r.mem_min, mem_max=r.mem_max,
-                      dry_run=False, as_json=False)
+    # with it `load --reuse-cmdline --append S`: compose_cmdline then drops
+    # a stale liveupdate= (or crashkernel=) just as it does there.  kexec
+    # also puts the image's file name first (multiboot's convention);
+    # kexec-lu load does not, and neither do we, so that both spellings load
+    # the very same bytes.
+    xc = actions.client()
+    _, plan = actions.plan_image(xc, r.operands[0], r.kexec_type,
+                                 command_line=None if r.reuse_cmdline else r.command_line,
+                                 append=r.command_line if r.reuse_cmdline else None,
+                                 reuse_cmdline=r.reuse_cmdline, mem_min=r.mem_min, mem_max=r.mem_max)
+    actions.load(xc, plan)
+    if r.debug:                     # kexec prints nothing; with -d the plan, on stderr
+        render.plan(plan, loaded=True, file=sys.stderr)
 
 
 def do_exec(r):
+    xc = actions.client()
     if r.ktype == abi.KEXEC_TYPE_LIVEUPDATE:
-        from .cli import exec_
-        with _output(r.debug):
-            exec_.callback(ktype="liveupdate", timeout=120.0, as_json=False)
-        return
-    from .cli import _client
-    try:
-        _client().kexec_exec(r.kexec_type)
-    except HypercallError as e:
-        if e.errno == abi.ENOENT:
-            raise KexecLuError("nothing has been loaded: no %s image to execute"
-                               % r.type_name) from None
-        if e.errno == abi.EOPNOTSUPP:
-            raise KexecLuError("executing the %s image would reboot the host, which this "
-                               "hypervisor does not support (%s); to live-update use "
-                               "--exec-live-update" % (r.type_name, e)) from None
-        raise
+        progress = render.LiveUpdateProgress(file=sys.stderr) if r.debug else None
+        actions.require_done(actions.live_update(xc, 120.0, progress=progress))
+    else:
+        actions.execute(xc, r.kexec_type)
 
 
 def run(r):
@@ -399,7 +380,7 @@ def main(argv):
     except Usage as e:
         click.echo("%s: %s (%s)" % (PROG, e, e.hint), err=True)
         sys.exit(STATUS_ERROR if status_call else 1)
-    except KexecLuError as e:
+    except USER_ERRORS as e:
         click.echo("%s: %s" % (PROG, e), err=True)
         sys.exit(STATUS_ERROR if status_call else e.exit_status)
     except click.ClickException as e:

@@ -1,5 +1,11 @@
-"""Errors a user sees as one line on stderr and a non-zero exit status."""
+"""The tool's errors: each is one line on stderr and a non-zero exit status.
+
+The public interface has its own (xen_public.errors: a malformed format, no
+hypervisor, busy); USER_ERRORS is both roots, what kexec-lu prints as one line.
+"""
 import os
+
+from xen_public.errors import XenPublicError
 
 
 class KexecLuError(Exception):
@@ -10,10 +16,6 @@ class KexecLuError(Exception):
 
 class ImageError(KexecLuError):
     """The file is not a Xen image we can load."""
-
-
-class HypervisorUnavailable(KexecLuError):
-    """No hypervisor answers (no simulated host, no /dev/xen/privcmd)."""
 
 
 class HypercallError(KexecLuError):
@@ -28,7 +30,4 @@ class HypercallError(KexecLuError):
         super().__init__(msg)
 
 
-class Busy(KexecLuError):
-    """Another operation holds the hypervisor; retrying later may succeed."""
-
-    exit_status = 2
+USER_ERRORS = (KexecLuError, XenPublicError)

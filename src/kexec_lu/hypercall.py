@@ -4,9 +4,11 @@ Arguments are built as Xen's own structs (cffi, csrc/xen_abi.h) in this
 process's memory; guest handles are those buffers' real addresses, exactly
 what /dev/xen/privcmd would pass.  The transport carries the buffers along.
 """
-from . import abi
-from ._xen_abi import ffi
-from .errors import Busy, HypercallError
+from xen_public import abi
+from xen_public._xen_abi import ffi
+from xen_public.errors import Busy
+
+from .errors import HypercallError
 from .xenprivcmd import open_transport
 
 

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE
 
-from kexec_lu import abi, multiboot2, xennotes
+from xen_public import abi, multiboot2, xennotes
+from xen_public.errors import FormatError
+
 from kexec_lu.errors import ImageError
-from kexec_lu.lustream import record_name
+from xen_public.lustream import record_name
 
 MiB = 1 << 20
 # Guards against memory exhaustion by hostile or broken files.
@@ -429,7 +431,7 @@ class _Loader:
     def _multiboot2(self, img):
         try:
             img.mb2 = multiboot2.find_header(self.elf)
-        except ImageError as e:
+        except FormatError as e:
             raise self.fail("%s", e) from None
         if img.mb2 is None:
             far = multiboot2.find_magic(self.elf, multiboot2.MB2_SEARCH)

@@ -8,10 +8,12 @@ per the design (kexec_lu.window).
 import shlex
 from dataclasses import dataclass, field
 
-from . import abi, bootinfo, window
-from .abi import PAGE_SIZE
+from . import window
+
+from xen_public import abi, bootinfo
+from xen_public.abi import PAGE_SIZE
 from .errors import ImageError
-from .units import align_up
+from xen_public.units import align_up
 
 LOADER_NAME = "kexec-lu"
 

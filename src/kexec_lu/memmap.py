@@ -9,9 +9,9 @@ pages...) is added from the simulator's memory map.
 """
 from dataclasses import asdict, dataclass
 
-from . import abi
-from .abi import PAGE_SIZE
-from .errors import HypercallError, KexecLuError, HypervisorUnavailable
+from xen_public import abi
+from xen_public.abi import PAGE_SIZE
+from .errors import USER_ERRORS, HypercallError
 
 # One character and one colour per kind of memory.
 KINDS = {
@@ -85,7 +85,7 @@ def collect(client, plan=None):
     try:
         runs = [Region(use, use, start, size)
                 for start, size, use in client.transport.toolstack("memmap")]
-    except (HypervisorUnavailable, KexecLuError):
+    except USER_ERRORS:
         pass                         # real Xen: the named ranges are all there is
     after = None
     if plan is not None and plan.placement.kind == "liveupdate":
@@ -138,7 +138,7 @@ def _rows(m):
 
 
 def render_text(m, width=72, colour=False):
-    from .units import human_size
+    from xen_public.units import human_size
     lines = []
     used = set()
     for title, lo, hi, layers in _rows(m):

@@ -8,9 +8,9 @@ its top page holds the boot information (registers + multiboot2 MBI).
 """
 from dataclasses import asdict, dataclass
 
-from .abi import PAGE_SIZE
+from xen_public.abi import PAGE_SIZE
 from .errors import KexecLuError
-from .units import MiB, align_down, align_up, format_size
+from xen_public.units import MiB, align_down, align_up, format_size
 
 # xen#2 boots out of its LU bootmem until it has read the stream: the
 # breadcrumb page, the boot-information page and its early allocations.

@@ -11,8 +11,8 @@ import errno as errno_mod
 import fcntl
 import os
 
-from ._xen_abi import ffi
-from .errors import HypervisorUnavailable
+from xen_public._xen_abi import ffi
+from xen_public.errors import HypervisorUnavailable
 
 DEVICE = "/dev/xen/privcmd"
 CAPABILITIES = "/proc/xen/capabilities"
@@ -61,7 +61,7 @@ def open_transport(state_dir=None, capabilities=CAPABILITIES, device=DEVICE):
     """A simulated host when one is named (HYPERV_SIM_DIR or state_dir),
     else Xen's privcmd when this is a control domain, else the default
     simulated host (whose absence is reported when first used)."""
-    from .privcmd import SocketPrivcmd
+    from xen_public.privcmd import SocketPrivcmd
     if state_dir or os.environ.get("HYPERV_SIM_DIR"):
         return SocketPrivcmd(state_dir)
     if is_control_domain(capabilities) and os.path.exists(device):

@@ -1,8 +1,8 @@
 """Decode a live-update stream record by record, like Xen's verify-stream:
 one line per record with its offset, type, length and what it says."""
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
-from . import records as R
+from xen_public import lurecords as R
 from .restore import _DECODERS
 from .stream import DOMAIN_HEADER, IMAGE_HEADER, StreamError, iter_sections, validate
 

@@ -9,8 +9,8 @@ as it was and says what failed.
 import gc
 import threading
 
-from kexec_lu import abi, lustream as ls, xennotes
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi, lustream as ls, xennotes
+from xen_public.abi import PAGE_SIZE
 
 from .._lu_core import lib
 from ..kexec import KexecFailure

@@ -4,7 +4,7 @@ new image at its destination, and the exec.
 Stream pages come from anywhere outside LU bootmem and guest pages (free
 frames are neither); the MFN array is physically contiguous.
 """
-from kexec_lu.abi import DOMID_XEN, PAGE_SIZE
+from xen_public.abi import DOMID_XEN, PAGE_SIZE
 
 from .._lu_core import ffi, lib
 from ..frametable import OutOfMemory

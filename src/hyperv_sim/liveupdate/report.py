@@ -3,7 +3,7 @@
 stream's optional LU_TIMINGS record."""
 import os
 
-from kexec_lu import lustream as ls
+from xen_public import lustream as ls
 
 from .._lu_core import lib
 

@@ -11,8 +11,8 @@ frame table goes where xen#1's was, in the region the stream hands over.
 import struct
 import threading
 
-from kexec_lu import abi, lustream as ls
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import abi, lustream as ls
+from xen_public.abi import PAGE_SIZE
 
 from .. import guest
 from .._lu_core import ffi, lib
@@ -24,7 +24,7 @@ from ..grant import GrantMap, GrantTable
 from ..guest import P2M
 from ..m2p import M2P
 from ..mappings import Mappings
-from . import records as R
+from xen_public import lurecords as R
 from .stream import BREADCRUMB, DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, StreamError, hash64, iter_sections, \
     mfn_array_frames, read_breadcrumb, validate
 

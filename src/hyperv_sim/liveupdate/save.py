@@ -7,12 +7,12 @@ frames get per-page records.  No page contents: memory stays where it is.
 """
 import operator
 
-from kexec_lu import lustream as ls
-from kexec_lu.abi import PAGE_SIZE
+from xen_public import lustream as ls
+from xen_public.abi import PAGE_SIZE
 
 from .. import frametable as fts
 from .._lu_core import ffi, lib
-from . import records as R
+from xen_public import lurecords as R
 from .stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter
 
 

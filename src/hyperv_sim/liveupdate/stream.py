@@ -14,8 +14,8 @@ save ended: both for reports only.
 """
 import struct
 
-from kexec_lu import lustream as ls
-from kexec_lu.abi import LU_BREADCRUMB_MAGIC, PAGE_SIZE
+from xen_public import lustream as ls
+from xen_public.abi import LU_BREADCRUMB_MAGIC, PAGE_SIZE
 
 from .._lu_core import ffi, lib
 

@@ -3,7 +3,7 @@
 Values are Xen's own (xen/include/public/xen.h, kexec.h, version.h) plus the
 live-update additions of the design (KEXEC_TYPE_LIVEUPDATE,
 KEXEC_RANGE_MA_LIVEUPDATE).  Struct layouts are not here: they live in
-csrc/xen_abi.h and reach Python only through cffi (kexec_lu._xen_abi).
+csrc/xen_abi.h and reach Python only through cffi (xen_public._xen_abi).
 """
 
 PAGE_SHIFT = 12

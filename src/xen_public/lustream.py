@@ -6,7 +6,7 @@ to 8 bytes}.  Bit 31 of a type marks an optional record (one a restorer may
 skip); bit 30 marks the record types that exist only in a live-update stream.
 The numbers here are the contract between xen#1 and xen#2, and between an
 image and the record types its notes say it can restore; body layouts are in
-kexec-lu-stream(5) and hyperv_sim/liveupdate/records.py.
+kexec-lu-stream(5) and xen_public/lurecords.py.
 """
 
 # Image header.

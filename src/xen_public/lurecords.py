@@ -6,10 +6,11 @@ raises RecordError when a body is malformed; the caller adds the offset.
 """
 import struct
 
-from kexec_lu import lustream as ls
+from . import lustream as ls
+from .errors import FormatError
 
 
-class RecordError(Exception):
+class RecordError(FormatError):
     pass
 
 

@@ -19,7 +19,7 @@ import os
 import socket
 import struct
 
-from .errors import Busy, HypervisorUnavailable, KexecLuError
+from .errors import Busy, HypervisorUnavailable, ToolstackRefused
 
 KIND_HYPERCALL = b"H"
 KIND_TOOLSTACK = b"T"
@@ -167,9 +167,9 @@ class SocketPrivcmd:
         return decode_reply(reply, [len(d) for _, d in regions])
 
     def toolstack(self, op, **args):
-        """A simulator-only toolstack request; raises KexecLuError on failure."""
+        """A simulator-only toolstack request; raises ToolstackRefused (Busy: retry later) on failure."""
         reply = json.loads(self._exchange(KIND_TOOLSTACK, json.dumps(dict(args, op=op)).encode()))
         if not reply.get("ok"):
-            cls = Busy if reply.get("busy") else KexecLuError
+            cls = Busy if reply.get("busy") else ToolstackRefused
             raise cls(reply.get("error", "toolstack request %s failed" % op))
         return reply.get("result")

@@ -13,7 +13,7 @@ Boot information (section 3.6): u32 total_size, u32 reserved, then tags
 """
 import struct
 
-from kexec_lu.errors import ImageError
+from .errors import FormatError
 
 MB2_HEADER_MAGIC = 0xE85250D6
 MB2_BOOTLOADER_MAGIC = 0x36D76289
@@ -187,7 +187,7 @@ class Multiboot2Header(_Value):
 # ---------------------------------------------------------------- header decode
 
 def _malformed(offset, problem):
-    return ImageError("multiboot2 header at offset 0x%x: %s" % (offset, problem))
+    return FormatError("multiboot2 header at offset 0x%x: %s" % (offset, problem))
 
 
 def _decode_fields(tag_type, body, hdr_off, tag_off):
@@ -279,7 +279,7 @@ def find_header(buf):
     """The multiboot2 header in the first 32768 bytes of ``buf`` (bytes-like).
 
     Returns None when there is no magic at an 8-aligned position there; raises
-    ImageError when there is one but the header around it is malformed.
+    FormatError when there is one but the header around it is malformed.
     """
     off = find_magic(bytes(buf[:MB2_SEARCH]))
     return None if off is None else _decode_header(buf, off)
@@ -381,7 +381,7 @@ def encode_mbi(cmdline, loader_name, load_base_addr, mem_lower_kib, mem_upper_ki
 
 
 def _mbi_error(problem):
-    return ImageError("multiboot2 boot information: " + problem)
+    return FormatError("multiboot2 boot information: " + problem)
 
 
 def _mbi_str(body, pos, what):

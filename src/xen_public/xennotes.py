@@ -14,6 +14,8 @@ XenLU note types (all little-endian):
 """
 import struct
 
+from .errors import FormatError
+
 GNU_OWNER = b"GNU"
 NT_GNU_BUILD_ID = 3
 
@@ -44,7 +46,7 @@ def encode_version(major, minor, extra):
 
 def decode_version(desc):
     if len(desc) < 9:
-        raise ValueError("XenLU version note is %d bytes, need at least 9" % len(desc))
+        raise FormatError("XenLU version note is %d bytes, need at least 9" % len(desc))
     major, minor = struct.unpack_from("<II", desc)
     extra = desc[8:].split(b"\0", 1)[0].decode("ascii", "replace")
     return major, minor, extra
@@ -57,10 +59,10 @@ def encode_stream(min_version, max_version, record_types):
 
 def decode_stream(desc):
     if len(desc) < 12:
-        raise ValueError("XenLU stream note is %d bytes, need at least 12" % len(desc))
+        raise FormatError("XenLU stream note is %d bytes, need at least 12" % len(desc))
     lo, hi, nr = struct.unpack_from("<III", desc)
     if 12 + 4 * nr > len(desc):
-        raise ValueError("XenLU stream note lists %d record types but holds %d bytes"
+        raise FormatError("XenLU stream note lists %d record types but holds %d bytes"
                          % (nr, len(desc)))
     return lo, hi, struct.unpack_from("<%dI" % nr, desc, 12)
 
@@ -71,7 +73,7 @@ def encode_image(image_size):
 
 def decode_image(desc):
     if len(desc) < 8:
-        raise ValueError("XenLU image note is %d bytes, need 8" % len(desc))
+        raise FormatError("XenLU image note is %d bytes, need 8" % len(desc))
     return struct.unpack_from("<Q", desc)[0]
 
 

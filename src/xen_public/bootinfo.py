@@ -9,7 +9,7 @@ with a signature, and the MBI after it:
   offset  0  u64 signature "PURGATRY"
   offset  8  u32 eax, ebx, ecx, edx, esi, edi, esp, ebp, eip
   offset 64  multiboot2 boot information (cmdline, loader name, meminfo,
-             load base address), see kexec_lu.multiboot2.encode_mbi
+             load base address), see xen_public.multiboot2.encode_mbi
 
 The entry address a loader hands over (xen_kexec_load_t.entry_maddr, or the
 boot loader's jump) is this page's machine address.
@@ -18,7 +18,7 @@ import struct
 
 from . import multiboot2
 from .abi import PAGE_SIZE
-from .errors import ImageError
+from .errors import FormatError
 
 SIGNATURE = b"PURGATRY"
 _REGS = struct.Struct("<8s9I")
@@ -44,7 +44,7 @@ def build_page(page_addr, eip, cmdline, load_base_addr, mem_lower_kib, mem_upper
                                 mem_lower_kib=mem_lower_kib, mem_upper_kib=mem_upper_kib)
     page = regs.ljust(MBI_OFFSET, b"\0") + mbi
     if len(page) > PAGE_SIZE:
-        raise ImageError("command line too long: the boot information must fit in one "
+        raise FormatError("command line too long: the boot information must fit in one "
                          "4 KiB page (%d bytes)" % len(page))
     return page.ljust(PAGE_SIZE, b"\0")
 
@@ -53,12 +53,12 @@ def parse_page(page, page_addr):
     """Decode a boot-information page read from RAM at page_addr."""
     sig, eax, ebx, _ecx, _edx, _esi, _edi, _esp, _ebp, eip = _REGS.unpack_from(page)
     if sig != SIGNATURE:
-        raise ImageError("no boot information at entry 0x%x (signature %r)" % (page_addr, sig))
+        raise FormatError("no boot information at entry 0x%x (signature %r)" % (page_addr, sig))
     if eax != multiboot2.MB2_BOOTLOADER_MAGIC:
-        raise ImageError("entry 0x%x: EAX 0x%x is not the multiboot2 loader magic"
+        raise FormatError("entry 0x%x: EAX 0x%x is not the multiboot2 loader magic"
                          % (page_addr, eax))
     if not page_addr <= ebx < page_addr + PAGE_SIZE:
-        raise ImageError("entry 0x%x: boot information at 0x%x lies outside its page"
+        raise FormatError("entry 0x%x: boot information at 0x%x lies outside its page"
                          % (page_addr, ebx))
     mbi = multiboot2.decode_mbi(bytes(page[ebx - page_addr:]))
     return BootInfo(eip=eip, mbi_addr=ebx, cmdline=mbi.get("cmdline", ""),

@@ -1,5 +1,5 @@
 """Sizes and addresses as users and Xen command lines write them."""
-from .errors import KexecLuError
+from .errors import FormatError
 
 _UNITS = {"": None, "B": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 _DECIMAL, _HEX = frozenset("0123456789"), frozenset("0123456789abcdefABCDEF")
@@ -13,7 +13,7 @@ def parse_size(text, default_unit="B", what="size"):
     (Xen's own parser defaults to K, xl's memory= to M)."""
     split = _split_size(str(text).strip())
     if split is None:
-        raise KexecLuError("invalid %s %r: expected a number with an optional unit "
+        raise FormatError("invalid %s %r: expected a number with an optional unit "
                            "K, M, G or T (e.g. 64M)" % (what, text))
     number, unit = split
     return number << _UNITS[unit.upper() or default_unit.upper()]
@@ -43,11 +43,11 @@ def parse_address(text, what="address"):
     try:
         value = int(str(text).strip(), 0)
     except ValueError:
-        raise KexecLuError("invalid %s %r: expected a number such as 0x100000" % (what, text))
+        raise FormatError("invalid %s %r: expected a number such as 0x100000" % (what, text))
     if value < 0:
-        raise KexecLuError("invalid %s %r: must not be negative" % (what, text))
+        raise FormatError("invalid %s %r: must not be negative" % (what, text))
     if value >= 1 << 64:
-        raise KexecLuError("invalid %s %r: does not fit in 64 bits" % (what, text))
+        raise FormatError("invalid %s %r: does not fit in 64 bits" % (what, text))
     return value
 
 

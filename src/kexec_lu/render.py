@@ -1,0 +1,108 @@
+"""How kexec-lu shows what its actions return: an image's facts, the ranges,
+a load plan, a live update's progress.  Both kexec-lu's subcommands and
+kexec's spellings (with -d, on stderr) use these; file is stdout unless
+given."""
+import os
+import sys
+
+from cli_common import hexa, print_fields, print_table
+from xen_public import abi
+from xen_public.units import format_size, human_size
+
+
+def image_info(img):
+    data = img.to_json()
+    reloc = img.relocatable
+    lu = data["live_update"]
+    print_fields([
+        ("file", data["path"]),
+        ("format", data["format"]),
+        ("class", "ELF%d" % img.elf_class),
+        ("machine", img.machine),
+        ("entry", hexa(img.entry)),
+        ("load address", "%s-%s" % (hexa(img.load_start), hexa(img.load_end))),
+        ("load size", "%s (%d bytes)" % (human_size(img.load_size), img.load_size)),
+        ("multiboot2", "header at file offset %s" % hexa(img.mb2.offset) if img.mb2 else "none"),
+        ("relocatable", "min %s max %s align %s prefer %s" % (
+            hexa(reloc.min_addr), hexa(reloc.max_addr), hexa(reloc.align), reloc.preference_name)
+         if reloc else "no"),
+        ("build-id", img.build_id or "none"),
+        ("xen version", "%s (from %s)" % (img.xen_version, img.xen_version.source)
+         if img.xen_version else "unknown"),
+        ("live update", "stream versions %d-%d, %d record types" % (
+            lu["stream_versions"][0], lu["stream_versions"][1], len(lu["record_types"]))
+         if lu else "no (the image advertises no live-update restore support)"),
+    ])
+
+
+def ranges_json(rows):
+    return [{"name": n, "range": r, "nr": nr, "start": s, "size": z,
+             "available": not err, "error": os.strerror(err) if err else None}
+            for n, r, nr, s, z, err in rows]
+
+
+def ranges_table(rows):
+    table = []
+    for name, rid, nr, start, size, err in rows:
+        label = "%s %d" % (name, nr) if rid == abi.KEXEC_RANGE_MA_CPU else name
+        if err:
+            table.append([label, rid, "-", "-", "not available (%s)" % os.strerror(err)])
+        else:
+            table.append([label, rid, hexa(start), hexa(start + size) if size else "-",
+                          "%s" % format_size(size) if size else "0 (none)"])
+    print_table(["range", "id", "start", "end", "size"], table)
+
+
+def plan(plan, loaded, file=None):
+    p = plan.placement
+    rows = [("type", abi.KEXEC_TYPE_NAMES[plan.ktype])]
+    if p.kind == "liveupdate":
+        rows += [
+            ("window", "%s-%s (%s)" % (hexa(p.region_start), hexa(p.region_end),
+                                       human_size(p.region_end - p.region_start))),
+            ("xen#2 image", "%s-%s" % (hexa(p.image_start), hexa(p.image_end))),
+            ("xen#2 LU bootmem", "%s-%s (%s)" % (hexa(p.bootmem_start),
+                                                 hexa(p.bootmem_start + p.bootmem_size),
+                                                 format_size(p.bootmem_size))),
+            ("breadcrumb page", hexa(p.breadcrumb_addr)),
+        ]
+    else:
+        rows += [("region", "%s-%s" % (hexa(p.region_start), hexa(p.region_end))),
+                 ("image", "%s-%s" % (hexa(p.image_start), hexa(p.image_end)))]
+    rows += [
+        ("boot info page", hexa(p.bootinfo_addr)),
+        ("entry", "%s -> image entry %s" % (hexa(plan.entry), hexa(plan.eip))),
+        ("command line", plan.cmdline or "(empty)"),
+        ("segments", ", ".join("%s+%s" % (hexa(d), hexa(ds)) for _, d, ds in plan.segments)),
+        ("result", "loaded" if loaded else "not loaded (--dry-run)"),
+    ]
+    print_fields(rows, title="load plan", file=file)
+
+
+class LiveUpdateProgress:
+    """Each phase of a live update as it ends, then the outcome: styled on a
+    terminal, plain text when piped."""
+
+    def __init__(self, file=None):
+        from rich.console import Console
+        self.out = Console(file=file or sys.stdout, highlight=False, soft_wrap=True)
+
+    def triggered(self):
+        self.out.print("live update triggered (Xen reports its progress on its console)")
+
+    def started(self, first):
+        self.out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version"), first.get("to_version"))
+                       if first else "live update started")
+
+    def phase(self, p):
+        self.out.print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
+
+    def finished(self, rep):
+        from rich.markup import escape
+        if rep["state"] == "complete":
+            self.out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %d domains, "
+                           "%d-byte stream"
+                           % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
+                              rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
+        else:
+            self.out.print("[red]%s[/red]: %s" % (rep["state"], escape(str(rep.get("error")))))
