@@ -1,7 +1,7 @@
 /*
  * Shared by stream_fuzz.c (libFuzzer) and stream_replay.c (the ASan driver
  * tests/test_stream_asan.py runs): the record types an image built today
- * can restore (kexec_lu.lustream.ALL_RECORD_TYPES; the test checks the two
+ * can restore (xen_public.lustream.ALL_RECORD_TYPES; the test checks the two
  * lists agree), and what must hold of any lu_stream_validate() result.
  */
 #include <stdint.h>
