@@ -87,7 +87,7 @@ def run_host(name, images, runs, workdir, with_baseline):
             subprocess.run([sys.executable, "-m", "kexec_lu", "load", "--type", "liveupdate",
                             "--reuse-cmdline", image], check=True, capture_output=True,
                            env=dict(os.environ, HYPERV_SIM_DIR=state))
-            rep = run_live_update(client, timeout=300, show=False)
+            rep = run_live_update(client, timeout=300)
             if rep["state"] != "complete":
                 raise SystemExit("%s: update %d %s: %s" % (name, i, rep["state"], rep.get("error")))
             reports.append(rep)

@@ -59,7 +59,7 @@ def main(argv=None):
                                       text=True, env=dict(os.environ, HYPERV_SIM_DIR=state))
                 if load.returncode:
                     raise SystemExit("update %d: load failed: %s" % (i, load.stderr.strip()))
-                rep = run_live_update(client, timeout=120, show=False)
+                rep = run_live_update(client, timeout=120)
                 if rep["state"] != "complete":
                     raise SystemExit("update %d: %s: %s" % (i, rep["state"], rep.get("error")))
                 blackouts.append(rep["blackout_ms"])
