@@ -155,42 +155,42 @@ def build_stream(domains, nr_frames, ft_region, m2p_region):
     """The stream save.build_stream writes for these domains: the same
     records in the same order, with the same bodies a running host has."""
     w = StreamWriter()
-    w.record(ls.REC_LU_VERSION, R.VERSION[0](4, 18, ls.LU_FORMAT_VERSION, len(domains)))
-    w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS[0]((1, 0), [ft_region + (R.REGION_FRAMETABLE, 0)]))
-    w.record(ls.REC_LU_M2P, R.M2P[0](m2p_region[0], nr_frames))
+    w.record(ls.REC_LU_VERSION, R.VERSION.encode(4, 18, ls.LU_FORMAT_VERSION, len(domains)))
+    w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS.encode((1, 0), [ft_region + (R.REGION_FRAMETABLE, 0)]))
+    w.record(ls.REC_LU_M2P, R.M2P.encode(m2p_region[0], nr_frames))
     phases = [(b"quiesce", 1, 2), (b"save", 2, 3)]
-    w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL, R.TIMINGS[0]((len(phases), 0, 7), phases))
+    w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL, R.TIMINGS.encode((len(phases), 0, 7), phases))
     w.end()
     for dom in domains:
         pv = dom.dtype == "pv"
         w.domain(DOMAIN_TYPE_PV if pv else DOMAIN_TYPE_HVM, 4, 18)
-        w.record(ls.REC_LU_DOMAIN, R.DOMAIN[0](dom.domid, R.DOM_CONTROL if dom.domid == 0 else 0,
+        w.record(ls.REC_LU_DOMAIN, R.DOMAIN.encode(dom.domid, R.DOM_CONTROL if dom.domid == 0 else 0,
                                               R.DTYPES[dom.dtype], VCPUS, 0, dom.shared[0][0],
                                               b"d%d" % dom.domid))
         if pv:
-            w.record(ls.REC_X86_PV_INFO, R.PV_INFO[0](8, 4))
-        w.record(ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS[0]((len(dom.p2m), 0), dom.p2m))
+            w.record(ls.REC_X86_PV_INFO, R.PV_INFO.encode(8, 4, b""))
+        w.record(ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS.encode((len(dom.p2m), 0), dom.p2m))
         owned = [(m, n, R.OWN_RAM, 0) for _, m, n in sorted(dom.p2m, key=lambda e: e[1])]
         owned += [(m, n, R.OWN_SHARED, 0) for m, n in dom.shared]
-        w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP[0]((len(owned), 0), owned))
+        w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP.encode((len(owned), 0), owned))
         if pv:
-            w.record(ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0]((len(dom.types), 0), dom.types))
+            w.record(ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES.encode((len(dom.types), 0), dom.types))
         # Shared info, the grant frame, and with grant v2 its status frame.
         shinfo, grant, *status = [(m + i,) for m, n in dom.shared for i in range(n)]
-        w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE[0]((1, 2 if status else 1), [grant]))
+        w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE.encode((1, 2 if status else 1), [grant]))
         if status:
-            w.record(ls.REC_LU_GRANT_STATUS, R.GRANT_STATUS[0]((len(status), 0), status))
+            w.record(ls.REC_LU_GRANT_STATUS, R.GRANT_STATUS.encode((len(status), 0), status))
         ports = [(1, R.PORT_KINDS["virq"], 0, 0, R.NO_DOMID, 0, 0, 0)]
         ports += [(2 + v, R.PORT_KINDS["ipi"], 0, v, R.NO_DOMID, 0, 0, 0) for v in range(VCPUS)]
         ports += [(2 + VCPUS, R.PORT_KINDS["interdomain"], 0, 0, 0, 10 + dom.domid, 0, 0)]
-        w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS[0]((len(ports), 0), ports))
+        w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS.encode((len(ports), 0), ports))
         l4 = next((m for m, t, _ in dom.types if t == lib.LU_PGT_L4), 0)
         for v in range(VCPUS):
             regs = [(dom.domid << 32) + v * 19 + r for r in range(len(R.REG_NAMES))]
-            w.record(ls.REC_LU_VCPU_STATE, R.VCPU[0](v, 0, 0, 0, 123456789 + v, *regs, l4))
+            w.record(ls.REC_LU_VCPU_STATE, R.VCPU.encode(v, 0, 0, 0, 123456789 + v, *regs, l4))
         if dom.dtype == "hvm":
-            w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS[0]((4, 0), [(1, 2), (2, 3), (5, 7), (35, 1)]))
-            w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER[0](
+            w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS.encode((4, 0), [(1, 2), (2, 3), (5, 7), (35, 1)]))
+            w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER.encode(
                 (VCPUS, 1, 0, dom.nr_pages - 4, dom.nr_pages - 3, 0), [(10 + v, 40 + v) for v in range(VCPUS)]))
         w.end()
     return w.getvalue()

@@ -117,8 +117,8 @@ def offset(data, rtype, nth=0):
 
 
 def value(data, codec, rtype, nth=0):
-    """The nth record of rtype decoded with a records.py codec."""
-    return codec[1](at(data, rtype, nth)[1])
+    """The nth record of rtype decoded with its xen_public.lurecords type."""
+    return codec.decode(at(data, rtype, nth)[1])
 
 
 def replace_body(data, rtype, new_body, nth=0):
@@ -130,9 +130,9 @@ def replace_body(data, rtype, new_body, nth=0):
 
 
 def replace(data, codec, rtype, new_value, nth=0):
-    """replace_body with a value a records.py codec packs: (head, items)
-    for an array record, the field tuple for a fixed one."""
-    return replace_body(data, rtype, codec[0](*new_value), nth)
+    """replace_body with a value its xen_public.lurecords type encodes:
+    (head, items) for an array record, the field tuple for a fixed one."""
+    return replace_body(data, rtype, codec.encode(*new_value), nth)
 
 
 # ---------------------------------------------------------------- nothing changed

@@ -443,9 +443,9 @@ def test_a_fifo_page_not_populated(saved):
 
 def test_an_iommu_root_outside_its_tables(saved):
     hv, data, _ = saved
-    root, extents, devices = R.unpack_iommu(at(data, ls.REC_LU_IOMMU)[1])
+    root, extents, devices = R.IOMMU.decode(at(data, ls.REC_LU_IOMMU)[1])
     (m, n), = extents
-    refuse(hv, replace_body(data, ls.REC_LU_IOMMU, R.pack_iommu(m + n, extents, devices)),
+    refuse(hv, replace_body(data, ls.REC_LU_IOMMU, R.IOMMU.encode(m + n, extents, devices)),
            "%s: d3 IOMMU root 0x%x is not among its tables" % (where(data, ls.REC_LU_IOMMU), m + n))
 
 

@@ -1,5 +1,6 @@
 """The stream format and xen#2's validation of it: what a well-formed
 stream says, and every way a bad one is refused before anything changes."""
+import pathlib
 import re
 import struct
 
@@ -265,18 +266,18 @@ def test_duplicate_domid(saved):
 
 def _move_first_extent(data, nth, mfn):
     """Domain nth's first P2M extent and its ownership moved to mfn."""
-    head, items = R.P2M_EXTENTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][nth])
-    own_head, own = R.OWNERSHIP[1]([b for o, t, b in records(data) if t == ls.REC_LU_PAGE_OWNERSHIP][nth])
+    head, items = R.P2M_EXTENTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][nth])
+    own_head, own = R.OWNERSHIP.decode([b for o, t, b in records(data) if t == ls.REC_LU_PAGE_OWNERSHIP][nth])
     g, m, n = items[0]
     first = [i for i, o in enumerate(own) if o[0] == m][0]
     own[first] = (mfn,) + own[first][1:]
-    data = replace_body(data, ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS[0](head, [(g, mfn, n)] + items[1:]), nth=nth)
-    return replace_body(data, ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP[0](own_head, own), nth=nth)
+    data = replace_body(data, ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS.encode(head, [(g, mfn, n)] + items[1:]), nth=nth)
+    return replace_body(data, ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP.encode(own_head, own), nth=nth)
 
 
 def test_a_frame_owned_twice(saved):
     hv, data, _ = saved
-    d1_first = R.P2M_EXTENTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][1])[1][0][1]
+    d1_first = R.P2M_EXTENTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][1])[1][0][1]
     bad = _move_first_extent(data, 2, d1_first)
     # Both claims start at d1_first: sorted, d1's comes first, d2's is the second claim.
     refuse(hv, bad, "record LU_PAGE_OWNERSHIP at offset 0x%x: frame 0x%x is claimed twice (d2 memory, and d1 "
@@ -294,51 +295,53 @@ def test_a_frame_inside_lu_bootmem(saved):
 
 def test_mfn_out_of_range(saved):
     hv, data, _ = saved
-    head, items = R.P2M_EXTENTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][1])
+    head, items = R.P2M_EXTENTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][1])
     g, m, n = items[0]
-    bad = replace_body(data, ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS[0](head, [(g, 1 << 40, n)] + items[1:]), nth=1)
+    bad = replace_body(data, ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS.encode(head, [(g, 1 << 40, n)] + items[1:]), nth=1)
     refuse(hv, bad, "record LU_P2M_EXTENTS at offset 0x%x: d1 maps gfn 0x%x to frames 0x%x+%d it does not own"
            % (offset(bad, ls.REC_LU_P2M_EXTENTS, 1), g, 1 << 40, n))
 
 
 def test_a_dependency_on_a_domain_that_is_not_there(saved):
     hv, data, _ = saved
-    head, pairs = R.IOREQ_SERVER[1]([b for o, t, b in records(data) if t == ls.REC_LU_IOREQ_SERVER][0])
+    head, pairs = R.IOREQ_SERVER.decode([b for o, t, b in records(data) if t == ls.REC_LU_IOREQ_SERVER][0])
     head = (head[0], head[1], 42) + head[3:]
-    bad = replace_body(data, ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER[0](head, pairs))
+    bad = replace_body(data, ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER.encode(head, pairs))
     refuse(hv, bad, "record LU_IOREQ_SERVER at offset 0x%x: d3's device model runs in d42, which is not in the "
            "stream" % offset(bad, ls.REC_LU_IOREQ_SERVER))
 
 
 def test_a_port_that_does_not_point_back(saved):
     hv, data, _ = saved
-    head, ports = R.EVTCHN_PORTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_EVTCHN_PORTS][1])
+    head, ports = R.EVTCHN_PORTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_EVTCHN_PORTS][1])
     fixed = []
     for p in ports:
         if p[1] == R.PORT_KINDS["interdomain"]:
             p = p[:5] + (p[5] + 1000,) + p[6:]
         fixed.append(p)
-    bad = replace_body(data, ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS[0](head, fixed), nth=1)
+    bad = replace_body(data, ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS.encode(head, fixed), nth=1)
     # dom0's ports are checked first: its first one bound to d1 no longer has d1 pointing back.
-    _, d0_ports = R.EVTCHN_PORTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_EVTCHN_PORTS][0])
+    _, d0_ports = R.EVTCHN_PORTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_EVTCHN_PORTS][0])
     port, _, _, _, _, rport, _, _ = next(p for p in d0_ports if p[1] == R.PORT_KINDS["interdomain"] and p[4] == 1)
     refuse(hv, bad, "record LU_EVTCHN_PORTS at offset 0x%x: d0 port %d is bound to d1 port %d, which does not "
            "exist or does not point back" % (offset(bad, ls.REC_LU_EVTCHN_PORTS, 0), port, rport))
 
 
 def _pv_types(data, nth=0):
-    return R.PV_PAGE_TYPES[1]([b for o, t, b in records(data) if t == ls.REC_LU_PV_PAGE_TYPES][nth])
+    """(head, [item]) of the nth LU_PV_PAGE_TYPES record (decoded raw, for the C core)."""
+    value = R.PV_PAGE_TYPES.decode([b for o, t, b in records(data) if t == ls.REC_LU_PV_PAGE_TYPES][nth])
+    return value.head, R.PV_PAGE_TYPES.item_tuples(value)
 
 
 def test_pv_page_types_of_frames_the_domain_does_not_own_or_unknown_types(saved):
     hv, data, _ = saved
     head, items = _pv_types(data, 1)                      # d1, the PV guest
-    d0_frame = R.P2M_EXTENTS[1]([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][0])[1][0][1]
+    d0_frame = R.P2M_EXTENTS.decode([b for o, t, b in records(data) if t == ls.REC_LU_P2M_EXTENTS][0])[1][0][1]
     for i, bad in ((len(items) // 2, (d0_frame,) + items[len(items) // 2][1:]),
                    (0, (items[0][0], 9, items[0][2])),
                    (len(items) - 1, (items[-1][0], 0, items[-1][2]))):
         changed = items[:i] + [bad] + items[i + 1:]
-        stream = replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, changed), nth=1)
+        stream = replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES.encode(head, changed), nth=1)
         refuse(hv, stream, "record LU_PV_PAGE_TYPES at offset 0x%x: d1 frame 0x%x type %d"
                % ((offset(stream, ls.REC_LU_PV_PAGE_TYPES, 1),) + bad[:2]))
 
@@ -348,11 +351,11 @@ def test_pv_page_tables_need_exactly_one_pinned_l4(saved):
     head, items = _pv_types(data, 1)
     where = "record LU_PV_PAGE_TYPES at offset 0x%x" % offset(data, ls.REC_LU_PV_PAGE_TYPES, 1)
     unpinned = [(m, t, 0) for m, t, f in items]
-    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, unpinned), nth=1),
+    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES.encode(head, unpinned), nth=1),
            where + ": d1 needs exactly one pinned L4, has 0")
     l1 = next(i for i, (m, t, f) in enumerate(items) if t == 1)
     two = items[:l1] + [(items[l1][0], 4, R.PT_PINNED)] + items[l1 + 1:]
-    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES[0](head, two), nth=1),
+    refuse(hv, replace_body(data, ls.REC_LU_PV_PAGE_TYPES, R.PV_PAGE_TYPES.encode(head, two), nth=1),
            where + ": d1 needs exactly one pinned L4, has 2")
 
 
@@ -455,14 +458,163 @@ def test_iommu_record_with_several_extents_and_devices():
     u64 root mfn, then [u64 mfn, u64 count] per extent, then 16-byte BDFs."""
     body = (struct.pack("<IIQ", 3, 2, 0x5000) + struct.pack("<6Q", 0x5000, 1, 0x6000, 4, 0x9000, 2)
             + b"0000:03:00.0".ljust(16, b"\0") + b"0000:04:01.7".ljust(16, b"\0"))
-    assert R.pack_iommu(0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
+    assert R.IOMMU.encode(0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
                         ["0000:03:00.0", "0000:04:01.7"]) == body
-    assert R.unpack_iommu(body) == (0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
+    assert R.IOMMU.decode(body) == (0x5000, [(0x5000, 1), (0x6000, 4), (0x9000, 2)],
                                     ["0000:03:00.0", "0000:04:01.7"])
     for cut in (body[:-1], body + bytes(8)):
         with pytest.raises(R.RecordError) as e:
-            R.unpack_iommu(cut)
+            R.IOMMU.decode(cut)
         assert str(e.value) == "IOMMU body of %d bytes, its counts need %d" % (len(cut), len(body))
     with pytest.raises(R.RecordError, match="IOMMU body too short"):
-        R.unpack_iommu(body[:15])
-    assert R.unpack_iommu(struct.pack("<IIQ", 0, 0, 7)) == (7, [], [])
+        R.IOMMU.decode(body[:15])
+    assert R.IOMMU.decode(struct.pack("<IIQ", 0, 0, 7)) == (7, [], [])
+
+
+# ---------------------------------------------------------------- dump, against the man page
+
+def _u(fmt, body, off):
+    return struct.unpack_from("<" + fmt, body, off)[0]
+
+
+def _array_count(body, head, item):
+    """Entries of an array record, from its length alone."""
+    assert (len(body) - head) % item == 0
+    return (len(body) - head) // item
+
+
+# What `stream dump` must say of each record, read from its bytes at the
+# offsets kexec-lu-stream(5) gives (head size, item size and fields written
+# here as literals, not taken from the codecs under test).
+def _expected_summary(rtype, body):
+    entries = {ls.REC_LU_XEN_REGIONS: (8, 24), ls.REC_LU_PAGE_OWNERSHIP: (8, 24),
+               ls.REC_LU_PV_PAGE_TYPES: (8, 16), ls.REC_LU_GRANT_STATUS: (8, 8),
+               ls.REC_LU_EVTCHN_PORTS: (8, 24), ls.REC_HVM_PARAMS: (8, 16),
+               ls.REC_LU_GRANT_MAPS: (8, 24), ls.REC_LU_FOREIGN_MAPS: (8, 24)}
+    if rtype in entries:
+        n = _array_count(body, *entries[rtype])
+        assert _u("I", body, 0) == n
+        return "%d entries" % n
+    if rtype == ls.REC_LU_P2M_EXTENTS:
+        n = _array_count(body, 8, 24)
+        return "%d entries, %d frames" % (n, sum(_u("Q", body, 8 + 24 * i + 16) for i in range(n)))
+    if rtype == ls.REC_LU_VERSION:
+        return "xen %d.%d, format %d, %d domains" % struct.unpack("<4I", body)
+    if rtype == ls.REC_LU_M2P:
+        return "at mfn 0x%x, %d entries" % struct.unpack("<2Q", body)
+    if rtype == ls.REC_LU_TIMINGS:
+        n = _array_count(body, 16, 32)
+        names = [body[16 + 32 * i:16 + 32 * i + 16].rstrip(b"\0").decode() for i in range(n)]
+        return "update 0x%x: %s" % (_u("Q", body, 8), ", ".join(names))
+    if rtype == ls.REC_LU_DOMAIN:
+        flags = _u("H", body, 2)
+        named = [n for bit, n in ((1, "control"), (2, "paused"), (4, "dying")) if flags & bit]
+        return "d%d %s %s, %d vCPUs, shared info 0x%x%s" % (
+            _u("H", body, 0), body[24:88].rstrip(b"\0").decode(), ("pv", "pvh", "hvm")[_u("I", body, 4)],
+            _u("I", body, 8), _u("Q", body, 16), " (%s)" % ",".join(named) if named else "")
+    if rtype == ls.REC_X86_PV_INFO:
+        return "%d-byte guest, %d-level page tables" % (body[0], body[1])
+    if rtype == ls.REC_LU_GRANT_TABLE:
+        n = _array_count(body, 8, 8)
+        assert _u("I", body, 0) == n
+        return "v%d, %d frames" % (_u("I", body, 4), n)
+    if rtype == ls.REC_LU_EVTCHN_FIFO:
+        return "event array gfn 0x%x, control gfn 0x%x" % struct.unpack("<2Q", body)
+    if rtype == ls.REC_LU_VCPU_STATE:
+        assert len(body) == 176
+        return "vCPU%d, %d steps, rip 0x%x" % (_u("I", body, 0), _u("Q", body, 16), _u("Q", body, 24 + 8 * 16))
+    if rtype == ls.REC_LU_IOREQ_SERVER:
+        n = _array_count(body, 28, 8)
+        assert _u("I", body, 0) == n
+        return "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (
+            _u("H", body, 4), _u("H", body, 6), _u("Q", body, 8), n)
+    if rtype == ls.REC_LU_IOMMU:
+        n_ext, n_dev, root = struct.unpack_from("<IIQ", body)
+        assert len(body) == 16 + 16 * n_ext + 16 * n_dev
+        frames = sum(_u("Q", body, 16 + 16 * i + 8) for i in range(n_ext))
+        devs = [body[16 + 16 * n_ext + 16 * i:][:16].rstrip(b"\0").decode() for i in range(n_dev)]
+        return "root 0x%x, %d table frames, devices %s" % (root, frames, " ".join(devs))
+    assert rtype == ls.REC_END
+    return ""
+
+
+def test_dump_counts_and_summarises_every_record_as_its_bytes_say(saved):
+    """Every record of a stream carrying every type, summarised by `stream
+    dump` as the man page's layout reads it: the counts of the per-page
+    LU_PV_PAGE_TYPES included (once "2 entries" for every one)."""
+    _, data, _ = saved
+    rows = {r["offset"]: r for r in dump(data) if "type" in r}
+    seen = set()
+    for off, rtype, body in records(data):
+        base = rtype & ~ls.REC_OPTIONAL
+        seen.add(base)
+        assert rows[off]["summary"] == _expected_summary(base, body), (ls.record_name(rtype), off)
+        assert rows[off]["length"] == len(body)
+    assert seen == set(ls.ALL_RECORD_TYPES) | {ls.REC_END}
+    assert sum(r["what"] == "LU_PV_PAGE_TYPES" for r in rows.values()) == 2     # dom0 and the PV guest
+
+
+# Every field kexec-lu-stream(5) calls reserved ("written as zero"), as the
+# body offset of the field and of the byte set: refused, so that a later
+# format can give them a meaning.  Item fields are those of the first item.
+RESERVED = [
+    (ls.REC_LU_XEN_REGIONS, 4, 4), (ls.REC_LU_XEN_REGIONS, 28, 31), (ls.REC_LU_TIMINGS, 4, 4),
+    (ls.REC_LU_DOMAIN, 12, 15), (ls.REC_X86_PV_INFO, 2, 2), (ls.REC_X86_PV_INFO, 2, 7),
+    (ls.REC_LU_P2M_EXTENTS, 4, 4), (ls.REC_LU_PAGE_OWNERSHIP, 4, 5), (ls.REC_LU_PAGE_OWNERSHIP, 28, 28),
+    (ls.REC_LU_PV_PAGE_TYPES, 4, 7), (ls.REC_LU_GRANT_STATUS, 4, 4), (ls.REC_LU_EVTCHN_PORTS, 4, 4),
+    (ls.REC_LU_EVTCHN_PORTS, 13, 13), (ls.REC_LU_EVTCHN_PORTS, 28, 30), (ls.REC_LU_VCPU_STATE, 12, 12),
+    (ls.REC_HVM_PARAMS, 4, 6), (ls.REC_LU_IOREQ_SERVER, 24, 27), (ls.REC_LU_GRANT_MAPS, 4, 4),
+    (ls.REC_LU_GRANT_MAPS, 20, 23), (ls.REC_LU_FOREIGN_MAPS, 4, 4), (ls.REC_LU_FOREIGN_MAPS, 10, 11),
+    (ls.REC_LU_FOREIGN_MAPS, 12, 12),
+]
+
+
+@pytest.mark.parametrize("rtype,field,byte", RESERVED,
+                         ids=["%s+%d" % (ls.record_name(t), b) for t, _, b in RESERVED])
+def test_a_reserved_field_not_zero_is_refused_naming_its_offset(saved, rtype, field, byte):
+    hv, data, _ = saved
+    off, written, body = [r for r in records(data) if r[1] & ~ls.REC_OPTIONAL == rtype][0]
+    assert body[byte] == 0                              # as written
+    bad = data[:off + 8 + byte] + b"\x01" + data[off + 8 + byte + 1:]
+    message = "record %s at offset 0x%x: reserved field at offset 0x%x is not zero" % (
+        ls.record_name(written), off, off + 8 + field)
+    refuse(hv, bad, message)
+    with pytest.raises(StreamError) as e:
+        dump(bad)
+    assert str(e.value) == message
+
+
+def test_every_reserved_field_of_the_codecs_is_in_the_man_page_table():
+    """The codecs' reserved fields are exactly those RESERVED names (no
+    more, none missed), as body offsets."""
+    declared = set()
+    for rec in R.TYPES.values():
+        for layout, base in ((getattr(rec, "layout", None), 0), (getattr(rec, "head", None), 0),
+                             (getattr(rec, "item", None), getattr(getattr(rec, "head", None), "size", 0))):
+            if isinstance(layout, R.Layout):
+                declared |= {(rec.rtype, base + at) for _, at in layout.reserved}
+    assert declared == {(t, f) for t, f, _ in RESERVED}
+
+
+
+MAN_RECORD = re.compile(r"^\.It Dv (\w+) Pq (0x[0-9A-F]{8}) , (optional, )?(pass (\d), )?"
+                        r"(?:(\d+) bytes|(\d+) \+ (\d+) per \w+(?: \+ (\d+) per \w+)?)", re.M)
+
+
+def test_each_record_type_is_declared_as_the_man_page_lists_it():
+    """kexec-lu-stream(5)'s list of record types (number, section, restore
+    pass, body size) against the declarations every decoder uses."""
+    page = (pathlib.Path(__file__).resolve().parent.parent / "man" / "kexec-lu-stream.5").read_text()
+    listed = {m.group(1): m for m in MAN_RECORD.finditer(page)}
+    assert set(listed) == {r.name for r in R.TYPES.values()} | {"END"}
+    for rec in R.TYPES.values():
+        m = listed[rec.name]
+        assert int(m.group(2), 16) == rec.rtype
+        assert rec.restore_pass == (None if m.group(5) is None else int(m.group(5))), rec.name
+        assert rec.section == ("system" if m.group(5) is None else "domain")
+        if m.group(6):
+            assert rec.layout.size == int(m.group(6)), rec.name
+        elif rec.rtype == ls.REC_LU_IOMMU:
+            assert (rec.head.size, rec.extent.size, rec.bdf.size) == tuple(int(m.group(i)) for i in (7, 8, 9))
+        else:
+            assert (rec.head.size, rec.item.size) == (int(m.group(7)), int(m.group(8))), rec.name

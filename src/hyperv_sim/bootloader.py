@@ -156,8 +156,11 @@ def boot(image_path, state_dir, memory, cmdline):
 
 def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     err_path = os.path.join(state_dir, "xen.stderr")
+    console = os.path.join(state_dir, CONSOLE_FILE)
     if fresh_console:
-        open(os.path.join(state_dir, CONSOLE_FILE), "w").close()   # a new machine, a new log
+        open(console, "w").close()   # a new machine, a new log
+    # Its last words are in what this start adds (recover keeps the old log).
+    console_from = os.path.getsize(console) if os.path.exists(console) else 0
     with open(err_path, "w") as err:
         proc = subprocess.Popen(
             xen_argv(ram_path, entry, state_dir),
@@ -167,7 +170,7 @@ def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     deadline = time.monotonic() + BOOT_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LoaderError("hypervisor failed to boot: %s" % _last_words(state_dir, err_path))
+            raise LoaderError("hypervisor failed to boot: %s" % _last_words(console, console_from, err_path))
         try:
             answer = client.toolstack("ping")
             if answer.get("halted"):
@@ -179,10 +182,12 @@ def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     raise LoaderError("hypervisor did not answer within %d s" % BOOT_TIMEOUT)
 
 
-def _last_words(state_dir, err_path):
-    """The hypervisor's own reason: its PANIC line, else its stderr."""
+def _last_words(console, console_from, err_path):
+    """The hypervisor's own reason: its PANIC line (written since
+    console_from), else its stderr."""
     try:
-        with open(os.path.join(state_dir, CONSOLE_FILE)) as f:
+        with open(console, errors="replace") as f:
+            f.seek(console_from)
             panics = [l for l in f if "PANIC:" in l]
         if panics:
             return panics[-1].split("PANIC:", 1)[1].strip()

@@ -1,10 +1,20 @@
-"""Record bodies of the live-update stream: one small codec per record type.
+"""The record bodies of the live-update stream, declared once.
 
-Every body is little-endian and holds minimal, version-stable facts (extents,
-types, ports, registers), never a hypervisor's internal structures.  decode()
-raises RecordError when a body is malformed; the caller adds the offset.
+Each record type is one object: its number, the section it belongs in, the
+restore pass that applies it, and its layout, field by field as
+kexec-lu-stream(5) names them.  Everyone decodes through it (xen#2's check
+and restore, `hyperv-sim stream dump`, the fuzz harness) and writers encode
+through it, the shape of Xen's tools/python/xen/migration: one small
+description per record type, errors that say what is wrong and where.
+
+decode(body, at) checks the body's length against the layout and its
+counts, and that every field called reserved is zero; it raises RecordError
+naming the offending offset in the stream (at is where the body starts).
+Every body is little-endian and holds minimal, version-stable facts
+(extents, types, ports, registers), never a hypervisor's internal structures.
 """
 import struct
+from collections import namedtuple
 
 from . import lustream as ls
 from .errors import FormatError
@@ -14,126 +24,203 @@ class RecordError(FormatError):
     pass
 
 
-class Codec(tuple):
-    """(pack, unpack) of one record body, with its structs: head, and item
-    for an array (None for a fixed body), for a writer that builds items in
-    bulk.  A plain tuple subclass: xen#2 imports this on its way up."""
-
-    def __new__(cls, pack, unpack, head, item=None):
-        self = tuple.__new__(cls, (pack, unpack))
-        self.head, self.item = head, item
-        return self
+def _nonzero(value):
+    return any(value) if isinstance(value, bytes) else value != 0
 
 
-def _array(head_fmt, item_fmt):
-    head, item = struct.Struct("<" + head_fmt), struct.Struct("<" + item_fmt)
+class Layout:
+    """A fixed run of named fields: [(name, struct format)].  Fields whose
+    name starts with "reserved" must be zero."""
 
-    def pack(head_values, items):
-        return head.pack(*head_values) + b"".join(item.pack(*i) for i in items)
+    def __init__(self, name, fields):
+        self.names = tuple(n for n, _ in fields)
+        self.struct = struct.Struct("<" + "".join(f for _, f in fields))
+        self.size = self.struct.size
+        self.tuple = namedtuple(name, self.names)
+        self.reserved = tuple((i, struct.calcsize("<" + "".join(f for _, f in fields[:i])))
+                              for i, (n, _) in enumerate(fields) if n.startswith("reserved"))
 
-    def unpack(body):
-        values, items = _split_array(head, item, body)
-        return values, list(item.iter_unpack(items))
-    return Codec(pack, unpack, head, item)
+    def pack(self, *values):
+        return self.struct.pack(*values)
 
-
-def _split_array(head, item, body):
-    """(header values, the items' bytes), the body's length checked."""
-    if len(body) < head.size:
-        raise RecordError("body of %d bytes is shorter than its %d-byte header" % (len(body), head.size))
-    values = head.unpack_from(body)
-    count = values[0]
-    if head.size + count * item.size != len(body):
-        raise RecordError("says %d entries of %d bytes but holds %d bytes"
-                          % (count, item.size, len(body) - head.size))
-    return values, body[head.size:]
+    def check_reserved(self, values, at):
+        for i, off in self.reserved:
+            if _nonzero(values[i]):
+                raise RecordError("reserved field at offset 0x%x is not zero" % (at + off))
 
 
-def unpack_raw(codec, body):
-    """An array record as (header values, items as bytes), checked as
-    unpack checks it: for per-page records the C core reads whole."""
-    values, items = _split_array(codec.head, codec.item, body)
-    return values, bytes(items)
+ArrayValue = namedtuple("ArrayValue", "head items")
+IommuValue = namedtuple("IommuValue", "root extents devices")
 
 
-def _fixed(fmt):
-    s = struct.Struct("<" + fmt)
+class RecordType:
+    """What every record type has; decode, encode and count are the kind's."""
 
-    def unpack(body):
-        if len(body) != s.size:
-            raise RecordError("body is %d bytes, expected %d" % (len(body), s.size))
-        return s.unpack(body)
-    return Codec(s.pack, unpack, s)
+    def __init__(self, rtype, restore_pass):
+        self.rtype = rtype
+        self.name = ls.record_name(rtype)
+        self.restore_pass = restore_pass          # None: the system section
+        self.section = "system" if restore_pass is None else "domain"
 
+
+class Fixed(RecordType):
+    """A body of exactly one layout; decodes to a named tuple."""
+
+    def __init__(self, rtype, restore_pass, fields):
+        super().__init__(rtype, restore_pass)
+        self.layout = Layout(ls.record_name(rtype), fields)
+
+    def encode(self, *values):
+        return self.layout.pack(*values)
+
+    def decode(self, body, at=0):
+        lay = self.layout
+        if len(body) != lay.size:
+            raise RecordError("body is %d bytes, expected %d" % (len(body), lay.size))
+        value = lay.tuple._make(lay.struct.unpack(body))
+        lay.check_reserved(value, at)
+        return value
+
+    def count(self, value):
+        return 1
+
+
+class Array(RecordType):
+    """A head whose first field counts the items that follow; decodes to
+    ArrayValue(head, [item]).  raw: the items stay bytes, for the C core to
+    read whole (per-page records)."""
+
+    def __init__(self, rtype, restore_pass, head, item, raw=False):
+        super().__init__(rtype, restore_pass)
+        self.head = Layout(self.name + "_head", head)
+        self.item = Layout(self.name + "_item", item)
+        self.raw = raw
+        assert not (raw and self.item.reserved), "raw items are not checked field by field"
+
+    def encode(self, head_values, items):
+        pack = self.item.struct.pack
+        return self.head.pack(*head_values) + b"".join(pack(*i) for i in items)
+
+    def decode(self, body, at=0):
+        head, item = self.head, self.item
+        if len(body) < head.size:
+            raise RecordError("body of %d bytes is shorter than its %d-byte header" % (len(body), head.size))
+        values = head.tuple._make(head.struct.unpack_from(body))
+        count = values[0]
+        if head.size + count * item.size != len(body):
+            raise RecordError("says %d entries of %d bytes but holds %d bytes"
+                              % (count, item.size, len(body) - head.size))
+        head.check_reserved(values, at)
+        rest = body[head.size:]
+        if self.raw:
+            return ArrayValue(values, bytes(rest))
+        items = list(map(item.tuple._make, item.struct.iter_unpack(rest)))
+        if item.reserved:
+            for n, it in enumerate(items):
+                item.check_reserved(it, at + head.size + n * item.size)
+        return ArrayValue(values, items)
+
+    def count(self, value):
+        return value.head[0]
+
+    def item_tuples(self, value):
+        """The items as named tuples, raw ones included."""
+        if not self.raw:
+            return value.items
+        return list(map(self.item.tuple._make, self.item.struct.iter_unpack(value.items)))
+
+
+class Iommu(RecordType):
+    """LU_IOMMU: a head, then two arrays (table extents, device BDFs)."""
+
+    def __init__(self, rtype, restore_pass):
+        super().__init__(rtype, restore_pass)
+        self.head = Layout("LU_IOMMU_head", [("nr_extents", "I"), ("nr_devices", "I"), ("root_mfn", "Q")])
+        self.extent = Layout("LU_IOMMU_extent", [("mfn", "Q"), ("count", "Q")])
+        self.bdf = Layout("LU_IOMMU_device", [("bdf", "16s")])
+
+    def encode(self, root_mfn, extents, devices):
+        return (self.head.pack(len(extents), len(devices), root_mfn)
+                + b"".join(self.extent.pack(*e) for e in extents)
+                + b"".join(self.bdf.pack(d.encode()) for d in devices))
+
+    def decode(self, body, at=0):
+        head, ext, bdf = self.head, self.extent, self.bdf
+        if len(body) < head.size:
+            raise RecordError("IOMMU body too short")
+        n_ext, n_dev, root = head.struct.unpack_from(body)
+        need = head.size + ext.size * n_ext + bdf.size * n_dev
+        if need != len(body):
+            raise RecordError("IOMMU body of %d bytes, its counts need %d" % (len(body), need))
+        base = head.size + ext.size * n_ext
+        extents = list(ext.struct.iter_unpack(body[head.size:base]))
+        devices = [cstr(d, "ascii") for (d,) in bdf.struct.iter_unpack(body[base:])]
+        return IommuValue(root, extents, devices)
+
+    def count(self, value):
+        return len(value.extents) + len(value.devices)
+
+
+def cstr(raw, encoding="utf-8"):
+    return raw.rstrip(b"\0").decode(encoding, "replace")
+
+
+RES32 = ("reserved", "I")
 
 # System section.
-VERSION = _fixed("IIII")                 # xen_major, xen_minor, lu_format, nr_domains
+VERSION = Fixed(ls.REC_LU_VERSION, None, [("xen_major", "I"), ("xen_minor", "I"), ("lu_format", "I"),
+                                          ("nr_domains", "I")])
 REGION_FRAMETABLE, REGION_CRASH = 1, 2
-XEN_REGIONS = _array("II", "QQII")       # count, 0 | start_mfn, nr_frames, kind, 0
-M2P = _fixed("QQ")                       # start_mfn, nr_entries
-TIMINGS = _array("IIQ", "16sQQ")         # count, 0, update id | phase name, start_ns, end_ns
+XEN_REGIONS = Array(ls.REC_LU_XEN_REGIONS, None, [("count", "I"), RES32],
+                    [("start_mfn", "Q"), ("nr_frames", "Q"), ("kind", "I"), RES32])
+M2P = Fixed(ls.REC_LU_M2P, None, [("start_mfn", "Q"), ("nr_entries", "Q")])
+TIMINGS = Array(ls.REC_LU_TIMINGS, None, [("count", "I"), RES32, ("update_id", "Q")],
+                [("name", "16s"), ("start_ns", "Q"), ("end_ns", "Q")])
 
 # Domain section.
 DOM_CONTROL, DOM_PAUSED, DOM_DYING = 1, 2, 4
 DTYPES = {"pv": 0, "pvh": 1, "hvm": 2}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-DOMAIN = _fixed("HHIIIQ64s")             # domid, flags, dtype, vcpus, 0, shared_info_mfn, name
-PV_INFO = _fixed("BB6x")                 # guest_width, pt_levels (migration v3 X86_PV_INFO)
-P2M_EXTENTS = _array("II", "QQQ")        # count, 0 | gfn, mfn, count
+DOMAIN = Fixed(ls.REC_LU_DOMAIN, 0, [("domid", "H"), ("flags", "H"), ("dtype", "I"), ("vcpus", "I"),
+                                     RES32, ("shared_info_mfn", "Q"), ("name", "64s")])
+PV_INFO = Fixed(ls.REC_X86_PV_INFO, 0, [("guest_width", "B"), ("pt_levels", "B"), ("reserved", "6s")])
+P2M_EXTENTS = Array(ls.REC_LU_P2M_EXTENTS, 0, [("count", "I"), RES32],
+                    [("gfn", "Q"), ("mfn", "Q"), ("count", "Q")])
 OWN_RAM, OWN_SHARED = 1, 2
-OWNERSHIP = _array("II", "QQII")         # count, 0 | mfn, count, kind, 0
+OWNERSHIP = Array(ls.REC_LU_PAGE_OWNERSHIP, 1, [("count", "I"), RES32],
+                  [("mfn", "Q"), ("count", "Q"), ("kind", "I"), RES32])
 PT_PINNED = 1
-PV_PAGE_TYPES = _array("II", "QII")      # count, 0 | mfn, type (Xen PGT_*), flags
-GRANT_TABLE = _array("II", "Q")          # nr_frames, version | frame mfn
-GRANT_STATUS = _array("II", "Q")         # nr_frames, 0 | status frame mfn
-EVTCHN_FIFO = _fixed("QQ")               # event array gfn, control block gfn
+PV_PAGE_TYPES = Array(ls.REC_LU_PV_PAGE_TYPES, 1, [("count", "I"), RES32],
+                      [("mfn", "Q"), ("type", "I"), ("flags", "I")], raw=True)
+GRANT_TABLE = Array(ls.REC_LU_GRANT_TABLE, 1, [("nr_frames", "I"), ("version", "I")], [("mfn", "Q")])
+GRANT_STATUS = Array(ls.REC_LU_GRANT_STATUS, 1, [("nr_frames", "I"), RES32], [("mfn", "Q")])
+EVTCHN_FIFO = Fixed(ls.REC_LU_EVTCHN_FIFO, 2, [("event_array_gfn", "Q"), ("control_block_gfn", "Q")])
 PORT_KINDS = {"unbound": 1, "interdomain": 2, "virq": 3, "ipi": 4}
 PORT_KIND_NAMES = {v: k for k, v in PORT_KINDS.items()}
 NO_DOMID = 0x7FF4                        # DOMID_INVALID
-EVTCHN_PORTS = _array("II", "IBBHIIII")  # count, 0 | port, kind, 0, vcpu, remote domid, remote port, virq, 0
-VCPU = _fixed("IIII Q 18Q Q".replace(" ", ""))   # vcpu, runstate, paused, 0, steps, regs, cr3 mfn
-HVM_PARAMS = _array("II", "QQ")          # count, 0 | index, value (migration v3 HVM_PARAMS)
-IOREQ_SERVER = _array("IHHQQI", "II")    # nr_ports, server id, dm domid, ioreq gfn, bufioreq gfn, 0 | guest port, dm port
-MAP_WRITABLE = 1
-GRANT_MAPS = _array("II", "IHHIIQ")      # count, 0 | handle, granter, flags, ref, 0, mfn
-FOREIGN_MAPS = _array("II", "HHIQQ")     # count, 0 | domid, 0, 0, gfn, mfn
-IOMMU = _array("IIQ", "QQ")              # nr_extents, nr_devices, root mfn | mfn, count ; then devices
-BDF = struct.Struct("<16s")
-
+EVTCHN_PORTS = Array(ls.REC_LU_EVTCHN_PORTS, 2, [("count", "I"), RES32],
+                     [("port", "I"), ("kind", "B"), ("reserved", "B"), ("vcpu", "H"),
+                      ("remote_domid", "I"), ("remote_port", "I"), ("virq", "I"), ("reserved2", "I")])
 REG_NAMES = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
              "r12", "r13", "r14", "r15", "rip", "rflags")
+VCPU = Fixed(ls.REC_LU_VCPU_STATE, 2, [("vcpu", "I"), ("runstate", "I"), ("paused", "I"), RES32,
+                                       ("steps", "Q")] + [(r, "Q") for r in REG_NAMES]
+             + [("cr3_mfn", "Q")])
+HVM_PARAMS = Array(ls.REC_HVM_PARAMS, 2, [("count", "I"), RES32], [("index", "Q"), ("value", "Q")])
+IOREQ_SERVER = Array(ls.REC_LU_IOREQ_SERVER, 2,
+                     [("nr_ports", "I"), ("server_id", "H"), ("dm_domid", "H"), ("ioreq_gfn", "Q"),
+                      ("bufioreq_gfn", "Q"), RES32],
+                     [("guest_port", "I"), ("dm_port", "I")])
+MAP_WRITABLE = 1
+GRANT_MAPS = Array(ls.REC_LU_GRANT_MAPS, 2, [("count", "I"), RES32],
+                   [("handle", "I"), ("granter", "H"), ("flags", "H"), ("ref", "I"), RES32, ("mfn", "Q")])
+FOREIGN_MAPS = Array(ls.REC_LU_FOREIGN_MAPS, 2, [("count", "I"), RES32],
+                     [("domid", "H"), ("reserved", "H"), ("reserved2", "I"), ("gfn", "Q"), ("mfn", "Q")])
+IOMMU = Iommu(ls.REC_LU_IOMMU, 2)
 
-# The pass each record type is restored in (system records: None).
-PASS = {
-    ls.REC_LU_DOMAIN: 0, ls.REC_X86_PV_INFO: 0, ls.REC_LU_P2M_EXTENTS: 0,
-    ls.REC_LU_PAGE_OWNERSHIP: 1, ls.REC_LU_PV_PAGE_TYPES: 1, ls.REC_LU_GRANT_TABLE: 1,
-    ls.REC_LU_GRANT_STATUS: 1,
-    ls.REC_LU_EVTCHN_FIFO: 2, ls.REC_LU_EVTCHN_PORTS: 2, ls.REC_LU_VCPU_STATE: 2,
-    ls.REC_HVM_PARAMS: 2, ls.REC_LU_IOREQ_SERVER: 2, ls.REC_LU_GRANT_MAPS: 2,
-    ls.REC_LU_FOREIGN_MAPS: 2, ls.REC_LU_IOMMU: 2,
-}
-
-
-def pack_iommu(root_mfn, extents, devices):
-    pack, _ = IOMMU
-    return pack((len(extents), len(devices), root_mfn), extents) + \
-        b"".join(BDF.pack(d.encode()) for d in devices)
-
-
-def unpack_iommu(body):
-    head = struct.Struct("<IIQ")
-    if len(body) < head.size:
-        raise RecordError("IOMMU body too short")
-    n_ext, n_dev, root = head.unpack_from(body)
-    need = head.size + 16 * n_ext + BDF.size * n_dev
-    if need != len(body):
-        raise RecordError("IOMMU body of %d bytes, its counts need %d" % (len(body), need))
-    ext = [struct.unpack_from("<QQ", body, head.size + 16 * i) for i in range(n_ext)]
-    base = head.size + 16 * n_ext
-    devs = [BDF.unpack_from(body, base + BDF.size * i)[0].rstrip(b"\0").decode("ascii", "replace")
-            for i in range(n_dev)]
-    return root, ext, devs
-
-
-def cstr(raw):
-    return raw.rstrip(b"\0").decode("utf-8", "replace")
+# Every record type this format defines, by number (REC_END has no body).
+TYPES = {t.rtype: t for t in (VERSION, XEN_REGIONS, M2P, TIMINGS, DOMAIN, PV_INFO, P2M_EXTENTS,
+                              OWNERSHIP, PV_PAGE_TYPES, GRANT_TABLE, GRANT_STATUS, EVTCHN_FIFO,
+                              EVTCHN_PORTS, VCPU, HVM_PARAMS, IOREQ_SERVER, GRANT_MAPS, FOREIGN_MAPS,
+                              IOMMU)}
+SYSTEM_TYPES = frozenset(t for t, r in TYPES.items() if r.section == "system")

@@ -1,50 +1,65 @@
-"""Decode a live-update stream record by record, like Xen's verify-stream:
-one line per record with its offset, type, length and what it says."""
-from xen_public import lustream as ls
+"""`hyperv-sim stream dump`: a live-update stream record by record, like
+Xen's verify-stream: one line per header and record with its offset, type,
+length and what it says.  Records are decoded as xen#2 decodes them
+(xen_public.lurecords), so a record dump accepts, xen#2's decode accepts."""
+from xen_public import lurecords as R, lustream as ls
 
-from xen_public import lurecords as R
-from .restore import _DECODERS
-from .stream import DOMAIN_HEADER, IMAGE_HEADER, StreamError, iter_sections, validate
+from .stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, StreamError, iter_sections, validate
 
 KNOWN = set(ls.ALL_RECORD_TYPES)
+DOMAIN_HEADER_TYPES = {1: "x86 PV", 2: "x86 HVM"}
+FLAG_NAMES = ((R.DOM_CONTROL, "control"), (R.DOM_PAUSED, "paused"), (R.DOM_DYING, "dying"))
 
 
-def _summary(rtype, value):
-    if value is None:
+def _entries(rec, value):
+    return "%d entries" % rec.count(value)
+
+
+def _domain(rec, d):
+    flags = [name for bit, name in FLAG_NAMES if d.flags & bit]
+    return "d%d %s %s, %d vCPUs, shared info 0x%x%s" % (
+        d.domid, R.cstr(d.name), R.DTYPE_NAMES.get(d.dtype, d.dtype), d.vcpus, d.shared_info_mfn,
+        " (%s)" % ",".join(flags) if flags else "")
+
+
+def _p2m(rec, v):
+    return "%s, %d frames" % (_entries(rec, v), sum(e.count for e in v.items))
+
+
+# What each record says, from its named fields.
+SUMMARIES = {
+    ls.REC_LU_VERSION: lambda rec, v: "xen %d.%d, format %d, %d domains" % v,
+    ls.REC_LU_XEN_REGIONS: _entries,
+    ls.REC_LU_M2P: lambda rec, v: "at mfn 0x%x, %d entries" % v,
+    ls.REC_LU_TIMINGS: lambda rec, v: "update 0x%x: %s" % (v.head.update_id,
+                                                          ", ".join(R.cstr(p.name) for p in v.items)),
+    ls.REC_LU_DOMAIN: _domain,
+    ls.REC_X86_PV_INFO: lambda rec, v: "%d-byte guest, %d-level page tables" % (v.guest_width, v.pt_levels),
+    ls.REC_LU_P2M_EXTENTS: _p2m,
+    ls.REC_LU_PAGE_OWNERSHIP: _entries,
+    ls.REC_LU_PV_PAGE_TYPES: _entries,
+    ls.REC_LU_GRANT_TABLE: lambda rec, v: "v%d, %d frames" % (v.head.version, v.head.nr_frames),
+    ls.REC_LU_GRANT_STATUS: _entries,
+    ls.REC_LU_EVTCHN_FIFO: lambda rec, v: "event array gfn 0x%x, control gfn 0x%x" % v,
+    ls.REC_LU_EVTCHN_PORTS: _entries,
+    ls.REC_LU_VCPU_STATE: lambda rec, v: "vCPU%d, %d steps, rip 0x%x" % (v.vcpu, v.steps, v.rip),
+    ls.REC_HVM_PARAMS: _entries,
+    ls.REC_LU_IOREQ_SERVER: lambda rec, v: "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (
+        v.head.server_id, v.head.dm_domid, v.head.ioreq_gfn, v.head.nr_ports),
+    ls.REC_LU_GRANT_MAPS: _entries,
+    ls.REC_LU_FOREIGN_MAPS: _entries,
+    ls.REC_LU_IOMMU: lambda rec, v: "root 0x%x, %d table frames, devices %s" % (
+        v.root, sum(n for _, n in v.extents), " ".join(v.devices)),
+}
+
+
+def summary(rtype, body, at=0):
+    """What one record says ("" for END and types this format lacks);
+    RecordError if its body breaks its layout."""
+    rec = R.TYPES.get(rtype & ~ls.REC_OPTIONAL)
+    if rec is None:
         return ""
-    if rtype == ls.REC_LU_VERSION:
-        return "xen %d.%d, format %d, %d domains" % value
-    if rtype == ls.REC_LU_DOMAIN:
-        domid, flags, dtype, vcpus, _, shinfo, name = value
-        f = [n for bit, n in ((R.DOM_CONTROL, "control"), (R.DOM_PAUSED, "paused"), (R.DOM_DYING, "dying")) if flags & bit]
-        return "d%d %s %s, %d vCPUs, shared info 0x%x%s" % (domid, R.cstr(name), R.DTYPE_NAMES.get(dtype, dtype),
-                                                             vcpus, shinfo, " (%s)" % ",".join(f) if f else "")
-    if rtype in (ls.REC_LU_P2M_EXTENTS, ls.REC_LU_PAGE_OWNERSHIP, ls.REC_LU_PV_PAGE_TYPES,
-                 ls.REC_LU_EVTCHN_PORTS, ls.REC_HVM_PARAMS, ls.REC_LU_GRANT_MAPS,
-                 ls.REC_LU_FOREIGN_MAPS, ls.REC_LU_XEN_REGIONS, ls.REC_LU_GRANT_STATUS):
-        extra = ""
-        if rtype == ls.REC_LU_P2M_EXTENTS:
-            extra = ", %d frames" % sum(n for _, _, n in value)
-        return "%d entries%s" % (len(value), extra)
-    if rtype == ls.REC_LU_VCPU_STATE:
-        return "vCPU%d, %d steps, rip 0x%x" % (value[0], value[4], value[5 + R.REG_NAMES.index("rip")])
-    if rtype == ls.REC_LU_GRANT_TABLE:
-        (n, version), _ = value
-        return "v%d, %d frames" % (version, n)
-    if rtype == ls.REC_LU_IOREQ_SERVER:
-        (n, sid, dm, gfn, _, _), _ = value
-        return "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (sid, dm, gfn, n)
-    if rtype == ls.REC_LU_IOMMU:
-        root, extents, devices = value
-        return "root 0x%x, %d table frames, devices %s" % (root, sum(n for _, n in extents), " ".join(devices))
-    if rtype == ls.REC_LU_M2P:
-        return "at mfn 0x%x, %d entries" % value
-    if rtype == ls.REC_LU_EVTCHN_FIFO:
-        return "event array gfn 0x%x, control gfn 0x%x" % value
-    if rtype == ls.REC_LU_TIMINGS:
-        (n, _, uid), phases = value
-        return "update 0x%x: %s" % (uid, ", ".join(R.cstr(p[0]) for p in phases))
-    return ""
+    return SUMMARIES[rec.rtype](rec, rec.decode(body, at))
 
 
 def dump(buf):
@@ -56,13 +71,13 @@ def dump(buf):
         if header is not None:
             out.append({"offset": recs[0][0] - DOMAIN_HEADER.size, "what": "domain header",
                         "length": DOMAIN_HEADER.size,
-                        "summary": "type %s, Xen %d.%d" % ({1: "x86 PV", 2: "x86 HVM"}.get(header[0]), header[3], header[4])})
+                        "summary": "type %s, Xen %d.%d" % (DOMAIN_HEADER_TYPES.get(header[0]),
+                                                          header[3], header[4])})
         for off, rtype, body in recs:
-            dec = _DECODERS.get(rtype & ~ls.REC_OPTIONAL)
             try:
-                value = dec(body) if dec else None
+                said = summary(rtype, body, off + RECORD_HEADER.size)
             except R.RecordError as e:
                 raise StreamError("record %s at offset 0x%x: %s" % (ls.record_name(rtype), off, e))
             out.append({"offset": off, "what": ls.record_name(rtype), "type": rtype, "length": len(body),
-                        "summary": _summary(rtype & ~ls.REC_OPTIONAL, value)})
+                        "summary": said})
     return out

@@ -25,8 +25,8 @@ from ..guest import P2M
 from ..m2p import M2P
 from ..mappings import Mappings
 from xen_public import lurecords as R
-from .stream import BREADCRUMB, DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, StreamError, hash64, iter_sections, \
-    mfn_array_frames, read_breadcrumb, validate
+from .stream import BREADCRUMB, DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, RECORD_HEADER, StreamError, hash64, \
+    iter_sections, mfn_array_frames, read_breadcrumb, validate
 
 LOW_RESERVED_FRAMES = 256       # the first MiB
 
@@ -125,32 +125,6 @@ class DomainPlan:
         return [v for _, v in self.records.get(rtype, [])]
 
 
-_DECODERS = {
-    ls.REC_LU_VERSION: lambda b: R.VERSION[1](b),
-    ls.REC_LU_XEN_REGIONS: lambda b: R.XEN_REGIONS[1](b)[1],
-    ls.REC_LU_M2P: lambda b: R.M2P[1](b),
-    ls.REC_LU_TIMINGS: lambda b: R.TIMINGS[1](b),
-    ls.REC_LU_DOMAIN: lambda b: R.DOMAIN[1](b),
-    ls.REC_X86_PV_INFO: lambda b: R.PV_INFO[1](b),
-    ls.REC_LU_P2M_EXTENTS: lambda b: R.P2M_EXTENTS[1](b)[1],
-    ls.REC_LU_PAGE_OWNERSHIP: lambda b: R.OWNERSHIP[1](b)[1],
-    ls.REC_LU_PV_PAGE_TYPES: lambda b: R.unpack_raw(R.PV_PAGE_TYPES, b),   # per page: for the C core
-    ls.REC_LU_GRANT_TABLE: lambda b: R.GRANT_TABLE[1](b),
-    ls.REC_LU_GRANT_STATUS: lambda b: R.GRANT_STATUS[1](b)[1],
-    ls.REC_LU_EVTCHN_FIFO: lambda b: R.EVTCHN_FIFO[1](b),
-    ls.REC_LU_EVTCHN_PORTS: lambda b: R.EVTCHN_PORTS[1](b)[1],
-    ls.REC_LU_VCPU_STATE: lambda b: R.VCPU[1](b),
-    ls.REC_HVM_PARAMS: lambda b: R.HVM_PARAMS[1](b)[1],
-    ls.REC_LU_IOREQ_SERVER: lambda b: R.IOREQ_SERVER[1](b),
-    ls.REC_LU_GRANT_MAPS: lambda b: R.GRANT_MAPS[1](b)[1],
-    ls.REC_LU_FOREIGN_MAPS: lambda b: R.FOREIGN_MAPS[1](b)[1],
-    ls.REC_LU_IOMMU: R.unpack_iommu,
-}
-
-
-SYSTEM_RECORDS = (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P, ls.REC_LU_TIMINGS)
-
-
 def decode(buf, known_types):
     """Framing, then every body: -> (system {type: [value]}, [DomainPlan])."""
     validate(buf, known_types)
@@ -162,16 +136,16 @@ def decode(buf, known_types):
             base = rtype & ~ls.REC_OPTIONAL
             if base == ls.REC_END:
                 continue
-            dec = _DECODERS.get(base)
-            if dec is None:
+            rec = R.TYPES.get(base)
+            if rec is None:
                 continue            # an optional record this hypervisor does not know
-            if (plan is None) != (base in SYSTEM_RECORDS):
+            if (plan is None) != (rec.section == "system"):
                 # Filed where nothing reads it, it would be lost without a word.
                 raise StreamError("record %s at offset 0x%x does not belong in %s"
                                   % (ls.record_name(rtype), off, "a domain section" if plan else "the system section"))
             try:
-                value = dec(body)
-            except (R.RecordError, struct.error) as e:
+                value = rec.decode(body, off + RECORD_HEADER.size)
+            except R.RecordError as e:
                 raise StreamError("record %s at offset 0x%x: %s" % (ls.record_name(rtype), off, e))
             if plan is None:
                 system.setdefault(base, []).append((off, value))
@@ -188,7 +162,7 @@ def prefault_frametable(hv, system):
     and the rebuild writes every one) on another thread.  Changes no byte,
     so it needs no trust in the stream yet; clamped to RAM."""
     nr = hv.ram.nr_frames
-    spans = [(start, min(n, nr - start)) for _, regions in system.get(ls.REC_LU_XEN_REGIONS, [])
+    spans = [(start, min(n, nr - start)) for _, (_, regions) in system.get(ls.REC_LU_XEN_REGIONS, [])
              for start, n, kind, _ in regions if kind == R.REGION_FRAMETABLE and start < nr]
     worker = threading.Thread(target=lambda: [hv.ram.populate(s * PAGE_SIZE, n * PAGE_SIZE)
                                               for s, n in spans], name="prefault", daemon=True)
@@ -219,7 +193,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     if nr_domains != len(domains):
         raise StreamError("record LU_VERSION at offset 0x%x says %d domains, the stream has %d sections"
                           % (off, nr_domains, len(domains)))
-    off, regions = sys_one(ls.REC_LU_XEN_REGIONS)
+    off, (_, regions) = sys_one(ls.REC_LU_XEN_REGIONS)
     ft_regions = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
     if len(ft_regions) != 1:
         raise StreamError("record LU_XEN_REGIONS at offset 0x%x: %d frame-table regions, needs 1"
@@ -312,8 +286,8 @@ def _check_domain(plan, by_id, claim, nr_frames):
     d = plan.domid
     for rtype in SINGLE:
         plan.one(rtype, required=False)      # at most one each, refused now rather than mid-restore
-    p2m = plan.one(ls.REC_LU_P2M_EXTENTS)
-    owned = plan.one(ls.REC_LU_PAGE_OWNERSHIP)
+    p2m = plan.one(ls.REC_LU_P2M_EXTENTS).items
+    owned = plan.one(ls.REC_LU_PAGE_OWNERSHIP).items
     ram_owned, shared_owned = [], []
     for mfn, n, kind, _ in owned:
         if kind not in (R.OWN_RAM, R.OWN_SHARED):
@@ -348,7 +322,8 @@ def _check_domain(plan, by_id, claim, nr_frames):
     if not inside(plan.shinfo, 1, shared_owned):
         raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_DOMAIN), d, plan.shinfo))
     (nr_gt, version), frames = plan.one(ls.REC_LU_GRANT_TABLE)
-    status = [f for (f,) in plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2)) or []]
+    status_rec = plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2))
+    status = [f for (f,) in status_rec.items] if status_rec else []
     if version not in (1, 2) or not nr_gt:
         raise StreamError("%s: d%d grant table version %d with %d frames" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
     for rtype, fs in ((ls.REC_LU_GRANT_TABLE, [f for (f,) in frames]), (ls.REC_LU_GRANT_STATUS, status)):
@@ -366,7 +341,7 @@ def _check_domain(plan, by_id, claim, nr_frames):
         bad = lib.lu_pv_types_check(ffi.from_buffer(items), count, starts, counts, len(extents),
                                     R.PT_PINNED, pinned, nr_pinned)
         if bad >= 0:
-            mfn, t, _ = R.PV_PAGE_TYPES.item.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
+            mfn, t, _ = R.PV_PAGE_TYPES.item.struct.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
             raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
         if nr_pinned[0] != 1:
             raise StreamError("%s: d%d needs exactly one pinned L4, has %d"
@@ -394,7 +369,7 @@ def _check_domain(plan, by_id, claim, nr_frames):
             if not any(g0 <= g < g0 + n for g0, _, n in plan.p2m):
                 raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (_where(plan, ls.REC_LU_EVTCHN_FIFO), d, g))
     plan.fifo = fifo
-    plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS)
+    plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS).items
     iommu = plan.one(ls.REC_LU_IOMMU, required=False)
     if iommu:
         root, extents, devices = iommu
@@ -441,7 +416,7 @@ def _check_links(plan, by_id):
             if p is None or p[1] != R.PORT_KINDS["interdomain"] or (p[4], p[5]) != (dm, dport):
                 raise StreamError("%s: d%d ioreq port %d is not bound to d%d port %d"
                                   % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, gport, dm, dport))
-    for handle, granter, flags, ref, _, mfn in plan.one(ls.REC_LU_GRANT_MAPS, required=False) or []:
+    for handle, granter, flags, ref, _, mfn in _items(plan, ls.REC_LU_GRANT_MAPS):
         g = by_id.get(granter)
         if g is None:
             raise StreamError("%s: d%d maps a grant of d%d, which is not in the stream"
@@ -449,11 +424,17 @@ def _check_links(plan, by_id):
         if not any(m <= mfn < m + n for _, m, n in g.p2m):
             raise StreamError("%s: d%d maps frame 0x%x as d%d ref %d, but d%d does not own it"
                               % (_where(plan, ls.REC_LU_GRANT_MAPS), d, mfn, granter, ref, granter))
-    for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
+    for domid, _, _, gfn, mfn in _items(plan, ls.REC_LU_FOREIGN_MAPS):
         t = by_id.get(domid)
         if t is None or not _populated(t, gfn) or P2M(t.p2m).mfn(gfn) != mfn:
             raise StreamError("%s: d%d maps gfn 0x%x of d%d at frame 0x%x, which d%d does not map there"
                               % (_where(plan, ls.REC_LU_FOREIGN_MAPS), d, gfn, domid, mfn, domid))
+
+
+def _items(plan, rtype):
+    """The items of a domain's optional array record, [] without one."""
+    value = plan.one(rtype, required=False)
+    return value.items if value else []
 
 
 def _populated(plan, gfn):
@@ -606,7 +587,7 @@ def _pass2(hv, plan):
         dom.gdt_mfns = sorted(gdts[i] for i in range(nr))
         for mfn in dom.gdt_mfns:
             ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
-    dom.hvm_params = dict(plan.one(ls.REC_HVM_PARAMS, required=False) or [])
+    dom.hvm_params = dict(_items(plan, ls.REC_HVM_PARAMS))
     ioreq = plan.one(ls.REC_LU_IOREQ_SERVER, required=False)
     if ioreq:
         (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq
@@ -626,12 +607,12 @@ def _cross_domain(hv, plans):
     ft = hv.frametable
     hv.domains = {p.domid: p.dom for p in plans}
     for plan in plans:
-        for handle, granter, flags, ref, _, mfn in plan.one(ls.REC_LU_GRANT_MAPS, required=False) or []:
+        for handle, granter, flags, ref, _, mfn in _items(plan, ls.REC_LU_GRANT_MAPS):
             writable = bool(flags & R.MAP_WRITABLE)
             ft.get_ref(mfn, lib.LU_PGT_WRITABLE if writable else None)
             hv.mappings.grant_maps.append(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
             hv.mappings._next_handle = max(hv.mappings._next_handle, handle + 1)
-        for domid, _, _, gfn, mfn in plan.one(ls.REC_LU_FOREIGN_MAPS, required=False) or []:
+        for domid, _, _, gfn, mfn in _items(plan, ls.REC_LU_FOREIGN_MAPS):
             target = hv.domains[domid]
             what = "device model ioreq page" if target.ioreq and target.ioreq.ioreq_gfn == gfn else "foreign"
             hv.mappings.map_foreign(plan.dom, target, gfn, what)

@@ -51,16 +51,16 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
     w = StreamWriter(None if fault is None else lambda t: fault("save:" + ls.record_name(t)))
     p = hv.personality
     doms = sorted(hv.domains.values(), key=lambda d: d.domid)
-    w.record(ls.REC_LU_VERSION, R.VERSION[0](p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms)))
+    w.record(ls.REC_LU_VERSION, R.VERSION.encode(p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms)))
     ft = hv.frametable
     regions = [(ft.base_maddr // PAGE_SIZE, fts.FrameTable.bytes_for(ft.nr_frames) // PAGE_SIZE,
                 R.REGION_FRAMETABLE, 0)]
     if hv.crash_region[1]:
         regions.append((hv.crash_region[0] // PAGE_SIZE, hv.crash_region[1] // PAGE_SIZE, R.REGION_CRASH, 0))
-    w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS[0]((len(regions), 0), regions))
-    w.record(ls.REC_LU_M2P, R.M2P[0](hv.m2p.base_maddr // PAGE_SIZE, hv.m2p.nr_frames))
+    w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS.encode((len(regions), 0), regions))
+    w.record(ls.REC_LU_M2P, R.M2P.encode(hv.m2p.base_maddr // PAGE_SIZE, hv.m2p.nr_frames))
     w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL,
-             R.TIMINGS[0]((len(timings), 0, update_id), [(n.encode()[:16], a, b) for n, a, b in timings]))
+             R.TIMINGS.encode((len(timings), 0, update_id), [(n.encode()[:16], a, b) for n, a, b in timings]))
     w.end()
     # One pass over the mappings, not one per domain.
     gmaps, fmaps = {}, {}
@@ -82,44 +82,44 @@ def _domain(w, hv, dom, paused, gmaps, fmaps):
     w.domain(DOMAIN_TYPE_PV if dom.dtype == "pv" else DOMAIN_TYPE_HVM, p.major, p.minor)
     flags = (R.DOM_CONTROL if dom.control else 0) | (R.DOM_PAUSED if paused else 0) | \
         (R.DOM_DYING if dom.dying else 0)
-    w.record(ls.REC_LU_DOMAIN, R.DOMAIN[0](dom.domid, flags, R.DTYPES[dom.dtype], dom.vcpus, 0,
+    w.record(ls.REC_LU_DOMAIN, R.DOMAIN.encode(dom.domid, flags, R.DTYPES[dom.dtype], dom.vcpus, 0,
                                           dom.shared_info_mfn, dom.name.encode()))
     if dom.dtype == "pv":
-        w.record(ls.REC_X86_PV_INFO, R.PV_INFO[0](8, 4))
-    w.record(ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS[0]((len(dom.p2m), 0), dom.p2m))
+        w.record(ls.REC_X86_PV_INFO, R.PV_INFO.encode(8, 4, b""))
+    w.record(ls.REC_LU_P2M_EXTENTS, R.P2M_EXTENTS.encode((len(dom.p2m), 0), dom.p2m))
     owned = [(mfn, n, R.OWN_RAM, 0) for _, mfn, n in sorted(dom.p2m, key=lambda e: e[1])]
     owned += [(mfn, n, R.OWN_SHARED, 0) for mfn, n in sorted(dom.shared_frames)]
-    w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP[0]((len(owned), 0), owned))
+    w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP.encode((len(owned), 0), owned))
     if dom.dtype == "pv":
         w.record(ls.REC_LU_PV_PAGE_TYPES, _pv_page_types(hv, dom))
     g = dom.grants
-    w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE[0]((len(g.frames), g.version), [(f,) for f in g.frames]))
+    w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE.encode((len(g.frames), g.version), [(f,) for f in g.frames]))
     if g.version == 2:
-        w.record(ls.REC_LU_GRANT_STATUS, R.GRANT_STATUS[0]((len(g.status_frames), 0),
+        w.record(ls.REC_LU_GRANT_STATUS, R.GRANT_STATUS.encode((len(g.status_frames), 0),
                                                           [(f,) for f in g.status_frames]))
     if dom.fifo_gfns:
-        w.record(ls.REC_LU_EVTCHN_FIFO, R.EVTCHN_FIFO[0](*dom.fifo_gfns))
+        w.record(ls.REC_LU_EVTCHN_FIFO, R.EVTCHN_FIFO.encode(*dom.fifo_gfns))
     ports = [(n, R.PORT_KINDS[pt.kind], 0, pt.vcpu,
               R.NO_DOMID if pt.remote_domid is None else pt.remote_domid,
               pt.remote_port or 0, pt.virq or 0, 0) for n, pt in sorted(dom.evtchn.ports.items())]
-    w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS[0]((len(ports), 0), ports))
+    w.record(ls.REC_LU_EVTCHN_PORTS, R.EVTCHN_PORTS.encode((len(ports), 0), ports))
     cr3 = dom.l4_mfn if dom.l4_mfn is not None else 0
     for i, v in enumerate(dom.vcpu_list()):
-        w.record(ls.REC_LU_VCPU_STATE, R.VCPU[0](i, v.runstate, v.pause_req, 0, v.steps,
+        w.record(ls.REC_LU_VCPU_STATE, R.VCPU.encode(i, v.runstate, v.pause_req, 0, v.steps,
                                                    *_regs(v.regs), cr3))
     if dom.hvm_params:
         params = sorted(dom.hvm_params.items())
-        w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS[0]((len(params), 0), params))
+        w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS.encode((len(params), 0), params))
     if dom.ioreq:
         s = dom.ioreq
-        w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER[0](
+        w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER.encode(
             (len(s.ports), s.id, s.dm_domid, s.ioreq_gfn, s.bufioreq_gfn, 0), s.ports))
     if gmaps:
-        w.record(ls.REC_LU_GRANT_MAPS, R.GRANT_MAPS[0]((len(gmaps), 0), gmaps))
+        w.record(ls.REC_LU_GRANT_MAPS, R.GRANT_MAPS.encode((len(gmaps), 0), gmaps))
     if fmaps:
-        w.record(ls.REC_LU_FOREIGN_MAPS, R.FOREIGN_MAPS[0]((len(fmaps), 0), fmaps))
+        w.record(ls.REC_LU_FOREIGN_MAPS, R.FOREIGN_MAPS.encode((len(fmaps), 0), fmaps))
     if dom.iommu_root is not None:
-        w.record(ls.REC_LU_IOMMU, R.pack_iommu(dom.iommu_root, sorted(dom.iommu_frames), dom.devices))
+        w.record(ls.REC_LU_IOMMU, R.IOMMU.encode(dom.iommu_root, sorted(dom.iommu_frames), dom.devices))
     w.end()
 
 
