@@ -1,14 +1,24 @@
 """cffi build script for hyperv_sim._lu_core: the hypervisor's C core.
 
 API mode, out-of-line: compiled once at install time.  The cdef is the
-headers themselves, so the C and Python views of every struct cannot drift.
+headers themselves, so the C and Python views of every struct cannot drift:
+Xen's public structs (xen_abi.h), what guests see (lu_guest.h), then the
+hypervisor's private structures and the C core (lu_core.h, which includes
+lu_guest.h).
 """
 import glob
 import os
+import re
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# cdef order: each header after every header it #includes.
+HEADERS = ("xen_abi.h", "lu_guest.h", "lu_core.h")
+
+_GUARD = re.compile(r"\A(.*?)^#ifndef (\w+)\n#define \2\n(.*)^#endif\b[^\n]*\n\s*\Z", re.S | re.M)
+_INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.M)
 
 
 def _read(name):
@@ -16,9 +26,26 @@ def _read(name):
         return f.read()
 
 
+def _cdef_text(name, before):
+    """A header as cdef() takes it.  cffi parses no directive but #define
+    NAME NUMBER, so the include guard and the #include lines go (blank
+    lines instead, to keep cffi's line numbers); each included header must
+    be among those cdef'd before it.  Any other directive still fails the
+    build."""
+    text = _read(name)
+    m = _GUARD.match(text)
+    if m:
+        text = m.group(1) + "\n\n" + m.group(3) + "\n"
+    for included in _INCLUDE.findall(text):
+        if included not in before:
+            raise ValueError("csrc/%s includes %s, which is not cdef'd before it (HEADERS)"
+                             % (name, included))
+    return _INCLUDE.sub("", text)
+
+
 ffibuilder = FFI()
-ffibuilder.cdef(_read("xen_abi.h"))
-ffibuilder.cdef(_read("lu_core.h"))
+for i, header in enumerate(HEADERS):
+    ffibuilder.cdef(_cdef_text(header, HEADERS[:i]))
 ffibuilder.set_source(
     "hyperv_sim._lu_core",
     '#include <stdint.h>\n#include "xen_abi.h"\n#include "lu_core.h"\n',

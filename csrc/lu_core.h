@@ -1,8 +1,19 @@
 /*
- * The hypervisor's C core: frame-table scanning and marking, host-RAM
- * scrubbing.  Given to cffi's cdef() as is, so: declarations only, constants
- * as enums, no preprocessor logic.
+ * The hypervisor's private structures and the C core: the frame table,
+ * page types and reference counts, vCPUs, dom0's software and the scheduler
+ * as the hypervisor holds them (with host pointers into guest memory), the
+ * live-update stream's checks, and the prototype of every C core function.
+ * Seen by the hypervisor only (hyperv_sim, through cffi); none of it is in
+ * guest memory.  What guests see is lu_guest.h, included here.
+ *
+ * cffi's cdef() reads this file as is, after lu_guest.h (csrc/build_core.py
+ * drops the include guard and the #include), so: declarations only,
+ * constants as enums, no other preprocessor logic.
  */
+#ifndef LU_CORE_H
+#define LU_CORE_H
+
+#include "lu_guest.h"
 
 /*
  * One entry of the frame table, per 4 KiB machine frame (MFN).  xen#1's
@@ -102,12 +113,6 @@ enum lu_pgt {
     LU_PGC_COUNT_MASK = 0x7fffffff
 };
 
-/* x86-64 page-table entry bits the simulator uses. */
-enum lu_pte {
-    LU_PTE_PRESENT = 1, LU_PTE_RW = 2,
-    LU_PTE_ENTRIES = 512
-};
-
 /* What the page tables, pins and mappings imply for one frame. */
 struct lu_expect {
     uint32_t type_info;
@@ -183,70 +188,12 @@ enum lu_evtchn_abi { LU_EVTCHN_2L = 0, LU_EVTCHN_FIFO = 1 };
 
 enum lu_domtype { LU_DOM_PV = 0, LU_DOM_PVH = 1, LU_DOM_HVM = 2 };
 
-/* Xen's struct ioreq (public/hvm/ioreq.h), 32 bytes. */
-struct lu_ioreq {
-    uint64_t addr;
-    uint64_t data;
-    uint32_t count;
-    uint32_t size;
-    uint32_t vp_eport;
-    uint16_t _pad0;
-    uint8_t  state:4;
-    uint8_t  data_is_ptr:1;
-    uint8_t  dir:1;
-    uint8_t  df:1;
-    uint8_t  _pad1:1;
-    uint8_t  type;
-};
-
-enum lu_ioreq_state {
-    LU_IOREQ_NONE = 0, LU_IOREQ_READY = 1, LU_IOREQ_INPROCESS = 2, LU_IORESP_READY = 3,
-    LU_IOREQ_TYPE_COPY = 1, LU_IOREQ_READ = 1,
-    LU_IO_MMIO_BASE = 0xfed00000
-};
-
-/* A shared ring (Xen's io/ring.h layout): 64-byte header, 16-byte slots. */
-struct lu_sring {
-    uint32_t req_prod, req_event, rsp_prod, rsp_event;
-    uint8_t  pad[48];
-    uint64_t ring[256];      /* LU_RING_SIZE slots of {u64 id, u64 value} */
-};
-enum lu_ring { LU_RING_SIZE = 128 };
-
 /* Where one event channel's pending/masked bits live in guest memory. */
 struct lu_port {
     uint8_t *page;           /* shared info (2-level) or the event array page (FIFO) */
     uint32_t port;
     uint32_t abi;
 };
-
-/* Per-vCPU clock a guest keeps: when its last step ran, and the longest
- * wait it has seen between two steps (what a guest notices of a pause). */
-struct lu_guest_vcpu {
-    uint64_t last_step_ns;
-    uint64_t max_gap_ns;
-};
-
-/* Software state a guest keeps in its own memory (its "info page", gfn 0):
- * what its code needs to carry on, whichever hypervisor runs it. */
-struct lu_guest_info {
-    uint64_t magic;          /* GUEST_MAGIC */
-    uint64_t seed;
-    uint64_t rsp_cons;       /* PV frontend: responses consumed */
-    uint64_t rsp_errors;     /* responses that did not match their request */
-    uint64_t ws_base_gfn;    /* working sets: vCPU i at ws_base_gfn + i * ws_pages */
-    uint32_t ws_pages;
-    uint32_t io_every;
-    uint32_t ring_every;
-    uint32_t ring_gfn;
-    uint32_t fe_port;        /* PV frontend: its event channel */
-    uint32_t flags;          /* LU_GUEST_IDLE */
-    uint64_t backend_gfn;    /* dom0: first page of its backends' state */
-    uint32_t backend_pages;
-    uint32_t reserved;
-    struct lu_guest_vcpu vcpu[128];
-};
-enum lu_guest_flags { LU_GUEST_IDLE = 1 };
 
 struct lu_regs {
     uint64_t rax, rbx, rcx, rdx, rsi, rdi, rbp, rsp;
@@ -436,3 +383,5 @@ void lu_pv_types_apply(struct lu_frame *ft, const uint8_t *items, uint64_t n);
  * out; returns how many there are. */
 uint64_t lu_pv_types_select(const uint8_t *items, uint64_t n, uint32_t type,
                             uint64_t *out, uint64_t max_out);
+
+#endif /* LU_CORE_H */
