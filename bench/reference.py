@@ -227,6 +227,8 @@ def stream_validate(buf, known):
     if buf[:8] != b"\xff" * 8 or _BE32.unpack_from(buf, 8)[0] != ls.STREAM_ID or \
             _BE32.unpack_from(buf, 12)[0] != ls.STREAM_VERSION or buf[16] or buf[17]:
         return lib.LU_STREAM_BAD_HEADER, 0, 0
+    if any(buf[18:_IMAGE_HEADER]):                   # reserved[6]
+        return lib.LU_STREAM_RESERVED, 18, 0
     n, off, bad_off, bad_type = _section(buf, _IMAGE_HEADER, True, known)
     if n < 0:
         return n, bad_off, bad_type
@@ -237,6 +239,8 @@ def stream_validate(buf, known):
         # 1: x86 PV, 2: x86 HVM; page_shift 12.
         if _LE32.unpack_from(buf, off)[0] not in (1, 2) or buf[off + 4] != 12 or buf[off + 5]:
             return lib.LU_STREAM_BAD_DOMAIN, off, 0
+        if buf[off + 6] or buf[off + 7]:             # u16 reserved
+            return lib.LU_STREAM_RESERVED, off + 6, 0
         n, off, bad_off, bad_type = _section(buf, off + _DOMAIN_HEADER, False, known)
         if n < 0:
             return n, bad_off, bad_type

@@ -303,7 +303,8 @@ enum lu_stream_error {
     LU_STREAM_TOO_LARGE = -5,      /* a record over 128 MiB */
     LU_STREAM_BAD_DOMAIN = -6,     /* domain header: type or page shift */
     LU_STREAM_NO_END = -7,         /* a section without its END record */
-    LU_STREAM_LU_ONLY_HEADER = -8  /* the system section does not start with LU_VERSION */
+    LU_STREAM_LU_ONLY_HEADER = -8, /* the system section does not start with LU_VERSION */
+    LU_STREAM_RESERVED = -9        /* a header's reserved bytes are not zero (offset: the field's) */
 };
 
 /*

@@ -128,6 +128,13 @@ int64_t lu_stream_validate(const uint8_t *buf, uint64_t len, const uint32_t *kno
     if ( memcmp(buf, marker, 8) || be32(buf + 8) != 0x58454e46 || be32(buf + 12) != 3 ||
          buf[16] || buf[17] )
         return LU_STREAM_BAD_HEADER;
+    /* reserved[6]: zero, so that a later format can use them. */
+    for ( n = 18; n < IMAGE_HEADER; n++ )
+        if ( buf[n] )
+        {
+            *bad_offset = 18;
+            return LU_STREAM_RESERVED;
+        }
     n = section(buf, len, &off, 1, known, nr_known, bad_offset, bad_type);
     if ( n < 0 )
         return n;
@@ -144,6 +151,11 @@ int64_t lu_stream_validate(const uint8_t *buf, uint64_t len, const uint32_t *kno
         /* 1: x86 PV, 2: x86 HVM; page_shift 12. */
         if ( (type != 1 && type != 2) || buf[off + 4] != 12 || buf[off + 5] )
             return LU_STREAM_BAD_DOMAIN;
+        if ( buf[off + 6] || buf[off + 7] )        /* u16 reserved */
+        {
+            *bad_offset = off + 6;
+            return LU_STREAM_RESERVED;
+        }
         off += DOMAIN_HEADER;
         n = section(buf, len, &off, 0, known, nr_known, bad_offset, bad_type);
         if ( n < 0 )

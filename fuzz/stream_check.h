@@ -35,13 +35,13 @@ static void stream_violation(const char *what, int64_t n, uint64_t len, uint64_t
 static void stream_check(uint64_t len, int64_t n_all, uint64_t off_all, int64_t n_none,
                          uint64_t off_none)
 {
-    if ( n_all < LU_STREAM_LU_ONLY_HEADER )
+    if ( n_all < LU_STREAM_RESERVED )
         stream_violation("unknown error code", n_all, len, off_all);
     if ( n_all < 0 && off_all > len )
         stream_violation("bad offset past the end", n_all, len, off_all);
     if ( n_all >= 0 && (n_all < 1 || (uint64_t)n_all > len / 8) )
         stream_violation("record count out of range", n_all, len, off_all);
-    if ( n_none < LU_STREAM_LU_ONLY_HEADER || (n_none < 0 && off_none > len) )
+    if ( n_none < LU_STREAM_RESERVED || (n_none < 0 && off_none > len) )
         stream_violation("bad result without known types", n_none, len, off_none);
     if ( n_all >= 0 && n_none != n_all && n_none != LU_STREAM_UNKNOWN_RECORD )
         stream_violation("known types change more than unknown records", n_none, len, off_none);

@@ -321,6 +321,8 @@ def test_every_verdict_is_reached_and_agreed(real_stream):
         lib.LU_STREAM_BAD_DOMAIN: [_corrupt(s, domain, b"\x03"), _corrupt(s, domain + 4, b"\x0d")],
         lib.LU_STREAM_NO_END: [s[:end_of_system], s[:-8]],
         lib.LU_STREAM_LU_ONLY_HEADER: [_corrupt(s, IMAGE_HEADER.size, b"\x01")],
+        lib.LU_STREAM_RESERVED: [_corrupt(s, 18, b"\x01"), _corrupt(s, 23, b"\x80"),
+                                 _corrupt(s, domain + 6, b"\x01"), _corrupt(s, domain + 7, b"\x01")],
     }
     for code, bufs in cases.items():
         for buf in bufs:

@@ -618,3 +618,14 @@ def test_each_record_type_is_declared_as_the_man_page_lists_it():
             assert (rec.head.size, rec.extent.size, rec.bdf.size) == tuple(int(m.group(i)) for i in (7, 8, 9))
         else:
             assert (rec.head.size, rec.item.size) == (int(m.group(7)), int(m.group(8))), rec.name
+
+
+@pytest.mark.parametrize("where,field", [(18, 18), (23, 18), ("domain+6", "domain+6"), ("domain+7", "domain+6")])
+def test_a_header_reserved_field_not_zero_is_refused_naming_its_offset(saved, where, field):
+    """The image header's reserved[6] and the domain header's u16 at offset 6."""
+    hv, data, _ = saved
+    domain = [o for o, t, _ in records(data) if t == ls.REC_END][0] + 8        # the first domain header
+    at = lambda w: domain + int(w.split("+")[1]) if isinstance(w, str) else w  # noqa: E731
+    bad = data[:at(where)] + b"\x01" + data[at(where) + 1:]
+    header = "image header at offset 0x0" if isinstance(where, int) else "domain header at offset 0x%x" % domain
+    refuse(hv, bad, "%s: reserved field at offset 0x%x is not zero" % (header, at(field)))

@@ -33,7 +33,7 @@ RANDOM_INPUTS = 3000 * max(1, int(os.environ.get("KEXEC_LU_FUZZ_SCALE", "1")))
 
 # enum lu_stream_error (csrc/lu_core.h)
 TRUNCATED, BAD_HEADER, UNKNOWN_RECORD, BAD_PADDING, TOO_LARGE, BAD_DOMAIN, NO_END, \
-    LU_ONLY_HEADER = range(-1, -9, -1)
+    LU_ONLY_HEADER, RESERVED = range(-1, -10, -1)
 RECORD_MAX = 128 << 20
 
 
@@ -42,8 +42,8 @@ RECORD_MAX = 128 << 20
 def model(buf, known):
     """(result, bad_offset, bad_type) the framing check must give, from the
     format's description: image header (marker ~0, "XENF", version 3, options
-    0; 6 reserved bytes), the system section (LU_VERSION first, up to END),
-    then domain sections (type 1 or 2, page shift 12, records, END) to the
+    0; 6 reserved bytes, zero), the system section (LU_VERSION first, up to END),
+    then domain sections (type 1 or 2, page shift 12, a zero u16, records, END) to the
     last byte.  Records: u32 type, u32 length <= 128 MiB, body zero-padded
     to 8; a mandatory type must be known.  Offset and type are those of the
     record or header at fault; 0 when the result is a record count."""
@@ -52,6 +52,8 @@ def model(buf, known):
         return TRUNCATED, 0, 0
     if buf[:8] != b"\xff" * 8 or buf[8:16] != b"XENF\0\0\0\x03" or buf[16:18] != b"\0\0":
         return BAD_HEADER, 0, 0
+    if buf[18:24] != bytes(6):
+        return RESERVED, 18, 0
     off, total, system = 24, 0, True
     while system or off < n:
         if not system:
@@ -60,6 +62,8 @@ def model(buf, known):
             dtype, shift = struct.unpack_from("<IH", buf, off)
             if dtype not in (1, 2) or shift != 12:
                 return BAD_DOMAIN, off, 0
+            if buf[off + 6:off + 8] != b"\0\0":
+                return RESERVED, off + 6, 0
             off += 16
         count = 0
         while True:

@@ -35,6 +35,7 @@ ERRORS = {
     lib.LU_STREAM_BAD_DOMAIN: "bad type or page shift",
     lib.LU_STREAM_NO_END: "has no END record",
     lib.LU_STREAM_LU_ONLY_HEADER: "system section does not start with LU_VERSION",
+    lib.LU_STREAM_RESERVED: "is not zero",
 }
 
 
@@ -76,6 +77,10 @@ def validate(buf, known_types):
     n = lib.lu_stream_validate(view, len(buf), known, len(known_types), bad_off, bad_type)
     if n < 0:
         what = ERRORS.get(n, "is invalid (%d)" % n)
+        if n == lib.LU_STREAM_RESERVED:
+            header = "image header at offset 0x0" if bad_off[0] < IMAGE_HEADER.size else \
+                "domain header at offset 0x%x" % (bad_off[0] - 6)
+            raise StreamError("%s: reserved field at offset 0x%x %s" % (header, bad_off[0], what))
         if n == lib.LU_STREAM_BAD_HEADER or (n == lib.LU_STREAM_TRUNCATED and not bad_off[0]):
             raise StreamError("image header at offset 0x0: %s" % what)
         if n == lib.LU_STREAM_BAD_DOMAIN or (n == lib.LU_STREAM_TRUNCATED and not bad_type[0] and bad_off[0]):
