@@ -1,6 +1,6 @@
 """xen#1's side of a live update, in-process: where the blackout goes.
 
-Builds a hypervisor inside this process (as tests/conftest.py does) on a
+Builds a hypervisor inside this process (as tests/helpers.py does) on a
 sparse RAM file, fills it like `python -m bench` host L (64 GiB, 64
 domains), loads a live-update image, then repeats:
 

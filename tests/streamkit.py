@@ -18,7 +18,7 @@ from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEA
 from xen_public import lustream as ls
 from xen_public.units import GiB, MiB
 
-from conftest import make_hypervisor
+from helpers import make_hypervisor
 
 KNOWN = set(ls.ALL_RECORD_TYPES)
 PAGE = 4096

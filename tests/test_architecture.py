@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, installed_command
+from helpers import REPO, installed_command
 
 CONFIG = REPO / ".importlinter"
 CONTRACTS = {

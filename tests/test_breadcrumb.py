@@ -12,7 +12,7 @@ from bench import reference
 from hyperv_sim._lu_core import ffi, lib
 from kexec_lu.liveupdate import run_live_update
 
-from conftest import boot_host, stop_host
+from helpers import boot_host, stop_host
 
 PAGE = 4096
 MAGIC = 0x4C69766555706000          # "LiveUpda" little-endian, low 12 bits cleared

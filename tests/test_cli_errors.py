@@ -16,7 +16,7 @@ import struct
 
 import pytest
 
-from conftest import boot_host, run_cli, stop_host
+from helpers import boot_host, loaded_images, one_line_error, run_cli, stop_host
 
 MiB = 1 << 20
 EM_386, EM_ARM = 3, 40
@@ -24,24 +24,6 @@ QUALIFIED_EXCEPTION = re.compile(r"\b[a-z_]+(\.[a-z_]+)+\.[A-Za-z]*(Error|Except
 
 
 # --------------------------------------------------------------- helpers
-
-def one_line_error(res, prog, *words, status=1):
-    """Assert the failure shape and the exact exit status (1 for any error,
-    as both man pages say, unless the caller names another); return the
-    message line."""
-    out = res.stdout + res.stderr
-    assert "Traceback" not in out, res
-    assert res.returncode == status, res
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1, "expected exactly one line on stderr: %r" % (res,)
-    line = lines[0]
-    assert line.startswith(prog + ": "), res
-    assert len(line) > len(prog) + 12, "message too thin to help anyone: %r" % line
-    for word in words:
-        assert word.lower() in line.lower(), "%r not in %r" % (word, line)
-    assert res.stdout == "", "a failed command must not print a partial result: %r" % (res,)
-    return line
-
 
 def snapshot(host):
     """What must not move when a command fails (hyperv-sim info --json / list --json
@@ -145,7 +127,7 @@ def loaded_host(host, sim_images):
     must leave it loaded, byte for byte."""
     res = host.kexec_lu("load", "--type", "liveupdate", sim_images["4.19"])
     assert res.returncode == 0, res
-    assert host.toolstack("info")["kexec"]["liveupdate"] is not None
+    assert loaded_images(host, "liveupdate") is not None
     return host
 
 

@@ -9,17 +9,12 @@ import pytest
 
 from kexec_lu import compat
 
-from conftest import boot_host, run_cli, stop_host
+from helpers import boot_host, loaded_images, one_line_error, run_cli, stop_host
 
 MiB = 1 << 20
 
 
 # --------------------------------------------------------------- helpers
-
-def loaded(host, ktype):
-    """The hypervisor's description of the loaded image of a type, or None."""
-    return host.toolstack("info")["kexec"][ktype]
-
 
 def quiet_ok(res):
     """kexec prints nothing on success; neither does a classic spelling."""
@@ -27,29 +22,18 @@ def quiet_ok(res):
     assert res.stdout == "" and res.stderr == "", res
 
 
-def one_line_error(res, *words, status=1):
-    assert "Traceback" not in res.stdout + res.stderr, res
-    assert res.returncode == status, res
-    assert res.stdout == "", res
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("kexec-lu: "), res
-    for w in words:
-        assert w.lower() in lines[0].lower(), "%r not in %r" % (w, lines[0])
-    return lines[0]
-
-
 def same_image_both_ways(host, ktype, classic, subcommand):
     """Load with the subcommand, then (after unloading) with the classic
     spelling: the hypervisor must hold the very same image."""
     res = host.kexec_lu(*subcommand)
     assert res.returncode == 0, res
-    want = loaded(host, ktype)
+    want = loaded_images(host, ktype)
     assert want is not None
     assert host.kexec_lu("unload", "--type", ktype).returncode == 0
-    assert loaded(host, ktype) is None
+    assert loaded_images(host, ktype) is None
     res = host.kexec_lu(*classic)
     quiet_ok(res)
-    assert loaded(host, ktype) == want
+    assert loaded_images(host, ktype) == want
     return want
 
 
@@ -173,7 +157,7 @@ def test_classic_help_lists_every_classic_option():
 def test_mistakes_are_one_line_and_status_1(tmp_path, argv, words):
     # No host needed (and none consulted): these fail before any hypercall.
     res = run_cli("kexec-lu", *argv, state_dir=tmp_path)
-    one_line_error(res, *words, status=1)
+    one_line_error(res, "kexec-lu", *words, status=1)
 
 
 @pytest.mark.parametrize("argv", [["-S", "--bogus"], ["--bogus", "-S"], ["-S", "x"],
@@ -182,13 +166,13 @@ def test_every_failure_of_status_is_255(tmp_path, argv):
     """kexec -S answers with its exit status (1 = loaded): an error must not
     read as an answer, so it is 255 (kexec's -1), a mistyped option too."""
     res = run_cli("kexec-lu", *argv, state_dir=tmp_path / "nohost")
-    one_line_error(res, status=255)
+    one_line_error(res, "kexec-lu", status=255)
 
 
 def test_an_image_that_is_not_there_is_named(host, tmp_path):
     res = host.kexec_lu("--load-live-update", tmp_path / "missing.gz")
-    one_line_error(res, "missing.gz", "cannot read")
-    assert loaded(host, "liveupdate") is None
+    one_line_error(res, "kexec-lu", "missing.gz", "cannot read")
+    assert loaded_images(host, "liveupdate") is None
 
 
 # --------------------------------------------------------------- loads: the same image both ways
@@ -238,7 +222,7 @@ def test_mem_min_and_max_for_a_default_load(host, sim_images):
     assert image["dest"] >= 0x10000000
     res = host.kexec_lu("-l", "--mem-min=0x10000000", "--mem-max=0x10001000", img)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res
-    assert loaded(host, "default") == got                    # a failed load changes nothing
+    assert loaded_images(host, "default") == got             # a failed load changes nothing
 
 
 def test_debug_prints_the_load_plan_on_stderr(host, sim_images):
@@ -253,8 +237,8 @@ def test_debug_prints_the_load_plan_on_stderr(host, sim_images):
 
 def test_type_elf_x86_64_refuses_the_elf32_xen_gz(host, xen_artifacts):
     res = host.kexec_lu("-t", "elf-x86_64", "-l", xen_artifacts.xen_gz)
-    one_line_error(res, "elf-x86_64", "ELF64", "ELF32")
-    assert loaded(host, "default") is None
+    one_line_error(res, "kexec-lu", "elf-x86_64", "ELF64", "ELF32")
+    assert loaded_images(host, "default") is None
 
 
 def test_type_elf_x86_accepts_the_elf32_xen_gz(host, xen_artifacts):
@@ -265,7 +249,7 @@ def test_type_elf_x86_accepts_the_elf32_xen_gz(host, xen_artifacts):
 
 def test_type_elf_x86_refuses_the_elf64_xen_syms(host, xen_artifacts):
     res = host.kexec_lu("--type=elf-x86", "-l", xen_artifacts.xen_syms)
-    one_line_error(res, "elf-x86", "ELF32", "ELF64")
+    one_line_error(res, "kexec-lu", "elf-x86", "ELF32", "ELF64")
 
 
 @pytest.mark.parametrize("loader", ["elf-x86_64", "multiboot2-x86"])
@@ -273,8 +257,8 @@ def test_xen_syms_has_no_multiboot2_header_whatever_the_loader(host, xen_artifac
     """xen-syms is the ELF64 x86-64 file elf-x86_64 wants, but Xen boots
     only through its multiboot2 header, which xen-syms lacks."""
     res = host.kexec_lu("-t", loader, "-l", xen_artifacts.xen_syms)
-    one_line_error(res, "multiboot2")
-    assert loaded(host, "default") is None
+    one_line_error(res, "kexec-lu", "multiboot2")
+    assert loaded_images(host, "default") is None
 
 
 # --------------------------------------------------------------- -S
@@ -314,7 +298,7 @@ def test_status_of_the_crash_image_by_default(crash_host, sim_images):
 
 def test_status_with_no_hypervisor_is_255(tmp_path):
     res = run_cli("kexec-lu", "-S", "--load-live-update", state_dir=tmp_path / "nohost")
-    one_line_error(res, "no hypervisor", status=255)
+    one_line_error(res, "kexec-lu", "no hypervisor", status=255)
 
 
 # --------------------------------------------------------------- -u
@@ -325,22 +309,23 @@ def test_unload_takes_the_type_from_p_and_load_live_update(crash_host, sim_image
     for argv in (["--load-live-update", img], ["-l", img], ["-p", img]):
         quiet_ok(h.kexec_lu(*argv))
     quiet_ok(h.kexec_lu("-u"))
-    assert [loaded(h, t) is None for t in ("default", "crash", "liveupdate")] == [True, False, False]
+    assert [loaded_images(h, t) is None for t in ("default", "crash", "liveupdate")] == \
+        [True, False, False]
     quiet_ok(h.kexec_lu("-u", "-p"))
-    assert loaded(h, "crash") is None and loaded(h, "liveupdate") is not None
+    assert loaded_images(h, "crash") is None and loaded_images(h, "liveupdate") is not None
     quiet_ok(h.kexec_lu("-p", img))
     quiet_ok(h.kexec_lu("-p", "-u"))
-    assert loaded(h, "crash") is None
+    assert loaded_images(h, "crash") is None
     quiet_ok(h.kexec_lu("-u", "--load-live-update"))
-    assert loaded(h, "liveupdate") is None
+    assert loaded_images(h, "liveupdate") is None
     quiet_ok(h.kexec_lu("--unload"))                          # nothing loaded: not an error
 
 
 def test_unload_then_load_in_one_command(host, sim_images):
     quiet_ok(host.kexec_lu("--load-live-update", sim_images["4.18"]))
-    first = loaded(host, "liveupdate")
+    first = loaded_images(host, "liveupdate")
     quiet_ok(host.kexec_lu("-u", "--load-live-update", sim_images["4.19"]))
-    again = loaded(host, "liveupdate")
+    again = loaded_images(host, "liveupdate")
     assert again is not None and again["sha256"] != first["sha256"]
 
 
@@ -348,13 +333,13 @@ def test_unload_then_load_in_one_command(host, sim_images):
 
 def test_exec_of_a_default_image_is_a_reboot_and_is_refused(host, sim_images):
     before = host.toolstack("info")
-    one_line_error(host.kexec_lu("-e"), "nothing has been loaded", "default")
+    one_line_error(host.kexec_lu("-e"), "kexec-lu", "nothing has been loaded", "default")
     quiet_ok(host.kexec_lu("-l", sim_images["4.19"]))
-    one_line_error(host.kexec_lu("--exec"), "reboot", "--exec-live-update")
+    one_line_error(host.kexec_lu("--exec"), "kexec-lu", "reboot", "--exec-live-update")
     after = host.toolstack("info")
     assert (after["pid"], after["incarnation"], after["xen_version"]) == \
         (before["pid"], before["incarnation"], before["xen_version"])
-    assert loaded(host, "default") is not None
+    assert loaded_images(host, "default") is not None
 
 
 def test_exec_live_update_performs_the_live_update(host, sim_images):
@@ -373,7 +358,7 @@ def test_exec_live_update_performs_the_live_update(host, sim_images):
     sub = host.kexec_lu("exec")
     classic = host.kexec_lu("--exec-live-update")
     assert classic.returncode == sub.returncode == 1
-    assert one_line_error(classic, "no live-update image") == sub.stderr.strip()
+    assert one_line_error(classic, "kexec-lu", "no live-update image") == sub.stderr.strip()
 
 
 def test_exec_live_update_with_debug_shows_the_progress_on_stderr(host, sim_images):
@@ -392,7 +377,7 @@ def test_the_subcommands_are_untouched(host, sim_images):
     res = host.kexec_lu("status")
     assert res.returncode == 1 and res.stdout == "liveupdate image loaded\n", res
     res = run_cli("kexec-lu", "nosuch")
-    one_line_error(res, "nosuch")
+    one_line_error(res, "kexec-lu", "nosuch")
 
 
 @pytest.mark.parametrize("argv, classic", [

@@ -8,8 +8,6 @@ halts naming the point, with RAM and breadcrumb intact, and `hyperv-sim
 recover --image` (the same image or the other one) finishes the restore.
 """
 import json
-import struct
-import time
 
 import pytest
 
@@ -18,7 +16,8 @@ from xen_public import abi, lustream
 from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update
 
-from conftest import assert_restored_whole, boot_host, full_state, stop_host
+from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, full_state, \
+    stop_host, wait_steps
 
 # Between them: PV, PVH and HVM; 2-level and FIFO event channels; grant
 # tables v1 and v2; an IOREQ server; a passthrough device; dom0's backend
@@ -44,26 +43,11 @@ def matrix_host(tmp_path_factory, sim_images):
                      cmdline="liveupdate=64M dom0_mem=256M lu_quiesce_timeout=2000")
     for g in GUESTS:
         host.toolstack("create", **g)
-    wait_running(host)
+    wait_steps(host, names=RUNNING)
     host.toolstack("pause", domain="paused")
     host.toolstack("destroy", domain="dying", detach=False)
     yield host
     stop_host(state)
-
-
-def domains(host):
-    return {d["name"]: d for d in host.toolstack("list")}
-
-
-def wait_running(host, since=None, timeout=20):
-    """Until every running domain has taken steps (beyond `since`)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        doms = domains(host)
-        if all(doms[n]["steps"] > (since[n]["steps"] if since else 0) for n in RUNNING):
-            return
-        assert time.monotonic() < deadline, "domains do not run: %s" % doms
-        time.sleep(0.02)
 
 
 def other_image(host, sim_images):
@@ -71,27 +55,15 @@ def other_image(host, sim_images):
     return sim_images["4.19" if running == "4.18" else "4.18"], running
 
 
-def breadcrumb_magic(host):
-    lu = host.toolstack("info")["lu_bootmem"]["start"]
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(lu)
-        return struct.unpack("<Q", ram.read(8))[0]
-
-
-def load(host, image, *extra):
-    res = host.kexec_lu("load", "--type", "liveupdate", "--reuse-cmdline", *extra, str(image))
-    assert res.returncode == 0, res
-
-
 def assert_as_before(host, before):
     """Every domain in the state it had; running ones advance; nothing leaked."""
-    now = domains(host)
+    now = domains_by_name(host)
     assert set(now) == set(before)
     for name, d in before.items():
         assert now[name]["state"] == d["state"], (name, d, now[name])
     assert now["paused"]["steps"] == before["paused"]["steps"]
     assert now["dying"]["steps"] == before["dying"]["steps"]
-    wait_running(host, since=before)
+    wait_steps(host, since=before, names=RUNNING)
     rep = host.toolstack("verify")
     assert rep["ok"], rep["problems"]
     assert "lu-stream" not in host.toolstack("info")["frames"], "stream pages leaked"
@@ -113,8 +85,8 @@ def test_the_matrix_host_makes_every_record_kind(matrix_host, sim_images, tmp_pa
 def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_images, point):
     host = matrix_host
     image, running = other_image(host, sim_images)
-    load(host, image)
-    before, info = domains(host), host.toolstack("info")
+    host.load_lu(image)
+    before, info = domains_by_name(host), host.toolstack("info")
     whole = full_state(host)
     host.toolstack("lu-fault", point=point)
     if point == "preflight":
@@ -131,7 +103,7 @@ def test_a_fault_before_the_point_of_no_return_changes_nothing(matrix_host, sim_
     assert_as_before(host, before)
     # The image stays loaded, and a retry completes.
     assert host.client.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 1
-    before = domains(host)
+    before = domains_by_name(host)
     rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "complete", rep
     assert_as_before(host, before)
@@ -143,8 +115,8 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
                                                                 recover_with):
     host = matrix_host
     image, running = other_image(host, sim_images)
-    load(host, image, "--append", "lu_fault=" + point)
-    before, whole = domains(host), full_state(host)
+    host.load_lu(image, "--append", "lu_fault=" + point)
+    before, whole = domains_by_name(host), full_state(host)
     lu_start = host.toolstack("info")["lu_bootmem"]["start"]
     rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "halted" and "injected fault at %s" % point in rep["error"], rep
@@ -153,9 +125,7 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     assert res.returncode == 1 and "halted" in res.stderr
     assert "PANIC: live-update restore failed: injected fault at %s" % point in \
         host.hyperv_sim("dmesg").stdout
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(lu_start)
-        assert struct.unpack("<Q", ram.read(8))[0] == abi.LU_BREADCRUMB_MAGIC
+    assert breadcrumb_magic(host, lu_start) == abi.LU_BREADCRUMB_MAGIC
     dump = host.hyperv_sim("stream", "dump")
     assert dump.returncode == 0, dump
     assert dump.stdout.count("LU_DOMAIN") == len(before)

@@ -11,7 +11,6 @@ would still be there, the frame histogram and memory map would differ and
 object.
 """
 import random
-import time
 
 import pytest
 
@@ -22,7 +21,7 @@ from hyperv_sim.guest import IO_EVERY
 from xen_public.abi import PAGE_SIZE
 from kexec_lu.liveupdate import run_live_update
 
-from conftest import boot_host, stop_host
+from helpers import boot_host, domains_by_name, read_ram, stop_host, wait_steps, write_ram
 
 GUESTS = [
     dict(name="pv", type="pv", memory=64 << 20, vcpus=2),
@@ -49,27 +48,6 @@ def plausible_poison(nr_frames, size, domid):
     return entry * nr_frames + bytes(size - nr_frames * FRAME.size)
 
 
-def domains(host):
-    return {d["name"]: d for d in host.toolstack("list")}
-
-
-def wait_steps(host, since, timeout=10):
-    """Until every domain running at `since` has taken steps beyond it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = domains(host)
-        if all(now[n]["steps"] > d["steps"] for n, d in since.items() if d["state"] == "running"):
-            return now
-        assert time.monotonic() < deadline, "domains do not run: %s" % now
-        time.sleep(0.02)
-
-
-def read_region(host, start, size):
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(start)
-        return ram.read(size)
-
-
 @pytest.mark.parametrize("poison", [random_poison, plausible_poison])
 def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_images, poison):
     state = tmp_path / "host"
@@ -78,11 +56,11 @@ def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_
     try:
         for g in GUESTS:
             host.toolstack("create", **g)
-        wait_steps(host, domains(host))
+        wait_steps(host, since=domains_by_name(host), timeout=10)
         # Still mapped by dom0's backend, a dying domain keeps its frames.
         host.toolstack("pause", domain="paused")
         host.toolstack("destroy", domain="dying", detach=False)
-        before = domains(host)
+        before = domains_by_name(host)
         # Before the image is loaded: its staging frames are gone after the
         # update, and xen#2 (the same image as xen#1 here) lands where xen#1
         # was, so every frame should have the use it has now.
@@ -91,19 +69,15 @@ def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_
         region, nr_frames = info["frametable"], info["total_memory"] // PAGE_SIZE
         assert {"guest", "shared", "iommu-pt", "crash", "m2p", "free"} <= set(info["frames"])
 
-        res = host.kexec_lu("load", "--type", "liveupdate", "--reuse-cmdline",
-                            "--append", "lu_fault=restore-start", str(sim_images["4.19"]))
-        assert res.returncode == 0, res
+        host.load_lu(sim_images["4.19"], "--append", "lu_fault=restore-start")
         rep = run_live_update(host.client, timeout=30)
         assert rep["state"] == "halted" and "injected fault at restore-start" in rep["error"], rep
 
         # xen#2 is halted and has read nothing: poison xen#1's whole table.
         bad = poison(nr_frames, region["size"], before["pv"]["domid"])
         assert len(bad) == region["size"] >= nr_frames * FRAME.size
-        with open(state / "ram", "r+b") as ram:
-            ram.seek(region["start"])
-            ram.write(bad)
-        assert read_region(host, region["start"], region["size"]) == bad
+        write_ram(host, region["start"], bad)
+        assert read_ram(host, region["start"], region["size"]) == bad
 
         res = host.hyperv_sim("recover", "--image", str(sim_images["4.18"]))
         assert res.returncode == 0, res
@@ -113,7 +87,7 @@ def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_
         assert now["frametable"] == region
 
         # Not one entry still holds the poison.
-        table = read_region(host, region["start"], nr_frames * FRAME.size)
+        table = read_ram(host, region["start"], nr_frames * FRAME.size)
         size = FRAME.size
         kept = [mfn for mfn in range(nr_frames)
                 if table[mfn * size:(mfn + 1) * size] == bad[mfn * size:(mfn + 1) * size]]
@@ -128,7 +102,7 @@ def test_xen2_rebuilds_the_frame_table_and_keeps_nothing_of_xen1s(tmp_path, sim_
         assert rep["ok"], rep["problems"]
 
         # And the domains run on; the paused and the dying one stay so.
-        after = wait_steps(host, before)
+        after = wait_steps(host, since=before, timeout=10)
         assert {n: d["state"] for n, d in after.items()} == {n: d["state"] for n, d in before.items()}
         assert after["dying"]["steps"] == before["dying"]["steps"]
         # Paused with an I/O request in flight, the quiesce lets it finish

@@ -8,7 +8,7 @@ from hyperv_sim.hypervisor import BootFailure, DomainError
 from xen_public.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
 from xen_public.units import GiB, MiB
 
-from conftest import make_hypervisor
+from helpers import make_hypervisor
 
 
 def frames(nbytes):

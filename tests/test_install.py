@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 DECOY_INIT = textwrap.dedent('''\
     import os

@@ -13,7 +13,7 @@ import click
 import pytest
 from jsonschema import Draft202012Validator
 
-from conftest import REPO, Host, run_cli, stop_host
+from helpers import REPO, Host, boot_host, run_cli, stop_host
 
 SCHEMAS = REPO / "schemas"
 SCHEMA_FILES = sorted(SCHEMAS.glob("*.schema.json"))
@@ -249,7 +249,6 @@ def test_real_outputs_validate(outputs, halted_outputs, name):
 def halted_outputs(tmp_path_factory, sim_images):
     """xen#2 fails after the point of no return: exec reports halted and the
     stream it could not restore is there to dump."""
-    from conftest import boot_host
     state = tmp_path_factory.mktemp("halted") / "host"
     host = boot_host(state, sim_images["4.18"])
     out = Outputs()

@@ -12,7 +12,7 @@ from kexec_lu.hypercall import _Buffers
 from xen_public._xen_abi import ffi
 from xen_public.units import MiB
 
-from conftest import boot_host, stop_host
+from helpers import boot_host, loaded_images, read_ram, stop_host
 
 PAGE = abi.PAGE_SIZE
 
@@ -21,10 +21,6 @@ def lu_window(client):
     lu_start, lu_size = client.get_range(abi.KEXEC_RANGE_MA_LIVEUPDATE)
     xen_start, xen_size = client.get_range(abi.KEXEC_RANGE_MA_XEN)
     return lu_start, lu_size, xen_start, xen_size
-
-
-def loaded_images(host):
-    return host.toolstack("info")["kexec"]
 
 
 def test_every_range_answers_like_xen_on_x86(host):
@@ -45,9 +41,7 @@ def test_every_range_answers_like_xen_on_x86(host):
             c.get_range(rid)
         assert e.value.errno == abi.EINVAL
     start, size = c.get_range(abi.KEXEC_RANGE_MA_VMCOREINFO)
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(start)
-        assert ram.read(size).startswith(b"VMCOREINFO_XEN\n")
+    assert read_ram(host, start, size).startswith(b"VMCOREINFO_XEN\n")
 
 
 def lu_segments(client, image_bytes=b"\x90" * 5000):
@@ -71,9 +65,7 @@ def test_liveupdate_load_is_staged_and_replaces_atomically(host):
     assert img["sha256"] == expect.hexdigest()           # trailing part zeroed
     assert all(s["staged"] for s in img["segments"])
     # The running Xen's image is untouched until exec.
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(segs[1][1])
-        assert ram.read(5000) != segs[1][0]
+    assert read_ram(host, segs[1][1], 5000) != segs[1][0]
     staged_cost = free0 - host.toolstack("info")["free_memory"]
     assert staged_cost == PAGE + 3 * MiB
     # A second load replaces the first; the first's staging is freed.
@@ -153,15 +145,11 @@ def test_crash_image_goes_straight_to_its_destination(tmp_path, sim_images):
         assert size == 64 * MiB
         data = os.urandom(3 * PAGE + 17)
         c.kexec_load(abi.KEXEC_TYPE_CRASH, abi.EM_X86_64, start, [(data, start, 8 * PAGE)])
-        with open(state / "ram", "rb") as ram:
-            ram.seek(start)
-            assert ram.read(8 * PAGE) == data + bytes(8 * PAGE - len(data))
+        assert read_ram(host, start, 8 * PAGE) == data + bytes(8 * PAGE - len(data))
         expect_errno(abi.EADDRNOTAVAIL, c.kexec_load, abi.KEXEC_TYPE_CRASH, abi.EM_X86_64,
                      start + size, [(data, start + size, 8 * PAGE)])
         c.kexec_unload(abi.KEXEC_TYPE_CRASH)
-        with open(state / "ram", "rb") as ram:
-            ram.seek(start)
-            assert ram.read(8 * PAGE) == bytes(8 * PAGE)
+        assert read_ram(host, start, 8 * PAGE) == bytes(8 * PAGE)
     finally:
         stop_host(state)
 

@@ -2,7 +2,6 @@
 running, nothing is lost, failures before the point of no return resume
 everything, a corrupted stream after it is refused before anything changes."""
 import os
-import struct
 import time
 
 import pytest
@@ -12,7 +11,8 @@ from xen_public import abi, lustream
 from kexec_lu.liveupdate import run_live_update
 from kexec_lu.errors import KexecLuError
 
-from conftest import assert_restored_whole, boot_host, full_state, stop_host
+from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, full_state, \
+    stop_host, wait_steps
 
 GUESTS = [
     dict(name="pv", type="pv", memory=256 << 20, vcpus=2),
@@ -28,40 +28,17 @@ def lu_host(tmp_path, sim_images):
                      cmdline="liveupdate=64M dom0_mem=512M lu_quiesce_timeout=300")
     for g in GUESTS:
         host.toolstack("create", **g)
-    wait_steps(host, 1 << 17)
+    wait_steps(host, at_least=1 << 17)
     yield host
     stop_host(state)
-
-
-def wait_steps(host, n, timeout=20):
-    deadline = time.monotonic() + timeout
-    while min(d["steps"] for d in host.toolstack("list") if d["state"] == "running") < n:
-        assert time.monotonic() < deadline, "guests are not running"
-        time.sleep(0.02)
-
-
-def wait_past(host, steps, timeout=20):
-    """Until every domain of `steps` ({name: steps}) has run past its count."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = {d["name"]: d["steps"] for d in host.toolstack("list")}
-        if all(now[k] > steps[k] for k in steps):
-            return
-        assert time.monotonic() < deadline, "not running on: %s, then %s" % (steps, now)
-        time.sleep(0.01)
 
 
 def info(host):
     return host.toolstack("info")
 
 
-def load(host, image, *extra):
-    res = host.kexec_lu("load", "--type", "liveupdate", "--reuse-cmdline", *extra, str(image))
-    assert res.returncode == 0, res
-
-
 def update(host, image):
-    load(host, image)
+    host.load_lu(image)
     return run_live_update(host.client, timeout=60)
 
 
@@ -98,19 +75,12 @@ def assert_no_process_left(host, timeout=5):
         time.sleep(0.02)
 
 
-def breadcrumb(host):
-    lu = info(host)["lu_bootmem"]["start"]
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(lu)
-        return struct.unpack("<Q", ram.read(8))[0]
-
-
 def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
     host = lu_host
     before = info(host)
     for n, (image, version) in enumerate([(sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18"),
                                           (sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18")]):
-        steps = {d["name"]: d["steps"] for d in host.toolstack("list")}
+        running = domains_by_name(host)
         whole = full_state(host)
         rep = update(host, image)
         assert rep["state"] == "complete", rep
@@ -132,8 +102,8 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
         assert_healthy(host)
         assert_no_process_left(host)
         # Workloads carry on from where they were.
-        wait_past(host, steps)
-        assert breadcrumb(host) == 0          # consumed
+        wait_steps(host, since=running, names=running)
+        assert breadcrumb_magic(host) == 0    # consumed
     # LU bootmem and Xen are still one window for the next update.
     lu, xen = info(host)["lu_bootmem"], info(host)["xen"]
     assert lu["start"] + lu["size"] == xen["start"]
@@ -143,12 +113,12 @@ def test_paused_stays_paused_at_its_exact_step_and_dying_stays_dying(lu_host, si
     host = lu_host
     host.toolstack("pause", domain="pvh")
     host.toolstack("destroy", domain="pv", detach=False)
-    frozen = {d["name"]: d for d in host.toolstack("list")}
+    frozen = domains_by_name(host)
     whole = full_state(host)
     rep = update(host, sim_images["4.19"])
     assert rep["state"] == "complete", rep
     assert_restored_whole(whole, full_state(host))
-    doms = {d["name"]: d for d in host.toolstack("list")}
+    doms = domains_by_name(host)
     assert doms["pvh"]["state"] == "paused" and doms["pvh"]["steps"] == frozen["pvh"]["steps"]
     assert doms["pv"]["state"] == "dying" and doms["pv"]["steps"] == frozen["pv"]["steps"]
     assert doms["hvm"]["state"] == "running"
@@ -201,7 +171,7 @@ def wait_blocked_on_io(host, domain, timeout=20):
 
 def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_images):
     host = lu_host
-    load(host, sim_images["4.19"])
+    host.load_lu(sim_images["4.19"])
     host.toolstack("pause", domain="0")      # dom0 runs the device model
     # Only a vCPU with a request in flight cannot be paused; one between two
     # requests could be, and the update would complete.
@@ -228,7 +198,7 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
              (xen_artifacts.xen_gz, "not a hypervisor this simulator can run")]
     incarnation = info(host)["incarnation"]
     for image, words in cases:
-        load(host, image)
+        host.load_lu(image)
         with pytest.raises(KexecLuError) as e:
             run_live_update(host.client, timeout=30)
         assert words in str(e.value)
@@ -242,16 +212,14 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
 
 def test_a_corrupted_stream_is_refused_before_anything_changes(lu_host, sim_images):
     host = lu_host
-    load(host, sim_images["4.19"])
+    host.load_lu(sim_images["4.19"])
     lu_start = info(host)["lu_bootmem"]["start"]
     host.toolstack("lu-fault", point="corrupt-stream")
     rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "halted"
     assert "does not match its breadcrumb hash" in rep["error"]
     # Halted, not gone: RAM and the breadcrumb are there for a recovery.
-    with open(host.state_dir / "ram", "rb") as ram:
-        ram.seek(lu_start)
-        assert struct.unpack("<Q", ram.read(8))[0] == abi.LU_BREADCRUMB_MAGIC
+    assert breadcrumb_magic(host, lu_start) == abi.LU_BREADCRUMB_MAGIC
     res = host.hyperv_sim("info")
     assert res.returncode == 1 and "halted" in res.stderr
     # The stream it found is there to read; one flipped byte either still
@@ -280,7 +248,7 @@ def test_a_second_exec_while_one_runs_is_busy(tmp_path, sim_images):
                      cmdline="liveupdate=64M dom0_mem=256M lu_quiesce_timeout=3000")
     try:
         host.toolstack("create", name="hvm", type="hvm", memory=128 << 20, vcpus=1)
-        load(host, sim_images["4.19"])
+        host.load_lu(sim_images["4.19"])
         # With dom0 (the device model) paused, the HVM guest cannot reach a
         # restartable boundary: the update waits, then gives up.
         host.toolstack("pause", domain="0")

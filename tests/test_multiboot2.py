@@ -1,5 +1,4 @@
 """Multiboot2 image header and boot information: real Xen, round trips, bad input."""
-import gzip
 import struct
 
 import pytest
@@ -7,11 +6,6 @@ from hypothesis import given, settings, strategies as st
 
 from xen_public import multiboot2 as mb2
 from xen_public.errors import FormatError
-
-@pytest.fixture(scope="module")
-def real(xen_artifacts):
-    elf = gzip.decompress(xen_artifacts.xen_gz.read_bytes())
-    return elf, xen_artifacts.xen_syms.read_bytes()
 
 
 def _header(*tags, at=0, size=None):
@@ -28,8 +22,8 @@ def _refix_checksum(buf, off):
 
 # ---------------------------------------------------------------- real Xen
 
-def test_real_xen_header(real, xen_facts):
-    elf, _ = real
+def test_real_xen_header(real_xen, xen_facts):
+    elf = real_xen["xen"]
     facts = xen_facts.mb2
     h = mb2.find_header(elf)
     assert (h.offset, h.arch, h.header_length) == \
@@ -48,15 +42,15 @@ def test_real_xen_header(real, xen_facts):
     assert h.to_dict()["tags"][2]["fields"]["align"] == facts.relocatable[2]
 
 
-def test_real_xen_header_reencodes_to_the_same_tags(real):
-    elf, _ = real
+def test_real_xen_header_reencodes_to_the_same_tags(real_xen):
+    elf = real_xen["xen"]
     h = mb2.find_header(elf)
     again = mb2.find_header(mb2.build_header(*h.tags))
     assert again.tags == h.tags and again.header_length == h.header_length
 
 
-def test_xen_syms_header_is_past_the_search_window(real, xen_facts):
-    _, syms = real
+def test_xen_syms_header_is_past_the_search_window(real_xen, xen_facts):
+    syms = real_xen["xen-syms"]
     assert mb2.find_header(syms) is None
     assert mb2.find_magic(syms) == xen_facts.syms_mb2_magic > mb2.MB2_SEARCH
 

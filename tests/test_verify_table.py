@@ -11,7 +11,6 @@ cannot drift apart.
 import re
 import struct
 import threading
-import time
 import types
 
 import pytest
@@ -22,7 +21,7 @@ from xen_public import abi
 from xen_public.abi import PAGE_SIZE
 from xen_public.units import MiB
 
-from conftest import REPO, Host, run_cli
+from helpers import REPO, Host, read_ram, run_cli, wait_for, write_ram
 
 CHECKS = {"ownership", "m2p", "memory", "registers", "page-tables", "ioreq", "ring", "event",
           "iommu", "grant", "refcount"}
@@ -77,28 +76,16 @@ PRESENT_RW = lib.LU_PTE_PRESENT | lib.LU_PTE_RW
 ALLOCATED = lib.LU_PGC_ALLOCATED
 
 
-def read(h, addr, n):
-    with open(h.state_dir / "ram", "rb") as ram:
-        ram.seek(addr)
-        return ram.read(n)
-
-
-def write(h, addr, data):
-    with open(h.state_dir / "ram", "r+b") as ram:
-        ram.seek(addr)
-        ram.write(data)
-
-
 def u64(h, addr):
-    return struct.unpack("<Q", read(h, addr, 8))[0]
+    return struct.unpack("<Q", read_ram(h, addr, 8))[0]
 
 
 def put_u64(h, addr, value):
-    write(h, addr, struct.pack("<Q", value))
+    write_ram(h, addr, struct.pack("<Q", value))
 
 
 def put_u32(h, addr, value):
-    write(h, addr, struct.pack("<I", value))
+    write_ram(h, addr, struct.pack("<I", value))
 
 
 def frame_addr(h, mfn):
@@ -106,12 +93,12 @@ def frame_addr(h, mfn):
 
 
 def frame(h, mfn):
-    return dict(zip(FRAME_FIELDS, FRAME.unpack(read(h, frame_addr(h, mfn), FRAME.size))))
+    return dict(zip(FRAME_FIELDS, FRAME.unpack(read_ram(h, frame_addr(h, mfn), FRAME.size))))
 
 
 def set_frame(h, mfn, **changes):
     f = dict(frame(h, mfn), **changes)
-    write(h, frame_addr(h, mfn), FRAME.pack(*(f[k] for k in FRAME_FIELDS)))
+    write_ram(h, frame_addr(h, mfn), FRAME.pack(*(f[k] for k in FRAME_FIELDS)))
 
 
 def count_str(c):
@@ -148,14 +135,6 @@ def mfn_of(d, gfn):
     return next(m + gfn - g for g, m, n in d["p2m"] if g <= gfn < g + n)
 
 
-def wait_for(cond, what, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
-        time.sleep(0.005)
-
-
 def clean(h):
     """Every check holds just before the damage: what verify finds after it
     is the damage's doing."""
@@ -169,13 +148,13 @@ def _pending_byte(d, port):
 
 
 def pending(h, d, port):
-    return bool(read(h, _pending_byte(d, port), 1)[0] & (1 << port % 8))
+    return bool(read_ram(h, _pending_byte(d, port), 1)[0] & (1 << port % 8))
 
 
 def set_pending(h, d, port, on):
     addr = _pending_byte(d, port)
-    b = read(h, addr, 1)[0]
-    write(h, addr, bytes([b | 1 << port % 8 if on else b & ~(1 << port % 8)]))
+    b = read_ram(h, addr, 1)[0]
+    write_ram(h, addr, bytes([b | 1 << port % 8 if on else b & ~(1 << port % 8)]))
 
 
 def ioreq_state_addr(d, vcpu=0):
@@ -183,12 +162,12 @@ def ioreq_state_addr(d, vcpu=0):
 
 
 def ioreq_state(h, d, vcpu=0):
-    return read(h, ioreq_state_addr(d, vcpu), 1)[0] & 0x0F
+    return read_ram(h, ioreq_state_addr(d, vcpu), 1)[0] & 0x0F
 
 
 def set_ioreq_state(h, d, state, vcpu=0):
     addr = ioreq_state_addr(d, vcpu)
-    write(h, addr, bytes([(read(h, addr, 1)[0] & 0xF0) | state]))
+    write_ram(h, addr, bytes([(read_ram(h, addr, 1)[0] & 0xF0) | state]))
 
 
 def runstate(h, name, vcpu=0):
@@ -216,8 +195,8 @@ def backend_slot_addr(h, d):
 def ring(h, d):
     base = ring_addr(d)
     return types.SimpleNamespace(
-        req_prod=struct.unpack("<I", read(h, base + SRING_REQ_PROD, 4))[0],
-        rsp_prod=struct.unpack("<I", read(h, base + SRING_RSP_PROD, 4))[0],
+        req_prod=struct.unpack("<I", read_ram(h, base + SRING_REQ_PROD, 4))[0],
+        rsp_prod=struct.unpack("<I", read_ram(h, base + SRING_RSP_PROD, 4))[0],
         cons=u64(h, backend_slot_addr(h, d)),
         rsp_cons=u64(h, mfn_of(d, 0) * PAGE_SIZE + INFO_RSP_CONS))
 
@@ -625,26 +604,26 @@ def grant_entry_addr(h, ref):
 def grant_revoked_while_mapped(h):
     g, addr = grant_entry_addr(h, 9)
     clean(h)
-    write(h, addr, bytes(V1.size))
+    write_ram(h, addr, bytes(V1.size))
     return [(d(g), "grant", "ref 9 is mapped by d0 but no longer granted to it")]
 
 
 @damages("grant", "ref N is mapped but its entry lacks GTF_reading/writing")
 def grant_in_use_bit_cleared(h):
     g, addr = grant_entry_addr(h, 9)       # dom0 maps ref 9 writable
-    flags, domid, gfn = V1.unpack(read(h, addr, V1.size))
+    flags, domid, gfn = V1.unpack(read_ram(h, addr, V1.size))
     assert flags & abi.GTF_writing
     clean(h)
-    write(h, addr, V1.pack(flags & ~abi.GTF_writing, domid, gfn))
+    write_ram(h, addr, V1.pack(flags & ~abi.GTF_writing, domid, gfn))
     return [(d(g), "grant", "ref 9 is mapped but its entry lacks GTF_reading/writing")]
 
 
 @damages("grant", "ref N now names gfn 0x…, not the mapped frame")
 def grant_moved_to_another_frame(h):
     g, addr = grant_entry_addr(h, 8)
-    flags, domid, gfn = V1.unpack(read(h, addr, V1.size))
+    flags, domid, gfn = V1.unpack(read_ram(h, addr, V1.size))
     clean(h)
-    write(h, addr, V1.pack(flags, domid, gfn + 100))
+    write_ram(h, addr, V1.pack(flags, domid, gfn + 100))
     return [(d(g), "grant", "ref 8 now names gfn 0x%x, not the mapped frame" % (gfn + 100))]
 
 
