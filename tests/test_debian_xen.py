@@ -11,9 +11,9 @@ import subprocess
 import warnings
 
 import debian_xen
+from helpers import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "tools", "fetch-xen-artifacts.sh")
+SCRIPT = str(REPO / "tools" / "fetch-xen-artifacts.sh")
 
 
 def test_recorded_facts_are_what_binutils_reads(xen_artifacts):

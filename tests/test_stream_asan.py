@@ -13,7 +13,6 @@ the installed cffi build's.  `make fuzz` runs the libFuzzer harness
 """
 import importlib.util
 import os
-import pathlib
 import random
 import shutil
 import struct
@@ -23,7 +22,8 @@ import pytest
 
 from xen_public import lustream as ls
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 FUZZ = REPO / "fuzz"
 CSRC = REPO / "csrc"
 CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
