@@ -273,7 +273,7 @@ def refuse_restore(hv, data, expected):
     system, plans = decode(data, KNOWN)
     lu, xen = ranges(hv)
     facts = check(hv, system, plans, FakeStream(), lu, xen)
-    ft_start, ft_frames, _, _ = facts["frametable"]
+    ft_start, ft_frames, _, _ = facts.frametable
     ft = (ft_start * PAGE, (ft_start + ft_frames) * PAGE)
     before = ram_image_but(hv.ram, *ft)
     hv.lu_report = Report()

@@ -7,7 +7,7 @@ import pytest
 from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.grant import FIRST_FREE_REF
 from hyperv_sim.guest import P2M
-from hyperv_sim.hypervisor import DomainError
+from hyperv_sim.errors import DomainError
 from xen_public import abi
 from xen_public.abi import PAGE_SIZE
 from xen_public.units import GiB, MiB

@@ -4,7 +4,7 @@ import pytest
 
 from hyperv_sim._lu_core import lib
 from hyperv_sim.frametable import FrameTable
-from hyperv_sim.hypervisor import BootFailure, DomainError
+from hyperv_sim.errors import BootFailure, DomainError
 from xen_public.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
 from xen_public.units import GiB, MiB
 

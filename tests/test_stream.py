@@ -30,7 +30,7 @@ def test_a_saved_stream_is_framed_like_migration_v3(saved):
     # No page contents: the stream is a few KiB for 896 MiB of guests.
     assert len(data) < 32 * 1024
     assert types - {ls.REC_END} == set(needed_record_types(hv)) | {ls.REC_LU_TIMINGS}
-    assert accept(hv, data)["update_id"] == 7
+    assert accept(hv, data).update_id == 7
 
 
 def test_dump_names_every_record(saved):

@@ -11,4 +11,22 @@ class HypervSimError(Exception):
     exit_status = 1
 
 
+class BootFailure(HypervSimError):
+    """The hypervisor cannot start; the message is its last console line."""
+
+
+class DomainError(HypervSimError):
+    """A domain operation the hypervisor refuses (create, destroy, pause, ...)."""
+
+
+class RestoreHalted(BootFailure):
+    """xen#2 could not restore the live-update stream: it halts, RAM and
+    breadcrumb intact, for another image to restore from."""
+
+    def __init__(self, message, stream=None, facts=None):
+        super().__init__(message)
+        self.stream = stream      # the bytes it found, for `hyperv-sim stream dump`
+        self.facts = facts        # where it was booted, for `hyperv-sim recover`
+
+
 USER_ERRORS = (HypervSimError, XenPublicError)

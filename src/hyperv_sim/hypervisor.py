@@ -15,7 +15,7 @@ from xen_public.lustream import record_name
 from xen_public.units import MiB, GiB, align_down, format_size
 
 from . import bootline
-from .errors import HypervSimError
+from .errors import BootFailure, DomainError
 from ._lu_core import lib
 from .builder import BuildError, Builder, backend_slot_addr
 from .domain import DOMAIN_TYPES, MAX_VCPUS
@@ -39,24 +39,6 @@ def valid_domain_name(name):
     """Letters, digits and _.:-, starting with a letter or digit, at most 64
     (checked by hand: `re` is not worth its import in every start)."""
     return bool(name) and len(name) <= 64 and name[0] in _NAME_FIRST and set(name) <= _NAME_REST
-
-
-class BootFailure(HypervSimError):
-    """The hypervisor cannot start; the message is its last console line."""
-
-
-class DomainError(HypervSimError):
-    pass
-
-
-class RestoreFailure(BootFailure):
-    """xen#2 could not restore: it halts, RAM and breadcrumb intact."""
-
-    def __init__(self, message, stream=None, facts=None):
-        super().__init__(message)
-        self.stream = stream      # the bytes it found, for `hyperv-sim stream dump`
-        self.facts = facts        # where it was booted, for `hyperv-sim recover`
-
 
 
 class Personality:
@@ -127,7 +109,8 @@ class Hypervisor:
         self.backend_slots = [None] * (BACKEND_STATE_PAGES * (PAGE_SIZE // BACKEND_SLOT.size))
         self.sched = Scheduler(self.nr_pcpus)
         if self.opts.liveupdate_base is not None:
-            self._restore()
+            from .liveupdate.xen2 import boot_from_stream
+            boot_from_stream(self)          # booted by a live update: everything from the stream
             return
         self._lay_out_memory()
         self.mappings = Mappings(self.frametable)
@@ -140,113 +123,7 @@ class Hypervisor:
         self.console.log("Dom0: %s, %d vCPUs", format_size(dom0.memory_bytes), dom0.vcpus)
         self.sched.start()
 
-    def _restore(self):
-        """Booted by a live update: everything from the stream."""
-        from .liveupdate import handover, restore as lur
-        from .liveupdate.report import InjectedFault, Report
-        from .liveupdate.stream import StreamError
-        t0 = lib.lu_now_ns()
-        self.lu_report = rep = Report()
-        self.lu_start = self.opts.liveupdate_base
-        # Whatever lies between the bootmem xen#1 named and this image is
-        # bootmem too (freed image space), so the next window is contiguous.
-        self.lu_size = max(self.opts.liveupdate_size, self.xen_start - self.lu_start)
-        xen_frames = -(-(self.xen_start + self.xen_size) // PAGE_SIZE) - self.xen_start // PAGE_SIZE
-        rep.info.update(to_version=self.personality.version, xen2_start_ns=t0)
-
-        def fault(point):
-            if self.opts.lu_fault == point:
-                raise InjectedFault(point)
-        stream = None
-        try:
-            fault("restore-start")
-            rep.phase("map-stream")
-            stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size, self.xen_start, self.xen_size)
-            rep.phase("validate")
-            fault("restore-validate")
-            system, plans = lur.decode(stream.buf, self.personality.lu_records)
-            prefault = lur.prefault_frametable(self, system)
-            facts = lur.check(self, system, plans, stream,
-                              (self.lu_start // PAGE_SIZE, self.lu_size // PAGE_SIZE),
-                              (self.xen_start // PAGE_SIZE, xen_frames))
-            rep.id = facts["update_id"] if facts["update_id"] is not None else rep.id
-            rep.info.update(from_version=facts["xen1_version"], stream_bytes=len(stream.buf),
-                            stream_pages=len(stream.mfns))
-            xen1 = [[n.rstrip(b"\0").decode(), a, b] for n, a, b in facts["timings"]]
-            first_pause = next((a for n, a, b in xen1 if n == "first-pause"), None)
-            xen1 = [p for p in xen1 if p[0] != "first-pause"]
-            # xen#1's phases, its hand-over (to the jump), then the exec and
-            # this process's start-up, up to the moment it began to restore.
-            exec_ns, save_end = stream.breadcrumb["exec_ns"], stream.breadcrumb["save_end_ns"]
-            if xen1 and xen1[-1][0] == "save" and save_end:
-                xen1[-1][2] = save_end
-            if xen1 and exec_ns:
-                started = self.started_ns if self.started_ns and exec_ns <= self.started_ns <= t0 else None
-                xen1 += [["handover", xen1[-1][2], exec_ns]]
-                xen1 += [["exec", exec_ns, started], ["start-up", started, t0]] if started else \
-                    [["exec", exec_ns, t0]]
-            rep.phases[:0] = xen1
-            lur.restore(self, stream, plans, facts, fault)
-            # Every domain is rebuilt; until the stream is released a
-            # failure here still leaves RAM and breadcrumb for a recovery.
-            fault("unpause")
-        except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
-            rep.finish("halted", str(e))
-            if stream is None and not isinstance(e, lur.RestoreFailure):
-                # Failed before reading the stream: read it now, so that
-                # `stream dump` shows what a recovery will find.
-                try:
-                    stream = lur.MappedStream(self.ram, self.lu_start, self.lu_size,
-                                              self.xen_start, self.xen_size)
-                except (lur.RestoreFailure, StreamError):
-                    pass
-            found = getattr(e, "buf", None) or (stream.buf if stream else None)
-            facts = {"cmdline": self.cmdline, "xen_start": self.xen_start, "xen_size": self.xen_size,
-                     "lu_start": self.lu_start, "lu_size": self.lu_size, "ram": self.ram.path,
-                     "report": rep.to_json()}
-            raise RestoreFailure("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
-                                 stream=found, facts=facts)
-        prefault.join()
-        rep.phase("release-stream")
-        rep.info["xen2_guest_bytes_written"] = 0
-
-        def count(maddr, length):
-            rep.info["xen2_guest_bytes_written"] += self.frametable.guest_bytes(maddr, length)
-        self.ram.on_write = count
-        for mfn, count_ in stream.extents():
-            self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
-            self.frametable.mark(mfn, count_, DOMID_INVALID, lib.LU_USE_FREE)
-        handover.clear_breadcrumb(self)
-        self.allocator = FrameAllocator(self.frametable, facts["free"] + list(stream.extents()))
-        self._xen_data_pages()
-        self.ram.on_write = None
-        self._next_domid = max(self.domains) + 1
-        rep.phase("unpause")
-        with self.sched.stopped():
-            self._reschedule()
-        for dom in self.domains.values():
-            if not dom.paused and not dom.dying:
-                unpause_vcpus(dom.vcpu_list())
-        self.sched.start()
-        done = lib.lu_now_ns()
-        # xen#1's private frames (staging copies, its notes) are free now but
-        # not clean: scrub every free frame, after the guests run again and
-        # before anyone can ask for memory (privcmd is not up yet).
-        rep.phase("scrub")
-        with self.lock:
-            for mfn, count_ in self.allocator.free_extents():
-                self.ram.scrub(mfn * PAGE_SIZE, count_ * PAGE_SIZE)
-        rep.finish("complete")
-        if first_pause is not None:
-            rep.info["blackout_ms"] = (done - first_pause) / 1e6
-        for name, start, end in rep.phases:
-            self.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
-        rep.info["restored_domains"] = len(self.domains)
-        self.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
-                         "blackout %.1f ms", facts["xen1_version"], len(self.domains),
-                         (done - t0) / 1e6, rep.info.get("blackout_ms", 0.0))
-
-    def _xen_data_pages(self):
+    def allocate_xen_data_pages(self):
         """Per-CPU crash notes and vmcoreinfo: hypervisor data dump tools read."""
         notes_frames = _frames(self.nr_pcpus * self.CRASH_NOTE_SIZE)
         (mfn, _), = self._alloc_xen(notes_frames, "crash notes")
@@ -294,7 +171,7 @@ class Hypervisor:
         (mfn, _), = self._alloc_xen(m2p_bytes // PAGE_SIZE, "the M2P table", lib.LU_USE_M2P)
         self.m2p = M2P(ram, mfn * PAGE_SIZE, nr)
         self._reserve_crash_region()
-        self._xen_data_pages()
+        self.allocate_xen_data_pages()
 
     def _alloc_xen(self, frames, what, use=lib.LU_USE_XENHEAP):
         try:
@@ -390,6 +267,13 @@ class Hypervisor:
         if dom0 and domid != 0:
             for port in [p for p, v in dom0.evtchn.ports.items() if v.remote_domid == domid]:
                 del dom0.evtchn.ports[port]
+
+    def adopt_restored_domains(self):
+        """After a live update's restore: new domids continue after the
+        restored ones, and the scheduler gets their vCPUs (still paused)."""
+        self._next_domid = max(self.domains) + 1
+        with self.sched.stopped():
+            self._reschedule()
 
     def _reschedule(self):
         """Hand the scheduler every live vCPU and the dom0 software serving

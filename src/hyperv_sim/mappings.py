@@ -33,6 +33,12 @@ class Mappings:
 
     # grant maps
 
+    def restore_grant_map(self, gm):
+        """A grant map as a live update's stream hands it over (its frame's
+        reference taken by the caller); later handles come after it."""
+        self.grant_maps.append(gm)
+        self._next_handle = max(self._next_handle, gm.handle + 1)
+
     def map_grant(self, mapper, granter, ref, writable):
         flags, domid, gfn = granter.grants.entry(ref)
         if not flags & abi.GTF_permit_access:

@@ -26,7 +26,8 @@ import threading                                        # noqa: E402
 # privcmd server and its protocol come after the guests run again.
 from ._lu_core import lib
 from .console import Console
-from .hypervisor import BootFailure, Hypervisor, RestoreFailure
+from .errors import BootFailure, RestoreHalted
+from .hypervisor import Hypervisor
 from .ram import HostRAM, RamError
 from .xen_command import xen_argv
 
@@ -97,7 +98,7 @@ def main(argv=None):
     try:
         ram = HostRAM.open(args.ram)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into, started_ns=STARTED_NS)
-    except RestoreFailure as e:
+    except RestoreHalted as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
         gc.enable()

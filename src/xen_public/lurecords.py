@@ -10,11 +10,14 @@ description per record type, errors that say what is wrong and where.
 decode(body, at) checks the body's length against the layout and its
 counts, and that every field called reserved is zero; it raises RecordError
 naming the offending offset in the stream (at is where the body starts).
+It returns plain tuples (xen#2 decodes inside the blackout), named ones
+with named=True (`stream dump`, tests).
 Every body is little-endian and holds minimal, version-stable facts
 (extents, types, ports, registers), never a hypervisor's internal structures.
 """
 import struct
 from collections import namedtuple
+from operator import itemgetter
 
 from . import lustream as ls
 from .errors import FormatError
@@ -33,12 +36,22 @@ class Layout:
     name starts with "reserved" must be zero."""
 
     def __init__(self, name, fields):
+        self.name = name
         self.names = tuple(n for n, _ in fields)
         self.struct = struct.Struct("<" + "".join(f for _, f in fields))
         self.size = self.struct.size
-        self.tuple = namedtuple(name, self.names)
+        self._tuple = None
         self.reserved = tuple((i, struct.calcsize("<" + "".join(f for _, f in fields[:i])))
                               for i, (n, _) in enumerate(fields) if n.startswith("reserved"))
+
+    @property
+    def tuple(self):
+        """The named tuple of these fields, made on first use: xen#2 decodes
+        plain tuples inside the blackout, and 25 namedtuple classes would
+        cost it 1.6 ms of imports."""
+        if self._tuple is None:
+            self._tuple = namedtuple(self.name, self.names)
+        return self._tuple
 
     def pack(self, *values):
         return self.struct.pack(*values)
@@ -49,8 +62,26 @@ class Layout:
                 raise RecordError("reserved field at offset 0x%x is not zero" % (at + off))
 
 
-ArrayValue = namedtuple("ArrayValue", "head items")
-IommuValue = namedtuple("IommuValue", "root extents devices")
+class ArrayValue(tuple):
+    """(head, items) of an array record.  A tuple with two names, not a
+    namedtuple: made at import, that would cost xen#2's blackout."""
+    __slots__ = ()
+    head = property(itemgetter(0))
+    items = property(itemgetter(1))
+
+    def __new__(cls, head, items):
+        return tuple.__new__(cls, (head, items))
+
+
+class IommuValue(tuple):
+    """(root, extents, devices) of an LU_IOMMU record."""
+    __slots__ = ()
+    root = property(itemgetter(0))
+    extents = property(itemgetter(1))
+    devices = property(itemgetter(2))
+
+    def __new__(cls, root, extents, devices):
+        return tuple.__new__(cls, (root, extents, devices))
 
 
 class RecordType:
@@ -73,13 +104,13 @@ class Fixed(RecordType):
     def encode(self, *values):
         return self.layout.pack(*values)
 
-    def decode(self, body, at=0):
+    def decode(self, body, at=0, named=False):
         lay = self.layout
         if len(body) != lay.size:
             raise RecordError("body is %d bytes, expected %d" % (len(body), lay.size))
-        value = lay.tuple._make(lay.struct.unpack(body))
+        value = lay.struct.unpack(body)
         lay.check_reserved(value, at)
-        return value
+        return lay.tuple._make(value) if named else value
 
     def count(self, value):
         return 1
@@ -101,24 +132,26 @@ class Array(RecordType):
         pack = self.item.struct.pack
         return self.head.pack(*head_values) + b"".join(pack(*i) for i in items)
 
-    def decode(self, body, at=0):
+    def decode(self, body, at=0, named=False):
         head, item = self.head, self.item
         if len(body) < head.size:
             raise RecordError("body of %d bytes is shorter than its %d-byte header" % (len(body), head.size))
-        values = head.tuple._make(head.struct.unpack_from(body))
+        values = head.struct.unpack_from(body)
         count = values[0]
         if head.size + count * item.size != len(body):
             raise RecordError("says %d entries of %d bytes but holds %d bytes"
                               % (count, item.size, len(body) - head.size))
         head.check_reserved(values, at)
+        if named:
+            values = head.tuple._make(values)
         rest = body[head.size:]
         if self.raw:
             return ArrayValue(values, bytes(rest))
-        items = list(map(item.tuple._make, item.struct.iter_unpack(rest)))
+        items = list(item.struct.iter_unpack(rest))
         if item.reserved:
             for n, it in enumerate(items):
                 item.check_reserved(it, at + head.size + n * item.size)
-        return ArrayValue(values, items)
+        return ArrayValue(values, list(map(item.tuple._make, items)) if named else items)
 
     def count(self, value):
         return value.head[0]
@@ -144,7 +177,7 @@ class Iommu(RecordType):
                 + b"".join(self.extent.pack(*e) for e in extents)
                 + b"".join(self.bdf.pack(d.encode()) for d in devices))
 
-    def decode(self, body, at=0):
+    def decode(self, body, at=0, named=False):
         head, ext, bdf = self.head, self.extent, self.bdf
         if len(body) < head.size:
             raise RecordError("IOMMU body too short")

@@ -59,7 +59,7 @@ def summary(rtype, body, at=0):
     rec = R.TYPES.get(rtype & ~ls.REC_OPTIONAL)
     if rec is None:
         return ""
-    return SUMMARIES[rec.rtype](rec, rec.decode(body, at))
+    return SUMMARIES[rec.rtype](rec, rec.decode(body, at, named=True))
 
 
 def dump(buf):

@@ -170,22 +170,92 @@ def prefault_frametable(hv, system):
     return worker
 
 
+class Facts:
+    """What check() found that restore() and the report need: the frame
+    table's region (start, frames, kind, 0), every Xen region, the M2P
+    (start, entries), the frames nobody claims, xen#1's timings and update
+    id, and its version."""
+    __slots__ = ("frametable", "regions", "m2p", "free", "timings", "update_id", "xen1_version")
+
+    def __init__(self, **fields):
+        for k, v in fields.items():
+            setattr(self, k, v)
+
+
 def check(hv, system, domains, stream, lu_range, xen_range):
-    """Every record's meaning, before anything changes.  Returns the facts
-    restore needs (regions, m2p)."""
+    """Every record's meaning, before anything changes; -> Facts."""
     nr_frames = hv.ram.nr_frames
+    claims = Claims(nr_frames)
+    major, minor = _check_version(hv, system, domains)
+    regions, ft_region = _check_regions(system, claims, nr_frames)
+    m2p = _check_m2p(system, claims, nr_frames)
+    claims.add(lu_range[0], lu_range[1], "LU bootmem", "this hypervisor's command line")
+    claims.add(xen_range[0], xen_range[1], "hypervisor image", "this hypervisor")
+    claims.add(0, LOW_RESERVED_FRAMES, "low memory", "this hypervisor")
+    for first, n in stream.extents():
+        claims.add(first, n, "live-update stream", "the MFN array")
+    by_id = _check_domain_records(domains)
+    for plan in domains:
+        _check_domain(plan, by_id, claims.add, nr_frames)
+    claims.refuse_overlaps()
+    for plan in domains:
+        plan.port_map = {p[0]: p for p in plan.ports}
+    for plan in domains:
+        _check_links(plan, by_id)
+    return Facts(frametable=ft_region, regions=regions, m2p=m2p, free=claims.unclaimed(),
+                 timings=[t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
+                 update_id=next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
+                 xen1_version="%d.%d" % (major, minor))
 
-    def sys_one(rtype):
-        got = system.get(rtype, [])
-        if not got:
-            raise StreamError("the system section at offset 0x%x has no %s record"
-                              % (IMAGE_HEADER.size, ls.record_name(rtype)))
-        if len(got) > 1:
-            raise StreamError("record %s at offset 0x%x: the system section has it more than once"
-                              % (ls.record_name(rtype), got[1][0]))
-        return got[0]
 
-    off, (major, minor, fmt, nr_domains) = sys_one(ls.REC_LU_VERSION)
+class Claims:
+    """The frames each part of the stream claims: no frame may be in two,
+    and whatever nobody claims is free."""
+
+    def __init__(self, nr_frames):
+        self.nr_frames = nr_frames
+        self.claims = []        # (first, end, what, where)
+
+    def add(self, first, count, what, where):
+        if count <= 0 or first + count > self.nr_frames:
+            raise StreamError("%s: frames 0x%x+%d are not inside RAM" % (where, first, count))
+        self.claims.append((first, first + count, what, where))
+
+    def refuse_overlaps(self):
+        self.claims.sort()
+        for a, b in zip(self.claims, self.claims[1:]):
+            if b[0] < a[1]:
+                raise StreamError("%s: frame 0x%x is claimed twice (%s, and %s in %s)"
+                                  % (b[3], b[0], b[2], a[2], a[3]))
+
+    def unclaimed(self):
+        """[(first, count)] between the claims (sorted by refuse_overlaps):
+        the restore marks just these free, and every claimed frame as its
+        claim says, so each entry is written once."""
+        free, at = [], 0
+        for first, end, _, _ in self.claims:
+            if first > at:
+                free.append((at, first - at))
+            at = end
+        if at < self.nr_frames:
+            free.append((at, self.nr_frames - at))
+        return free
+
+
+def _system_one(system, rtype):
+    """(offset, value) of the system section's one record of rtype."""
+    got = system.get(rtype, [])
+    if not got:
+        raise StreamError("the system section at offset 0x%x has no %s record"
+                          % (IMAGE_HEADER.size, ls.record_name(rtype)))
+    if len(got) > 1:
+        raise StreamError("record %s at offset 0x%x: the system section has it more than once"
+                          % (ls.record_name(rtype), got[1][0]))
+    return got[0]
+
+
+def _check_version(hv, system, domains):
+    off, (major, minor, fmt, nr_domains) = _system_one(system, ls.REC_LU_VERSION)
     lo, hi = hv.personality.lu_versions or (0, -1)
     if not lo <= fmt <= hi:
         raise StreamError("record LU_VERSION at offset 0x%x: stream format %d, this hypervisor restores %d-%d"
@@ -193,34 +263,36 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     if nr_domains != len(domains):
         raise StreamError("record LU_VERSION at offset 0x%x says %d domains, the stream has %d sections"
                           % (off, nr_domains, len(domains)))
-    off, (_, regions) = sys_one(ls.REC_LU_XEN_REGIONS)
+    return major, minor
+
+
+def _check_regions(system, claims, nr_frames):
+    """-> (every region, the frame table's)."""
+    off, (_, regions) = _system_one(system, ls.REC_LU_XEN_REGIONS)
     ft_regions = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
     if len(ft_regions) != 1:
         raise StreamError("record LU_XEN_REGIONS at offset 0x%x: %d frame-table regions, needs 1"
                           % (off, len(ft_regions)))
-    claims = []         # (first, end, what): no frame may be in two
-
-    def claim(first, count, what, where):
-        if count <= 0 or first + count > nr_frames:
-            raise StreamError("%s: frames 0x%x+%d are not inside RAM" % (where, first, count))
-        claims.append((first, first + count, what, where))
-
     for start, n, kind, _ in regions:
-        claim(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region"}.get(kind, "region"),
-              "record LU_XEN_REGIONS at offset 0x%x" % off)
+        claims.add(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region"}.get(kind, "region"),
+                   "record LU_XEN_REGIONS at offset 0x%x" % off)
     if ft_regions[0][1] * PAGE_SIZE < FrameTable.bytes_for(nr_frames):
         raise StreamError("record LU_XEN_REGIONS at offset 0x%x: the frame-table region is too small for %d frames"
                           % (off, nr_frames))
-    off, (m2p_start, m2p_entries) = sys_one(ls.REC_LU_M2P)
+    return regions, ft_regions[0]
+
+
+def _check_m2p(system, claims, nr_frames):
+    off, (m2p_start, m2p_entries) = _system_one(system, ls.REC_LU_M2P)
     if m2p_entries != nr_frames:
         raise StreamError("record LU_M2P at offset 0x%x: %d entries for %d frames" % (off, m2p_entries, nr_frames))
-    claim(m2p_start, M2P.bytes_for(nr_frames) // PAGE_SIZE, "M2P", "record LU_M2P at offset 0x%x" % off)
-    claim(lu_range[0], lu_range[1], "LU bootmem", "this hypervisor's command line")
-    claim(xen_range[0], xen_range[1], "hypervisor image", "this hypervisor")
-    claim(0, LOW_RESERVED_FRAMES, "low memory", "this hypervisor")
-    for first, n in stream.extents():
-        claim(first, n, "live-update stream", "the MFN array")
+    claims.add(m2p_start, M2P.bytes_for(nr_frames) // PAGE_SIZE, "M2P", "record LU_M2P at offset 0x%x" % off)
+    return m2p_start, m2p_entries
 
+
+def _check_domain_records(domains):
+    """Each section's LU_DOMAIN: a unique, unreserved domid, a known type;
+    d0 the control domain.  -> {domid: plan}."""
     by_id = {}
     for plan in domains:
         d = plan.one(ls.REC_LU_DOMAIN)
@@ -241,32 +313,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     if not by_id[0].flags & R.DOM_CONTROL:
         raise StreamError("record LU_DOMAIN at offset 0x%x: d0 is not the control domain"
                           % by_id[0].records[ls.REC_LU_DOMAIN][0][0])
-
-    for plan in domains:
-        _check_domain(plan, by_id, claim, nr_frames)
-    claims.sort()
-    for a, b in zip(claims, claims[1:]):
-        if b[0] < a[1]:
-            raise StreamError("%s: frame 0x%x is claimed twice (%s, and %s in %s)"
-                              % (b[3], b[0], b[2], a[2], a[3]))
-    # Whatever nobody claims is free: the restore marks just these, and
-    # every claimed frame as its claim says, so each entry is written once.
-    free, at = [], 0
-    for first, end, _, _ in claims:
-        if first > at:
-            free.append((at, first - at))
-        at = end
-    if at < nr_frames:
-        free.append((at, nr_frames - at))
-    for plan in domains:
-        plan.port_map = {p[0]: p for p in plan.ports}
-    for plan in domains:
-        _check_links(plan, by_id)
-    return {"frametable": ft_regions[0], "regions": regions, "m2p": (m2p_start, m2p_entries),
-            "free": free,
-            "timings": [t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
-            "update_id": next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
-            "xen1_version": "%d.%d" % (major, minor)}
+    return by_id
 
 
 def _where(plan, rtype, at=None):
@@ -283,9 +330,21 @@ SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER, ls.REC_
 
 
 def _check_domain(plan, by_id, claim, nr_frames):
-    d = plan.domid
     for rtype in SINGLE:
         plan.one(rtype, required=False)      # at most one each, refused now rather than mid-restore
+    ram_owned = _check_memory(plan, claim)
+    _check_grant_table(plan)
+    if plan.dtype == "pv":
+        _check_pv_types(plan, ram_owned)
+    _check_vcpus(plan)
+    _check_events(plan)
+    _check_iommu(plan, claim)
+
+
+def _check_memory(plan, claim):
+    """Ownership extents, the P2M over them, the guest info and shared-info
+    pages; -> the memory (not shared) extents."""
+    d = plan.domid
     p2m = plan.one(ls.REC_LU_P2M_EXTENTS).items
     owned = plan.one(ls.REC_LU_PAGE_OWNERSHIP).items
     ram_owned, shared_owned = [], []
@@ -296,15 +355,12 @@ def _check_domain(plan, by_id, claim, nr_frames):
               _where(plan, ls.REC_LU_PAGE_OWNERSHIP))
         (ram_owned if kind == R.OWN_RAM else shared_owned).append((mfn, n))
 
-    def inside(mfn, count, extents):
-        return any(m <= mfn and mfn + count <= m + n for m, n in extents)
-
     gfns = sorted((g, n) for g, _, n in p2m)
     for (g0, n0), (g1, _) in zip(gfns, gfns[1:]):
         if g1 < g0 + n0:
             raise StreamError("%s: d%d gfn 0x%x mapped twice" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g1))
     for g, m, n in p2m:
-        if not inside(m, n, ram_owned):
+        if not _inside(m, n, ram_owned):
             raise StreamError("%s: d%d maps gfn 0x%x to frames 0x%x+%d it does not own"
                               % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g, m, n))
     # No frame at two gfns: with that, the sums below mean "exactly".
@@ -319,8 +375,17 @@ def _check_domain(plan, by_id, claim, nr_frames):
         raise StreamError("%s: d%d does not map gfn 0x%x, its guest info page"
                           % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, guest.INFO_GFN))
     plan.shared = shared_owned
-    if not inside(plan.shinfo, 1, shared_owned):
+    if not _inside(plan.shinfo, 1, shared_owned):
         raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_DOMAIN), d, plan.shinfo))
+    return ram_owned
+
+
+def _inside(mfn, count, extents):
+    return any(m <= mfn and mfn + count <= m + n for m, n in extents)
+
+
+def _check_grant_table(plan):
+    d = plan.domid
     (nr_gt, version), frames = plan.one(ls.REC_LU_GRANT_TABLE)
     status_rec = plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2))
     status = [f for (f,) in status_rec.items] if status_rec else []
@@ -328,26 +393,34 @@ def _check_domain(plan, by_id, claim, nr_frames):
         raise StreamError("%s: d%d grant table version %d with %d frames" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
     for rtype, fs in ((ls.REC_LU_GRANT_TABLE, [f for (f,) in frames]), (ls.REC_LU_GRANT_STATUS, status)):
         for f in fs:
-            if not inside(f, 1, shared_owned):
+            if not _inside(f, 1, plan.shared):
                 raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (_where(plan, rtype), d, f))
     plan.grant = (version, [f for (f,) in frames], status)
-    if plan.dtype == "pv":
-        plan.one(ls.REC_X86_PV_INFO)
-        (count, _), items = plan.one(ls.REC_LU_PV_PAGE_TYPES)
-        extents = sorted(ram_owned)
-        starts = ffi.new("uint64_t[]", [m for m, _ in extents])
-        counts = ffi.new("uint64_t[]", [n for _, n in extents])
-        pinned, nr_pinned = ffi.new("uint64_t *"), ffi.new("uint64_t *")
-        bad = lib.lu_pv_types_check(ffi.from_buffer(items), count, starts, counts, len(extents),
-                                    R.PT_PINNED, pinned, nr_pinned)
-        if bad >= 0:
-            mfn, t, _ = R.PV_PAGE_TYPES.item.struct.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
-            raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
-        if nr_pinned[0] != 1:
-            raise StreamError("%s: d%d needs exactly one pinned L4, has %d"
-                              % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, nr_pinned[0]))
-        plan.types = (count, items)
-        plan.l4 = pinned[0]
+
+
+def _check_pv_types(plan, ram_owned):
+    """Every typed frame owned and typed L1-L4 or descriptor; one pinned L4."""
+    d = plan.domid
+    plan.one(ls.REC_X86_PV_INFO)
+    (count, _), items = plan.one(ls.REC_LU_PV_PAGE_TYPES)
+    extents = sorted(ram_owned)
+    starts = ffi.new("uint64_t[]", [m for m, _ in extents])
+    counts = ffi.new("uint64_t[]", [n for _, n in extents])
+    pinned, nr_pinned = ffi.new("uint64_t *"), ffi.new("uint64_t *")
+    bad = lib.lu_pv_types_check(ffi.from_buffer(items), count, starts, counts, len(extents),
+                                R.PT_PINNED, pinned, nr_pinned)
+    if bad >= 0:
+        mfn, t, _ = R.PV_PAGE_TYPES.item.struct.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
+        raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
+    if nr_pinned[0] != 1:
+        raise StreamError("%s: d%d needs exactly one pinned L4, has %d"
+                          % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, nr_pinned[0]))
+    plan.types = (count, items)
+    plan.l4 = pinned[0]
+
+
+def _check_vcpus(plan):
+    d = plan.domid
     vcpus = plan.all(ls.REC_LU_VCPU_STATE)
     if sorted(v[0] for v in vcpus) != list(range(plan.vcpus)):
         raise StreamError("%s: d%d has %d vCPUs but vCPU records %s"
@@ -360,6 +433,11 @@ def _check_domain(plan, by_id, claim, nr_frames):
         if v[1] not in (lib.LU_RUN_RUNNABLE, lib.LU_RUN_BLOCKED_IO, lib.LU_RUN_BLOCKED_RING):
             raise StreamError("%s: d%d vCPU%d run state %d" % (where, d, v[0], v[1]))
     plan.vcpu_records = sorted(vcpus)
+
+
+def _check_events(plan):
+    """The FIFO ABI's pages (before the ports, populated), then the ports."""
+    d = plan.domid
     fifo = plan.one(ls.REC_LU_EVTCHN_FIFO, required=False)
     if fifo:
         ports_off = plan.records[ls.REC_LU_EVTCHN_PORTS][0][0] if ls.REC_LU_EVTCHN_PORTS in plan.records else 1 << 62
@@ -370,12 +448,16 @@ def _check_domain(plan, by_id, claim, nr_frames):
                 raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (_where(plan, ls.REC_LU_EVTCHN_FIFO), d, g))
     plan.fifo = fifo
     plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS).items
+
+
+def _check_iommu(plan, claim):
+    d = plan.domid
     iommu = plan.one(ls.REC_LU_IOMMU, required=False)
     if iommu:
         root, extents, devices = iommu
         for mfn, n in extents:
             claim(mfn, n, "d%d IOMMU tables" % d, _where(plan, ls.REC_LU_IOMMU))
-        if not inside(root, 1, extents):
+        if not _inside(root, 1, extents):
             raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (_where(plan, ls.REC_LU_IOMMU), d, root))
     plan.iommu = iommu
 
@@ -447,11 +529,11 @@ def restore(hv, stream, plans, facts, fault=None):
     """Rebuild the frame table and every domain; the caller has checked all."""
     hv.lu_report.phase("frametable")
     nr = hv.ram.nr_frames
-    ft_start, ft_frames, _, _ = facts["frametable"]
+    ft_start, ft_frames, _, _ = facts.frametable
     ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
     # Rebuilt from records, in xen#1's frame-table region, never trusted as
     # it was: the unclaimed frames here, Xen's own next, domains' in pass 0.
-    for first, n in facts["free"]:
+    for first, n in facts.free:
         ft.mark(first, n, abi.DOMID_INVALID, lib.LU_USE_FREE)
     ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
     ft.mark(hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_LU_BOOTMEM)
@@ -459,11 +541,11 @@ def restore(hv, stream, plans, facts, fault=None):
     ft.mark(xen_first, -(-(hv.xen_start + hv.xen_size) // PAGE_SIZE) - xen_first, abi.DOMID_XEN,
             lib.LU_USE_XEN_IMAGE)
     ft.mark(ft_start, ft_frames, abi.DOMID_XEN, lib.LU_USE_XENHEAP)
-    m2p_start, _ = facts["m2p"]
+    m2p_start, _ = facts.m2p
     hv.m2p = M2P(hv.ram, m2p_start * PAGE_SIZE, nr)
     ft.mark(m2p_start, M2P.bytes_for(nr) // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_M2P)
     hv.crash_region = (0, 0)
-    for start, n, kind, _ in facts["regions"]:
+    for start, n, kind, _ in facts.regions:
         if kind == R.REGION_CRASH:
             ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_CRASH)
             hv.crash_region = (start * PAGE_SIZE, n * PAGE_SIZE)
@@ -610,8 +692,7 @@ def _cross_domain(hv, plans):
         for handle, granter, flags, ref, _, mfn in _items(plan, ls.REC_LU_GRANT_MAPS):
             writable = bool(flags & R.MAP_WRITABLE)
             ft.get_ref(mfn, lib.LU_PGT_WRITABLE if writable else None)
-            hv.mappings.grant_maps.append(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
-            hv.mappings._next_handle = max(hv.mappings._next_handle, handle + 1)
+            hv.mappings.restore_grant_map(GrantMap(handle, plan.domid, granter, ref, writable, mfn))
         for domid, _, _, gfn, mfn in _items(plan, ls.REC_LU_FOREIGN_MAPS):
             target = hv.domains[domid]
             what = "device model ioreq page" if target.ioreq and target.ioreq.ioreq_gfn == gfn else "foreign"

@@ -1,0 +1,149 @@
+"""xen#2's boot after a live update: map the stream through the breadcrumb,
+check all of it, restore every domain, release the stream, resume the
+guests, and report each phase under xen#1's update id.
+
+Hypervisor._boot calls boot_from_stream(hv) when its command line carries
+liveupdate=<size>M@<base>.  A refusal or an injected fault before the stream
+is released halts xen#2 with RAM and breadcrumb intact (RestoreHalted), for
+`hyperv-sim recover` and `hyperv-sim stream dump`.
+"""
+from xen_public.abi import DOMID_INVALID, PAGE_SIZE
+
+from .._lu_core import lib
+from ..errors import RestoreHalted
+from ..frametable import FrameAllocator, RefError
+from ..sched import unpause_vcpus
+from . import handover, restore as lur
+from .report import InjectedFault, Report
+from .stream import StreamError
+
+
+def boot_from_stream(hv):
+    t0 = lib.lu_now_ns()
+    hv.lu_report = rep = Report()
+    hv.lu_start = hv.opts.liveupdate_base
+    # Whatever lies between the bootmem xen#1 named and this image is
+    # bootmem too (freed image space), so the next window is contiguous.
+    hv.lu_size = max(hv.opts.liveupdate_size, hv.xen_start - hv.lu_start)
+    rep.info.update(to_version=hv.personality.version, xen2_start_ns=t0)
+    stream, facts, prefault, first_pause = _restore_or_halt(hv, rep, t0)
+    prefault.join()
+    rep.phase("release-stream")
+    _release_stream(hv, stream, facts)
+    rep.phase("unpause")
+    done = _resume_guests(hv)
+    # xen#1's private frames (staging copies, its notes) are free now but
+    # not clean: scrub every free frame, after the guests run again and
+    # before anyone can ask for memory (privcmd is not up yet).
+    rep.phase("scrub")
+    with hv.lock:
+        for mfn, count in hv.allocator.free_extents():
+            hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+    _report_complete(hv, rep, facts, t0, done, first_pause)
+
+
+def _restore_or_halt(hv, rep, t0):
+    """Map, check and restore; -> (stream, facts, prefault thread, the
+    moment xen#1 first paused a vCPU).  Raises RestoreHalted."""
+    def fault(point):
+        if hv.opts.lu_fault == point:
+            raise InjectedFault(point)
+    stream = None
+    try:
+        fault("restore-start")
+        rep.phase("map-stream")
+        stream = lur.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
+        rep.phase("validate")
+        fault("restore-validate")
+        system, plans = lur.decode(stream.buf, hv.personality.lu_records)
+        prefault = lur.prefault_frametable(hv, system)
+        xen_frames = -(-(hv.xen_start + hv.xen_size) // PAGE_SIZE) - hv.xen_start // PAGE_SIZE
+        facts = lur.check(hv, system, plans, stream, (hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE),
+                          (hv.xen_start // PAGE_SIZE, xen_frames))
+        first_pause = _report_xen1(hv, rep, stream, facts, t0)
+        lur.restore(hv, stream, plans, facts, fault)
+        # Every domain is rebuilt; until the stream is released a failure
+        # here still leaves RAM and breadcrumb for a recovery.
+        fault("unpause")
+    except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
+        raise _halted(hv, rep, stream, e)
+    return stream, facts, prefault, first_pause
+
+
+def _report_xen1(hv, rep, stream, facts, t0):
+    """xen#1's phases into the report, then its hand-over (to the jump),
+    the exec and this process's start-up, up to t0; -> first pause."""
+    rep.id = facts.update_id if facts.update_id is not None else rep.id
+    rep.info.update(from_version=facts.xen1_version, stream_bytes=len(stream.buf),
+                    stream_pages=len(stream.mfns))
+    xen1 = [[n.rstrip(b"\0").decode(), a, b] for n, a, b in facts.timings]
+    first_pause = next((a for n, a, b in xen1 if n == "first-pause"), None)
+    xen1 = [p for p in xen1 if p[0] != "first-pause"]
+    exec_ns, save_end = stream.breadcrumb["exec_ns"], stream.breadcrumb["save_end_ns"]
+    if xen1 and xen1[-1][0] == "save" and save_end:
+        xen1[-1][2] = save_end
+    if xen1 and exec_ns:
+        started = hv.started_ns if hv.started_ns and exec_ns <= hv.started_ns <= t0 else None
+        xen1 += [["handover", xen1[-1][2], exec_ns]]
+        xen1 += [["exec", exec_ns, started], ["start-up", started, t0]] if started else \
+            [["exec", exec_ns, t0]]
+    rep.phases[:0] = xen1
+    return first_pause
+
+
+def _halted(hv, rep, stream, e):
+    """The RestoreHalted to raise: the reason, the stream found (read now
+    if the failure came before it was, so that `stream dump` shows what a
+    recovery will find) and where this hypervisor was booted."""
+    rep.finish("halted", str(e))
+    if stream is None and not isinstance(e, lur.RestoreFailure):
+        try:
+            stream = lur.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
+        except (lur.RestoreFailure, StreamError):
+            pass
+    found = getattr(e, "buf", None) or (stream.buf if stream else None)
+    facts = {"cmdline": hv.cmdline, "xen_start": hv.xen_start, "xen_size": hv.xen_size,
+             "lu_start": hv.lu_start, "lu_size": hv.lu_size, "ram": hv.ram.path,
+             "report": rep.to_json()}
+    return RestoreHalted("live-update restore failed: %s (RAM and breadcrumb left intact)" % e,
+                         stream=found, facts=facts)
+
+
+def _release_stream(hv, stream, facts):
+    """The stream's frames become free memory (scrubbed: they held guest
+    state), the breadcrumb goes, and Xen's own data pages are allocated."""
+    rep = hv.lu_report
+    rep.info["xen2_guest_bytes_written"] = 0
+
+    def count(maddr, length):
+        rep.info["xen2_guest_bytes_written"] += hv.frametable.guest_bytes(maddr, length)
+    hv.ram.on_write = count
+    for mfn, n in stream.extents():
+        hv.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
+        hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
+    handover.clear_breadcrumb(hv)
+    hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
+    hv.allocate_xen_data_pages()
+    hv.ram.on_write = None
+
+
+def _resume_guests(hv):
+    """Every domain that was running runs again; -> the moment it did."""
+    hv.adopt_restored_domains()
+    for dom in hv.domains.values():
+        if not dom.paused and not dom.dying:
+            unpause_vcpus(dom.vcpu_list())
+    hv.sched.start()
+    return lib.lu_now_ns()
+
+
+def _report_complete(hv, rep, facts, t0, done, first_pause):
+    rep.finish("complete")
+    if first_pause is not None:
+        rep.info["blackout_ms"] = (done - first_pause) / 1e6
+    for name, start, end in rep.phases:
+        hv.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
+    rep.info["restored_domains"] = len(hv.domains)
+    hv.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
+                   "blackout %.1f ms", facts.xen1_version, len(hv.domains),
+                   (done - t0) / 1e6, rep.info.get("blackout_ms", 0.0))
