@@ -1,7 +1,7 @@
 """What the stream tests share: a saved stream of a small host, ways to
 rewrite it record by record, and refusal helpers that also prove the
 refusal changed nothing (every byte of host RAM, the allocator, domains,
-mappings) and note which refusal site in restore.py raised, for
+mappings) and note which refusal site of xen#2's restore raised, for
 test_restore_refusals' coverage test."""
 import contextlib
 import os
@@ -9,11 +9,11 @@ import os
 import pytest
 
 from hyperv_sim._lu_core import ffi, lib
-from hyperv_sim.liveupdate import handover, restore as lur
+from hyperv_sim.liveupdate import apply, check as checks, handover, mapped
 from hyperv_sim.liveupdate.report import Report
-from hyperv_sim.liveupdate.restore import check, decode
+from hyperv_sim.liveupdate.check import check, decode
 from hyperv_sim.liveupdate.save import build_stream
-from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, StreamError, \
+from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, RestoreFailure, StreamError, \
     iter_sections
 from xen_public import lustream as ls
 from xen_public.units import GiB, MiB
@@ -175,7 +175,9 @@ def assert_unchanged(before, after):
 
 # ---------------------------------------------------------------- refusals, and where they came from
 
-PRODUCED = {}       # "module::test" -> [(message, restore.py line that raised)]
+# The modules whose refusals test_restore_refusals accounts for, by name.
+REFUSING = {m.__name__.rsplit(".", 1)[1]: m for m in (mapped, checks, apply)}
+PRODUCED = {}       # "module::test" -> [(message, (module name, line that raised))]
 CURRENT = []        # the test test_restore_refusals runs itself, if any
 
 
@@ -188,16 +190,17 @@ def _test_name():
 
 
 def raising_line(tb):
-    """The line of restore.py that raised: the deepest frame there, or for
-    _fail, the line that called it."""
+    """(module, line) of the refusing modules that raised: the deepest frame
+    there, or for _fail, the line that called it."""
     frames = []
     while tb is not None:
-        if os.path.samefile(tb.tb_frame.f_code.co_filename, lur.__file__):
-            frames.append((tb.tb_frame.f_code.co_name, tb.tb_lineno))
+        for name, module in REFUSING.items():
+            if os.path.samefile(tb.tb_frame.f_code.co_filename, module.__file__):
+                frames.append((tb.tb_frame.f_code.co_name, name, tb.tb_lineno))
         tb = tb.tb_next
     while frames and frames[-1][0] == "_fail":
         frames.pop()
-    return frames[-1][1] if frames else None
+    return frames[-1][1:] if frames else None
 
 
 def note(excinfo):
@@ -237,7 +240,7 @@ def handed_over(hv, data):
 
 
 def map_stream(hv):
-    return lur.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
+    return mapped.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
 
 
 def refuse_map(hv, expected):
@@ -245,7 +248,7 @@ def refuse_map(hv, expected):
     changes nothing."""
     with hv.sched.stopped():
         before = hv_state(hv)
-        with pytest.raises(lur.RestoreFailure) as e:
+        with pytest.raises(RestoreFailure) as e:
             map_stream(hv)
         after = hv_state(hv)
     message = note(e)
@@ -277,8 +280,8 @@ def refuse_restore(hv, data, expected):
     ft = (ft_start * PAGE, (ft_start + ft_frames) * PAGE)
     before = ram_image_but(hv.ram, *ft)
     hv.lu_report = Report()
-    with pytest.raises(lur.RestoreFailure) as e:
-        lur.restore(hv, FakeStream(), plans, facts)
+    with pytest.raises(RestoreFailure) as e:
+        apply.restore(hv, FakeStream(), plans, facts)
     message = note(e)
     assert message == expected
     assert ram_image_but(hv.ram, *ft) == before, "a refused restore changed RAM outside its frame table"

@@ -1,7 +1,7 @@
-"""Every refusal xen#2's restore can make (hyperv_sim/liveupdate/restore.py),
+"""Every refusal xen#2's restore can make (hyperv_sim/liveupdate/: mapped.py, check.py, apply.py),
 each made to happen by a stream, breadcrumb, MFN array or guest page
 crafted for it, with the exact message it must give; and a test, generated
-from restore.py's source, that fails when a refusal has no test.
+from the source of xen#2's refusing modules, that fails when a refusal has no test.
 
 Refusals of check() and of mapping the stream must change nothing: the
 helpers in streamkit compare every byte of host RAM and the hypervisor's
@@ -19,9 +19,8 @@ import pytest
 from hyperv_sim.builder import backend_slot_addr
 from hyperv_sim.frametable import FrameTable
 from hyperv_sim.guest import BACKEND_SLOT, P2M
-from hyperv_sim.liveupdate import restore as lur
 from xen_public import lurecords as R
-from hyperv_sim.liveupdate.stream import hash64
+from hyperv_sim.liveupdate.stream import RestoreFailure, hash64
 from hyperv_sim._lu_core import lib
 from xen_public import lustream as ls
 
@@ -178,7 +177,7 @@ def test_a_stream_corrupted_in_memory(saved):
         hv.ram.write(at_, bytes([byte ^ 0x40]))
         refuse_map(hv, "the stream does not match its breadcrumb hash (corrupted in memory)")
         # What it found goes with the refusal, for `hyperv-sim stream dump`.
-        with pytest.raises(lur.RestoreFailure) as e, hv.sched.stopped():
+        with pytest.raises(RestoreFailure) as e, hv.sched.stopped():
             K.map_stream(hv)
         bad = bytearray(data)
         bad[(pages.nr - 1) * PAGE + 17] ^= 0x40
@@ -624,7 +623,7 @@ def test_the_state_snapshot_sees_a_changed_byte_or_attribute(saved):
 
 # ---------------------------------------------------------------- every refusal has a test
 
-# Each refusal in restore.py, by its message format, and the test that makes it.
+# Each refusal of xen#2's restore (mapped, check, apply), by its message format, and the test that makes it.
 SITES = {
     # mapping the stream
     "no live-update breadcrumb at 0x%x: nothing to restore": "test_no_breadcrumb_nothing_to_restore",
@@ -706,21 +705,21 @@ REFUSALS = ("_fail", "StreamError", "RestoreFailure")
 
 
 class Site:
-    def __init__(self, fmt, func, line, node):
-        self.fmt, self.func, self.line, self.node = fmt, func, line, node
+    def __init__(self, module, fmt, func, line, node):
+        self.module, self.fmt, self.func, self.line, self.node = module, fmt, func, line, node
         # The message the format makes, as a pattern: %s anything, %d and %x numbers.
         parts = re.split(r"(%[dxs])", fmt or "")
         self.pattern = re.compile("".join({"%d": r"-?\d+", "%x": "[0-9a-f]+", "%s": ".*"}.get(p, re.escape(p))
                                           for p in parts) + r"\Z", re.S)
 
     def __repr__(self):
-        return "restore.py:%d in %s: %r" % (self.line, self.func.name if self.func else "?", self.fmt)
+        return "%s.py:%d in %s: %r" % (self.module, self.line, self.func.name if self.func else "?", self.fmt)
 
 
-def refusal_sites(source):
-    """Every _fail(...), StreamError(...) and RestoreFailure(...) in
-    restore.py but _fail's own, with its message format (None where the
-    message is not a literal %-format, which the test then refuses)."""
+def refusal_sites(module, source):
+    """Every _fail(...), StreamError(...) and RestoreFailure(...) in a
+    module's source but _fail's own, with its message format (None where
+    the message is not a literal %-format, which the test then refuses)."""
     tree = ast.parse(source)
     sites = []
 
@@ -736,17 +735,22 @@ def refusal_sites(source):
                 if isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Mod):
                     arg = arg.left
                 fmt = arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
-                sites.append(Site(fmt, func, line, child))
+                sites.append(Site(module, fmt, func, line, child))
             visit(child, func, line)
     visit(tree, None, 1)
     return sites
 
 
-def site_of(sites, message, line):
-    """The site that raised: in the function holding the line restore.py
-    raised at, the last one at or before it whose format makes the message
-    (an exception made on one line may be raised a few lines on)."""
-    here = [s for s in sites if s.func is not None and s.func.lineno <= line <= s.func.end_lineno
+def site_of(sites, message, raised):
+    """The site that raised: in the function holding the line its module
+    raised at (raised: (module, line)), the last one at or before it whose
+    format makes the message (an exception made on one line may be raised a
+    few lines on)."""
+    if raised is None:
+        return None
+    module, line = raised
+    here = [s for s in sites if s.module == module and s.func is not None
+            and s.func.lineno <= line <= s.func.end_lineno
             and s.line <= line and s.pattern.match(message)]
     # The innermost function first (a nested claim() inside check()), then the nearest line.
     here.sort(key=lambda s: (s.func.lineno, s.line))
@@ -767,27 +771,29 @@ def run_now(request, name):
 
 
 def test_every_refusal_site_has_a_test(request):
-    """Generated from restore.py's source (the installed one, which the
-    tests run): each refusal is listed in SITES with a test, and that test,
-    run in this session or now, made restore.py refuse at that very site
-    (the line it raised from, and the message its format makes)."""
-    sites = refusal_sites(pathlib.Path(lur.__file__).read_text())
+    """Generated from the source of xen#2's refusing modules (mapped, check,
+    apply: the installed ones, which the tests run): each refusal is listed
+    in SITES with a test, and that test, run in this session or now, made
+    xen#2 refuse at that very site (the module and line it raised from, and
+    the message its format makes)."""
+    sites = [s for name, module in K.REFUSING.items()
+             for s in refusal_sites(name, pathlib.Path(module.__file__).read_text())]
     assert len(sites) >= 50, sites             # the parse found them
     assert all(s.fmt for s in sites), "a refusal without a literal %%-format message: %s" \
         % [s for s in sites if not s.fmt]
     formats = [s.fmt for s in sites]
     assert len(set(formats)) == len(formats), "two refusals with one message: tell them apart"
     missing = [s for s in sites if s.fmt not in SITES]
-    assert not missing, "refusals in restore.py without a test (write one, list it in SITES): %s" % missing
+    assert not missing, "refusals without a test (write one, list it in SITES): %s" % missing
     stale = sorted(set(SITES) - set(formats))
-    assert not stale, "SITES lists refusals restore.py no longer makes: %s" % stale
+    assert not stale, "SITES lists refusals xen#2 no longer makes: %s" % stale
     names = {fmt: test if "::" in test else "test_restore_refusals::" + test for fmt, test in SITES.items()}
     for name in sorted(set(names.values())):
         if name not in K.PRODUCED:
             run_now(request, name)
     uncovered = []
     for s in sites:
-        made = [site_of(sites, message, line) for message, line in K.PRODUCED.get(names[s.fmt], [])]
+        made = [site_of(sites, message, raised) for message, raised in K.PRODUCED.get(names[s.fmt], [])]
         if s not in made:
             uncovered.append((s, names[s.fmt], K.PRODUCED.get(names[s.fmt])))
     assert not uncovered, "listed tests that do not make their refusal: %s" % uncovered

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from xen_public import lurecords as R
 from hyperv_sim.liveupdate.dump import dump
-from hyperv_sim.liveupdate.restore import decode
+from hyperv_sim.liveupdate.check import decode
 from hyperv_sim.liveupdate.save import needed_record_types
 from hyperv_sim.liveupdate.stream import RECORD_HEADER, StreamError, StreamWriter, iter_sections
 from xen_public import lustream as ls

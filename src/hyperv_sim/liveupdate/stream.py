@@ -43,6 +43,11 @@ class StreamError(Exception):
     """A stream xen#2 refuses; names the record and offset."""
 
 
+class RestoreFailure(Exception):
+    """xen#2 cannot restore: the breadcrumb, MFN array or stream in RAM is
+    not what xen#1 left, or a domain's state does not rebuild."""
+
+
 class StreamWriter:
     def __init__(self, before_new_type=None):
         self.parts = [IMAGE_HEADER.pack(ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION, 0)]

@@ -13,9 +13,12 @@ from .._lu_core import lib
 from ..errors import RestoreHalted
 from ..frametable import FrameAllocator, RefError
 from ..sched import unpause_vcpus
-from . import handover, restore as lur
+from . import handover
+from .apply import restore
+from .check import check, decode, prefault_frametable
+from .mapped import MappedStream
 from .report import InjectedFault, Report
-from .stream import StreamError
+from .stream import RestoreFailure, StreamError
 
 
 def boot_from_stream(hv):
@@ -52,20 +55,20 @@ def _restore_or_halt(hv, rep, t0):
     try:
         fault("restore-start")
         rep.phase("map-stream")
-        stream = lur.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
+        stream = MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
         rep.phase("validate")
         fault("restore-validate")
-        system, plans = lur.decode(stream.buf, hv.personality.lu_records)
-        prefault = lur.prefault_frametable(hv, system)
+        system, plans = decode(stream.buf, hv.personality.lu_records)
+        prefault = prefault_frametable(hv, system)
         xen_frames = -(-(hv.xen_start + hv.xen_size) // PAGE_SIZE) - hv.xen_start // PAGE_SIZE
-        facts = lur.check(hv, system, plans, stream, (hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE),
+        facts = check(hv, system, plans, stream, (hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE),
                           (hv.xen_start // PAGE_SIZE, xen_frames))
         first_pause = _report_xen1(hv, rep, stream, facts, t0)
-        lur.restore(hv, stream, plans, facts, fault)
+        restore(hv, stream, plans, facts, fault)
         # Every domain is rebuilt; until the stream is released a failure
         # here still leaves RAM and breadcrumb for a recovery.
         fault("unpause")
-    except (lur.RestoreFailure, StreamError, InjectedFault, RefError) as e:
+    except (RestoreFailure, StreamError, InjectedFault, RefError) as e:
         raise _halted(hv, rep, stream, e)
     return stream, facts, prefault, first_pause
 
@@ -96,10 +99,10 @@ def _halted(hv, rep, stream, e):
     if the failure came before it was, so that `stream dump` shows what a
     recovery will find) and where this hypervisor was booted."""
     rep.finish("halted", str(e))
-    if stream is None and not isinstance(e, lur.RestoreFailure):
+    if stream is None and not isinstance(e, RestoreFailure):
         try:
-            stream = lur.MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
-        except (lur.RestoreFailure, StreamError):
+            stream = MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
+        except (RestoreFailure, StreamError):
             pass
     found = getattr(e, "buf", None) or (stream.buf if stream else None)
     facts = {"cmdline": hv.cmdline, "xen_start": hv.xen_start, "xen_size": hv.xen_size,
