@@ -2,6 +2,7 @@
 running, nothing is lost, failures before the point of no return resume
 everything, a corrupted stream after it is refused before anything changes."""
 import os
+import struct
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from kexec_lu.liveupdate import run_live_update
 from kexec_lu.errors import KexecLuError
 
 from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, full_state, \
-    stop_host, wait_steps
+    read_ram, stop_host, wait_steps, write_ram
 
 GUESTS = [
     dict(name="pv", type="pv", memory=256 << 20, vcpus=2),
@@ -211,14 +212,23 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
 
 
 def test_a_corrupted_stream_is_refused_before_anything_changes(lu_host, sim_images):
+    """A byte of the stream flipped in RAM after xen#1 sealed it, as a
+    memory error would: xen#2 halts at the first restore (injected, so that
+    the byte can be flipped from outside), then a recovery finds the stream
+    does not match its breadcrumb hash and halts too."""
     host = lu_host
-    host.load_lu(sim_images["4.19"])
+    host.load_lu(sim_images["4.19"], "--append", "lu_fault=restore-start")
     lu_start = info(host)["lu_bootmem"]["start"]
-    host.toolstack("lu-fault", point="corrupt-stream")
     rep = run_live_update(host.client, timeout=30)
-    assert rep["state"] == "halted"
-    assert "does not match its breadcrumb hash" in rep["error"]
+    assert rep["state"] == "halted" and "restore-start" in rep["error"], rep
     # Halted, not gone: RAM and the breadcrumb are there for a recovery.
+    assert breadcrumb_magic(host, lu_start) == abi.LU_BREADCRUMB_MAGIC
+    _, array, _, length = struct.unpack("<4Q", read_ram(host, lu_start, 32))
+    mfns = struct.unpack("<%dQ" % -(-length // 4096), read_ram(host, array, 8 * -(-length // 4096)))
+    at = mfns[len(mfns) // 2] * 4096 + 100
+    write_ram(host, at, bytes([read_ram(host, at, 1)[0] ^ 0xFF]))
+    res = host.hyperv_sim("recover", "--image", str(sim_images["4.19"]))
+    assert res.returncode == 1 and "does not match its breadcrumb hash" in res.stderr, res
     assert breadcrumb_magic(host, lu_start) == abi.LU_BREADCRUMB_MAGIC
     res = host.hyperv_sim("info")
     assert res.returncode == 1 and "halted" in res.stderr

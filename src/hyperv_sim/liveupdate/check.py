@@ -23,10 +23,31 @@ from .stream import DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, RECORD_HEADER, 
 LOW_RESERVED_FRAMES = 256       # the first MiB: never a domain's, never free
 
 class DomainPlan:
+    """One domain section: its records as decoded, then what check() finds
+    in them (each set by the check named), then the domain apply builds."""
+
     def __init__(self, header, offset):
         self.header = header
         self.offset = offset
         self.records = {}       # type -> [(offset, decoded)]
+        # _check_domain_records, from LU_DOMAIN:
+        self.domid = self.flags = self.dtype = self.vcpus = self.name = self.shinfo = None
+        self.p2m = self.shared = None           # _check_memory: [(gfn, mfn, n)], [(mfn, n)]
+        self.grant = None                       # _check_grant_table: (version, frames, status frames)
+        self.types = self.l4 = None             # _check_pv_types: (count, raw items), pinned L4
+        self.vcpu_records = None                # _check_vcpus: LU_VCPU_STATE values by vCPU
+        self.fifo = self.ports = None           # _check_events
+        self.iommu = None                       # _check_iommu: (root, extents, devices) or None
+        self.port_map = None                    # check: {port: port item}
+        self.dom = None                         # apply's pass 0: the Domain
+
+    def where(self, rtype, at=None):
+        """The record at offset `at`, or the first of its type, or, if it
+        has none, the section: what a refusal names."""
+        recs = self.records.get(rtype)
+        if not recs:
+            return "domain section at offset 0x%x" % self.offset
+        return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if at is None else at)
 
     def one(self, rtype, required=True):
         got = self.records.get(rtype, [])
@@ -235,15 +256,6 @@ def _check_domain_records(domains):
     return by_id
 
 
-def _where(plan, rtype, at=None):
-    """The record at offset `at`, or the first of its type, or, if it has
-    none, the section."""
-    recs = plan.records.get(rtype)
-    if not recs:
-        return "domain section at offset 0x%x" % plan.offset
-    return "record %s at offset 0x%x" % (ls.record_name(rtype), recs[0][0] if at is None else at)
-
-
 SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER, ls.REC_LU_GRANT_MAPS,
           ls.REC_LU_FOREIGN_MAPS, ls.REC_LU_EVTCHN_FIFO, ls.REC_LU_IOMMU, ls.REC_LU_GRANT_STATUS)
 
@@ -269,33 +281,33 @@ def _check_memory(plan, claim):
     ram_owned, shared_owned = [], []
     for mfn, n, kind, _ in owned:
         if kind not in (R.OWN_RAM, R.OWN_SHARED):
-            raise StreamError("%s: d%d ownership kind %d" % (_where(plan, ls.REC_LU_PAGE_OWNERSHIP), d, kind))
+            raise StreamError("%s: d%d ownership kind %d" % (plan.where(ls.REC_LU_PAGE_OWNERSHIP), d, kind))
         claim(mfn, n, "d%d %s" % (d, "memory" if kind == R.OWN_RAM else "shared page"),
-              _where(plan, ls.REC_LU_PAGE_OWNERSHIP))
+              plan.where(ls.REC_LU_PAGE_OWNERSHIP))
         (ram_owned if kind == R.OWN_RAM else shared_owned).append((mfn, n))
 
     gfns = sorted((g, n) for g, _, n in p2m)
     for (g0, n0), (g1, _) in zip(gfns, gfns[1:]):
         if g1 < g0 + n0:
-            raise StreamError("%s: d%d gfn 0x%x mapped twice" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g1))
+            raise StreamError("%s: d%d gfn 0x%x mapped twice" % (plan.where(ls.REC_LU_P2M_EXTENTS), d, g1))
     for g, m, n in p2m:
         if not _inside(m, n, ram_owned):
             raise StreamError("%s: d%d maps gfn 0x%x to frames 0x%x+%d it does not own"
-                              % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, g, m, n))
+                              % (plan.where(ls.REC_LU_P2M_EXTENTS), d, g, m, n))
     # No frame at two gfns: with that, the sums below mean "exactly".
     mfns = sorted((m, n) for _, m, n in p2m)
     for (m0, n0), (m1, _) in zip(mfns, mfns[1:]):
         if m1 < m0 + n0:
-            raise StreamError("%s: d%d maps frame 0x%x at two gfns" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, m1))
+            raise StreamError("%s: d%d maps frame 0x%x at two gfns" % (plan.where(ls.REC_LU_P2M_EXTENTS), d, m1))
     if sum(n for _, _, n in p2m) != sum(n for _, n in ram_owned):
-        raise StreamError("%s: d%d owns frames its P2M does not map" % (_where(plan, ls.REC_LU_P2M_EXTENTS), d))
+        raise StreamError("%s: d%d owns frames its P2M does not map" % (plan.where(ls.REC_LU_P2M_EXTENTS), d))
     plan.p2m = [tuple(e) for e in p2m]
     if not _populated(plan, guest.INFO_GFN):
         raise StreamError("%s: d%d does not map gfn 0x%x, its guest info page"
-                          % (_where(plan, ls.REC_LU_P2M_EXTENTS), d, guest.INFO_GFN))
+                          % (plan.where(ls.REC_LU_P2M_EXTENTS), d, guest.INFO_GFN))
     plan.shared = shared_owned
     if not _inside(plan.shinfo, 1, shared_owned):
-        raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (_where(plan, ls.REC_LU_DOMAIN), d, plan.shinfo))
+        raise StreamError("%s: d%d shared info 0x%x is not a page it shares" % (plan.where(ls.REC_LU_DOMAIN), d, plan.shinfo))
     return ram_owned
 
 
@@ -309,11 +321,11 @@ def _check_grant_table(plan):
     status_rec = plan.one(ls.REC_LU_GRANT_STATUS, required=(version == 2))
     status = [f for (f,) in status_rec.items] if status_rec else []
     if version not in (1, 2) or not nr_gt:
-        raise StreamError("%s: d%d grant table version %d with %d frames" % (_where(plan, ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
+        raise StreamError("%s: d%d grant table version %d with %d frames" % (plan.where(ls.REC_LU_GRANT_TABLE), d, version, nr_gt))
     for rtype, fs in ((ls.REC_LU_GRANT_TABLE, [f for (f,) in frames]), (ls.REC_LU_GRANT_STATUS, status)):
         for f in fs:
             if not _inside(f, 1, plan.shared):
-                raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (_where(plan, rtype), d, f))
+                raise StreamError("%s: d%d grant frame 0x%x is not a page it shares" % (plan.where(rtype), d, f))
     plan.grant = (version, [f for (f,) in frames], status)
 
 
@@ -330,10 +342,10 @@ def _check_pv_types(plan, ram_owned):
                                 R.PT_PINNED, pinned, nr_pinned)
     if bad >= 0:
         mfn, t, _ = R.PV_PAGE_TYPES.item.struct.unpack_from(items, bad * R.PV_PAGE_TYPES.item.size)
-        raise StreamError("%s: d%d frame 0x%x type %d" % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
+        raise StreamError("%s: d%d frame 0x%x type %d" % (plan.where(ls.REC_LU_PV_PAGE_TYPES), d, mfn, t))
     if nr_pinned[0] != 1:
         raise StreamError("%s: d%d needs exactly one pinned L4, has %d"
-                          % (_where(plan, ls.REC_LU_PV_PAGE_TYPES), d, nr_pinned[0]))
+                          % (plan.where(ls.REC_LU_PV_PAGE_TYPES), d, nr_pinned[0]))
     plan.types = (count, items)
     plan.l4 = pinned[0]
 
@@ -343,10 +355,10 @@ def _check_vcpus(plan):
     vcpus = plan.all(ls.REC_LU_VCPU_STATE)
     if sorted(v[0] for v in vcpus) != list(range(plan.vcpus)):
         raise StreamError("%s: d%d has %d vCPUs but vCPU records %s"
-                          % (_where(plan, ls.REC_LU_VCPU_STATE), d, plan.vcpus, sorted(v[0] for v in vcpus)))
+                          % (plan.where(ls.REC_LU_VCPU_STATE), d, plan.vcpus, sorted(v[0] for v in vcpus)))
     for at, v in plan.records.get(ls.REC_LU_VCPU_STATE, []):
         # Named by the vCPU's own record, not the domain's first.
-        where = _where(plan, ls.REC_LU_VCPU_STATE, at)
+        where = plan.where(ls.REC_LU_VCPU_STATE, at)
         if plan.dtype == "pv" and v[-1] != plan.l4:
             raise StreamError("%s: d%d vCPU%d CR3 0x%x is not its pinned L4" % (where, d, v[0], v[-1]))
         if v[1] not in (lib.LU_RUN_RUNNABLE, lib.LU_RUN_BLOCKED_IO, lib.LU_RUN_BLOCKED_RING):
@@ -361,10 +373,10 @@ def _check_events(plan):
     if fifo:
         ports_off = plan.records[ls.REC_LU_EVTCHN_PORTS][0][0] if ls.REC_LU_EVTCHN_PORTS in plan.records else 1 << 62
         if plan.records[ls.REC_LU_EVTCHN_FIFO][0][0] > ports_off:
-            raise StreamError("%s: the ABI must come before the ports" % _where(plan, ls.REC_LU_EVTCHN_FIFO))
+            raise StreamError("%s: the ABI must come before the ports" % plan.where(ls.REC_LU_EVTCHN_FIFO))
         for g in fifo:
             if not any(g0 <= g < g0 + n for g0, _, n in plan.p2m):
-                raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (_where(plan, ls.REC_LU_EVTCHN_FIFO), d, g))
+                raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (plan.where(ls.REC_LU_EVTCHN_FIFO), d, g))
     plan.fifo = fifo
     plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS).items
 
@@ -375,9 +387,9 @@ def _check_iommu(plan, claim):
     if iommu:
         root, extents, devices = iommu
         for mfn, n in extents:
-            claim(mfn, n, "d%d IOMMU tables" % d, _where(plan, ls.REC_LU_IOMMU))
+            claim(mfn, n, "d%d IOMMU tables" % d, plan.where(ls.REC_LU_IOMMU))
         if not _inside(root, 1, extents):
-            raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (_where(plan, ls.REC_LU_IOMMU), d, root))
+            raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (plan.where(ls.REC_LU_IOMMU), d, root))
     plan.iommu = iommu
 
 
@@ -389,47 +401,47 @@ def _check_links(plan, by_id):
     max_ports = FIFO_PORTS if plan.fifo else abi.EVTCHN_2L_NR_CHANNELS
     for port, kind, _, vcpu, rdom, rport, virq, _ in plan.ports:
         if kind not in R.PORT_KIND_NAMES or not 0 < port < max_ports:
-            raise StreamError("%s: d%d port %d kind %d" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, kind))
+            raise StreamError("%s: d%d port %d kind %d" % (plan.where(ls.REC_LU_EVTCHN_PORTS), d, port, kind))
         if kind == R.PORT_KINDS["interdomain"]:
             peer = by_id.get(rdom)
             back = peer.port_map.get(rport) if peer else None
             if back is None or back[4] != d or back[5] != port:
                 raise StreamError("%s: d%d port %d is bound to d%d port %d, which does not exist or "
-                                  "does not point back" % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, rdom, rport))
+                                  "does not point back" % (plan.where(ls.REC_LU_EVTCHN_PORTS), d, port, rdom, rport))
         elif kind == R.PORT_KINDS["unbound"] and rdom != R.NO_DOMID and rdom not in by_id:
             raise StreamError("%s: d%d port %d waits for d%d, which is not in the stream"
-                              % (_where(plan, ls.REC_LU_EVTCHN_PORTS), d, port, rdom))
+                              % (plan.where(ls.REC_LU_EVTCHN_PORTS), d, port, rdom))
     ioreq = plan.one(ls.REC_LU_IOREQ_SERVER, required=False)
     if ioreq:
         (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq
         if dm not in by_id:
             raise StreamError("%s: d%d's device model runs in d%d, which is not in the stream"
-                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, dm))
+                              % (plan.where(ls.REC_LU_IOREQ_SERVER), d, dm))
         if not _populated(plan, ioreq_gfn):
             raise StreamError("%s: d%d ioreq page gfn 0x%x is not populated"
-                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, ioreq_gfn))
+                              % (plan.where(ls.REC_LU_IOREQ_SERVER), d, ioreq_gfn))
         if len(pairs) != plan.vcpus:
             raise StreamError("%s: d%d has %d vCPUs but %d ioreq ports"
-                              % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, plan.vcpus, len(pairs)))
+                              % (plan.where(ls.REC_LU_IOREQ_SERVER), d, plan.vcpus, len(pairs)))
         for gport, dport in pairs:
             # Bound to the device model's port (which, checked above, points back).
             p = ports.get(gport)
             if p is None or p[1] != R.PORT_KINDS["interdomain"] or (p[4], p[5]) != (dm, dport):
                 raise StreamError("%s: d%d ioreq port %d is not bound to d%d port %d"
-                                  % (_where(plan, ls.REC_LU_IOREQ_SERVER), d, gport, dm, dport))
+                                  % (plan.where(ls.REC_LU_IOREQ_SERVER), d, gport, dm, dport))
     for handle, granter, flags, ref, _, mfn in items_of(plan, ls.REC_LU_GRANT_MAPS):
         g = by_id.get(granter)
         if g is None:
             raise StreamError("%s: d%d maps a grant of d%d, which is not in the stream"
-                              % (_where(plan, ls.REC_LU_GRANT_MAPS), d, granter))
+                              % (plan.where(ls.REC_LU_GRANT_MAPS), d, granter))
         if not any(m <= mfn < m + n for _, m, n in g.p2m):
             raise StreamError("%s: d%d maps frame 0x%x as d%d ref %d, but d%d does not own it"
-                              % (_where(plan, ls.REC_LU_GRANT_MAPS), d, mfn, granter, ref, granter))
+                              % (plan.where(ls.REC_LU_GRANT_MAPS), d, mfn, granter, ref, granter))
     for domid, _, _, gfn, mfn in items_of(plan, ls.REC_LU_FOREIGN_MAPS):
         t = by_id.get(domid)
         if t is None or not _populated(t, gfn) or P2M(t.p2m).mfn(gfn) != mfn:
             raise StreamError("%s: d%d maps gfn 0x%x of d%d at frame 0x%x, which d%d does not map there"
-                              % (_where(plan, ls.REC_LU_FOREIGN_MAPS), d, gfn, domid, mfn, domid))
+                              % (plan.where(ls.REC_LU_FOREIGN_MAPS), d, gfn, domid, mfn, domid))
 
 
 def items_of(plan, rtype):

@@ -133,11 +133,6 @@ class LiveUpdate:
                 pages = handover.StreamPages(hv, data)
                 pages.build_mfn_array(self.fault)
                 pages.write_breadcrumb(save_end, self.fault)
-                if self.fault_point == "corrupt-stream":
-                    # Test hook: memory corruption after the stream was sealed.
-                    mfn = pages.mfns[pages.nr // 2]
-                    byte = hv.ram.read(mfn * PAGE_SIZE + 100, 1)[0]
-                    hv.ram.write(mfn * PAGE_SIZE + 100, bytes([byte ^ 0xFF]))
                 self.fault("image-check")
                 # The SHA-256 held at pre-flight; what is checked here is
                 # that not a byte changed since (handover.image_fingerprint).
