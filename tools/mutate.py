@@ -43,7 +43,7 @@ MODULES = {
     "lustream": ("xen_public/lustream.py", ["tests/test_stream.py", "tests/test_image.py"]),
     "stream": ("hyperv_sim/liveupdate/stream.py",
                ["tests/test_stream.py", "tests/test_breadcrumb.py"]),
-    "records": ("xen_public/lurecords.py", ["tests/test_stream.py"]),
+    "records": ("xen_public/lurecords.py", ["tests/test_lurecords.py", "tests/test_stream.py"]),
     "mapped": ("hyperv_sim/liveupdate/mapped.py", ["tests/test_restore_refusals.py"]),
     "check": ("hyperv_sim/liveupdate/check.py",
               ["tests/test_stream.py", "tests/test_restore_refusals.py"]),

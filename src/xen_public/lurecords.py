@@ -177,7 +177,8 @@ class Iommu(RecordType):
                 + b"".join(self.extent.pack(*e) for e in extents)
                 + b"".join(self.bdf.pack(d.encode()) for d in devices))
 
-    def decode(self, body, at=0, named=False):
+    def decode(self, body, at=None, named=None):
+        # at and named are the common signature's: no reserved field, no names.
         head, ext, bdf = self.head, self.extent, self.bdf
         if len(body) < head.size:
             raise RecordError("IOMMU body too short")
