@@ -12,11 +12,11 @@ from .errors import HypervSimError
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
-         "lu_quiesce_timeout", "lu_fault",
+         "lu_quiesce_timeout", "lu_fault", "lu_stop",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
 MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
 VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
-          "lu_quiesce_timeout", "lu_fault")
+          "lu_quiesce_timeout", "lu_fault", "lu_stop")
 
 
 class BootLineError(HypervSimError):
@@ -35,6 +35,7 @@ class BootOptions:
         self.nr_cpus = None
         self.lu_quiesce_timeout_ms = 2000
         self.lu_fault = None            # debug: fail a live update at this named point
+        self.lu_stop = None             # debug: stop (SIGSTOP) xen#2 there, for a debugger or a kill
         self.unknown = []
 
 
@@ -114,6 +115,12 @@ def parse(text):
                 if value not in FAULT_POINTS:
                     raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, FAULT_POINTS_SUMMARY))
                 opts.lu_fault = value
+            elif name == "lu_stop":
+                from .liveupdate.report import FAULTS_AFTER_PONR
+                if value not in FAULTS_AFTER_PONR:
+                    raise BootLineError("lu_stop=%s: not one of xen#2's points (%s)"
+                                        % (value, ", ".join(FAULTS_AFTER_PONR)))
+                opts.lu_stop = value
             elif name not in KNOWN:
                 opts.unknown.append(word)
         except BootLineError:

@@ -10,7 +10,6 @@ ELF and multiboot2 reader (tests/test_architecture.py keeps it the only one).
 """
 import os
 import signal
-import stat
 import subprocess
 import time
 
@@ -20,18 +19,19 @@ from kexec_lu.image import load_image
 from kexec_lu.loader import remove_parameter
 from xen_public import bootinfo, privcmd
 from xen_public.abi import PAGE_SIZE
-from xen_public.errors import HypervisorUnavailable
+from xen_public.errors import Busy, HypervisorUnavailable
 from xen_public.units import MiB, align_down, align_up
 
-from . import bootline
+from . import bootline, pending, statedir
 from .errors import HypervSimError
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
 from .xen_command import xen_argv
 
-BOOTINFO_ADDR = 0x1000          # in low memory, as a boot loader would put it
+BOOTINFO_ADDR = pending.FIRST_BOOTINFO_ADDR    # in low memory, as a boot loader would put it
 MIN_MEMORY = 64 * MiB
 MAX_MEMORY = 16 << 40
 BOOT_TIMEOUT = 60.0
+STDERR_FILE = "xen.stderr"
 
 
 class LoaderError(HypervSimError):
@@ -63,16 +63,6 @@ def place_image(image, ram_size):
     return start, "relocatable tag"
 
 
-def check_state_dir(path):
-    """Create the state directory (0700) or check one we were given."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_uid != os.geteuid():
-        raise LoaderError("state directory %s belongs to uid %d, not to you" % (path, st.st_uid))
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise LoaderError("state directory %s is writable by others; refusing" % path)
-
-
 def _alive(pid):
     """True while pid runs; a zombie (our own exited child) counts as gone."""
     try:
@@ -90,21 +80,22 @@ def _alive(pid):
 def running_pid(state_dir):
     """The pid of the hypervisor serving this directory, or None."""
     try:
-        with open(os.path.join(state_dir, PID_FILE)) as f:
+        with statedir.open_text(os.path.join(state_dir, PID_FILE), "r") as f:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if pid > 0 and _alive(pid) else None
 
 
-def power_on(image_path, state_dir, memory, cmdline):
+def power_on(image_path, state_dir, memory, cmdline, discard=False):
     """Everything up to the jump: host RAM with the image and the boot
-    information in it.  Returns (ram_path, entry, summary)."""
+    information in it.  Returns (ram_path, entry, summary).  RAM a host
+    left behind is never replaced unless `discard` says so."""
     if not MIN_MEMORY <= memory <= MAX_MEMORY or memory % MiB:
         raise LoaderError("memory %d bytes: must be a whole number of MiB between 64M and 16T" % memory)
     if bootline.parse(cmdline).liveupdate_base is not None:
         raise LoaderError("liveupdate=SIZE@BASE is what a live update hands the new hypervisor; "
-                        "boot a host with liveupdate=SIZE")
+                        "boot a host with liveupdate=SIZE (hyperv-sim recover restarts one)")
     image = _read_image(image_path)
     if image.mb2 is None:
         raise LoaderError("%s: no multiboot2 header in the first 32 KiB: not bootable" % image_path)
@@ -113,14 +104,13 @@ def power_on(image_path, state_dir, memory, cmdline):
                         "(kexec-lu info) and loaded, not run; build one with hyperv-sim mkimage"
                         % image_path)
     start, how = place_image(image, memory)
-    check_state_dir(state_dir)
+    statedir.check(state_dir)
+    statedir.check_files(state_dir, (PID_FILE, CONSOLE_FILE, STDERR_FILE, statedir.LOCK_FILE))
     if running_pid(state_dir):
         raise LoaderError("a host is already running in %s (hyperv-sim shutdown stops it)" % state_dir)
 
     ram_path = os.path.join(state_dir, RAM_FILE)
-    for stale in (ram_path, os.path.join(state_dir, SOCKET_FILE)):
-        if os.path.exists(stale):
-            os.unlink(stale)
+    _clear_leftovers(state_dir, ram_path, discard)
     from hyperv_sim.ram import HostRAM   # the C core is needed only from here
     eip = start + (image.entry - image.load_start)
     # multiboot2's basic meminfo is 32-bit KiB: loaders report what fits.
@@ -142,26 +132,59 @@ def power_on(image_path, state_dir, memory, cmdline):
     return ram_path, BOOTINFO_ADDR, summary
 
 
-def boot(image_path, state_dir, memory, cmdline):
-    """Boot a host; returns a summary dict once the hypervisor answers."""
-    ram_path, entry, summary = power_on(image_path, state_dir, memory, cmdline)
+def _clear_leftovers(state_dir, ram_path, discard):
+    """A RAM file here is a host that stopped without powering off: its
+    domains, or a live update's stream, are in it.  Refuse unless told."""
+    if os.path.lexists(ram_path):
+        if not discard:
+            raise LoaderError("%s holds the RAM of a host that stopped without powering off%s; "
+                              "`hyperv-sim boot --discard` throws it away" % (ram_path, _pending_hint(ram_path)))
+        os.unlink(ram_path)
+    sock = os.path.join(state_dir, SOCKET_FILE)
+    if os.path.lexists(sock):
+        os.unlink(sock)
+
+
+def _pending_hint(ram_path):
+    from hyperv_sim.ram import HostRAM, RamError
     try:
-        summary["pid"] = _start_hypervisor(state_dir, ram_path, entry)
-    except LoaderError:
-        if os.path.exists(ram_path):
-            os.unlink(ram_path)
-        raise
+        ram = HostRAM.open(ram_path)
+    except RamError:
+        return ""
+    try:
+        pending.find(ram)
+        return (" and a live update that did not finish: `hyperv-sim recover --image IMAGE` "
+                "restores every domain from it")
+    except pending.NothingPending:
+        return ""
+    finally:
+        ram.close()
+
+
+def boot(image_path, state_dir, memory, cmdline, discard=False):
+    """Boot a host; returns a summary dict once the hypervisor answers."""
+    statedir.check(state_dir)
+    with statedir.locked(state_dir):
+        ram_path, entry, summary = power_on(image_path, state_dir, memory, cmdline, discard)
+        try:
+            summary["pid"] = _start_hypervisor(state_dir, ram_path, entry)
+        except HypervSimError:
+            # Nothing left behind: the RAM this boot made goes with it (no
+            # hypervisor runs on it: it never started, died or was killed).
+            if os.path.exists(ram_path):
+                os.unlink(ram_path)
+            raise
     return summary
 
 
 def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
-    err_path = os.path.join(state_dir, "xen.stderr")
+    err_path = os.path.join(state_dir, STDERR_FILE)
     console = os.path.join(state_dir, CONSOLE_FILE)
     if fresh_console:
-        open(console, "w").close()   # a new machine, a new log
+        statedir.open_text(console, "w").close()   # a new machine, a new log
     # Its last words are in what this start adds (recover keeps the old log).
     console_from = os.path.getsize(console) if os.path.exists(console) else 0
-    with open(err_path, "w") as err:
+    with statedir.open_text(err_path, "w") as err:
         proc = subprocess.Popen(
             xen_argv(ram_path, entry, state_dir),
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
@@ -215,47 +238,85 @@ def shutdown(state_dir, timeout=30.0):
 
 
 def recover(image_path, state_dir):
-    """Finish a live update a halted hypervisor could not: put IMAGE (the
-    same or another) where xen#2 was, at the top of the same window, and
-    start it on the same RAM.  It restores from the breadcrumb, which the
-    halted one left intact."""
-    client = privcmd.SocketPrivcmd(state_dir)
-    answer = client.toolstack("ping")
-    if not answer.get("halted"):
-        raise LoaderError("the hypervisor in %s is running, not halted: nothing to recover" % state_dir)
-    facts = client.toolstack("halted-info")
+    """Finish a live update that did not: put IMAGE (the same or another)
+    where xen#2 was, at the top of the same window, and start it on the
+    same RAM.  Everything comes from RAM (liveupdate/pending.py): a halted
+    hypervisor is stopped first, a dead one needs nothing.  Restartable at
+    any moment: until the new hypervisor has restored, breadcrumb and
+    stream stay as they were."""
+    statedir.check(state_dir, create=False)
     image = _read_image(image_path)
     if image.lu is None or image.lu_image_size is None or image.relocatable is None:
         raise LoaderError("%s cannot restore a live-update stream (no XenLU stream note, "
                         "personality or relocatable tag)" % image_path)
+    with statedir.locked(state_dir):
+        reason = _stop_halted(state_dir)
+        ram_path = os.path.join(state_dir, RAM_FILE)
+        from hyperv_sim.ram import HostRAM
+        ram = HostRAM.open(ram_path)
+        try:
+            found = pending.find(ram)
+            place, cmdline = _place_recovery(image, found)
+            _write_recovery(ram, image, place, cmdline, found)
+        except pending.NothingPending as e:
+            raise LoaderError("nothing to recover in %s: %s" % (state_dir, e)) from None
+        finally:
+            ram.close()
+        try:
+            pid = _start_hypervisor(state_dir, ram_path, place.bootinfo_addr, fresh_console=False)
+        except LoaderError as e:
+            raise LoaderError("recovery with %s failed too: %s (RAM and breadcrumb are still there)"
+                              % (image_path, e))
+    return {"pid": pid, "image": str(image_path), "xen_version": str(image.xen_version),
+            "xen_start": place.image_start, "cmdline": cmdline, "halted_reason": reason}
+
+
+def _stop_halted(state_dir):
+    """Make sure no hypervisor runs on the RAM: stop a halted one (it keeps
+    RAM), refuse a running one.  -> why the update did not finish."""
+    pid = running_pid(state_dir)
+    if not pid:
+        return "the hypervisor had stopped (%s)" % _last_words(
+            os.path.join(state_dir, CONSOLE_FILE), 0, os.path.join(state_dir, STDERR_FILE))
+    try:
+        answer = privcmd.SocketPrivcmd(state_dir).toolstack("ping")
+    except HypervisorUnavailable:
+        raise Busy("the hypervisor (pid %d) in %s runs but does not answer: a live update may "
+                   "be under way; retry, or stop it (kill %d) to recover" % (pid, state_dir, pid))
+    if not answer.get("halted"):
+        raise LoaderError("the hypervisor in %s is running, not halted: nothing to recover" % state_dir)
+    shutdown(state_dir)          # a halted hypervisor keeps RAM when it stops
+    return answer["halted"]
+
+
+def _place_recovery(image, found):
+    """The window and command line xen#2 had, for IMAGE."""
     reloc = image.relocatable
     try:
-        place = window.plan_liveupdate(facts["lu_start"], facts["lu_size"], facts["xen_start"],
-                                       facts["xen_size"], image.load_size, reloc.align,
+        place = window.plan_liveupdate(found.lu_start, found.lu_size, found.xen_start,
+                                       found.xen_size, image.load_size, reloc.align,
                                        reloc.min_addr, reloc.max_addr)
     except KexecLuError as e:
         raise LoaderError(str(e)) from None
-    # The same command line, with the new bootmem; a debug fault injected
-    # into the failed attempt is not repeated.
-    kept = remove_parameter(remove_parameter(facts["cmdline"], "liveupdate"), "lu_fault")
-    cmdline = " ".join(p for p in (kept, place.liveupdate_param()) if p)
+    # The same command line, with the new bootmem; a debug fault or stop
+    # injected into the failed attempt is not repeated.
+    kept = found.cmdline
+    for name in ("liveupdate", "lu_fault", "lu_stop"):
+        kept = remove_parameter(kept, name)
+    return place, " ".join(p for p in (kept, place.liveupdate_param()) if p)
+
+
+def _write_recovery(ram, image, place, cmdline, found):
+    """Image, then its boot information; then the entry it replaces goes
+    (unless the image now covers it), so that one entry is pending."""
     eip = place.image_start + (image.entry - image.load_start)
     page = bootinfo.build_page(place.bootinfo_addr, eip=eip, cmdline=cmdline,
                                load_base_addr=place.image_start, mem_lower_kib=640,
                                mem_upper_kib=0, loader_name="hyperv-sim recover")
-    shutdown(state_dir)          # a halted hypervisor keeps RAM when it stops
-    from hyperv_sim.ram import HostRAM
-    ram = HostRAM.open(facts["ram"])
-    try:
-        ram.write(place.image_start, image.loaded_bytes())
-        ram.write(place.bootinfo_addr, page)
+    ram.write(place.image_start, image.loaded_bytes())
+    ram.write(place.bootinfo_addr, page)
+    ram.map.flush()
+    covered = place.image_start <= found.entry < place.image_start + image.load_size
+    if found.entry != place.bootinfo_addr and not covered:
+        pending.clear_entry(ram, found.entry)
         ram.map.flush()
-    finally:
-        ram.close()
-    try:
-        pid = _start_hypervisor(state_dir, facts["ram"], place.bootinfo_addr, fresh_console=False)
-    except LoaderError as e:
-        raise LoaderError("recovery with %s failed too: %s (RAM and breadcrumb are still there)"
-                        % (image_path, e))
-    return {"pid": pid, "image": str(image_path), "xen_version": str(image.xen_version),
-            "xen_start": place.image_start, "cmdline": cmdline, "halted_reason": facts["reason"]}

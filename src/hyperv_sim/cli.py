@@ -57,12 +57,17 @@ def cli():
 @click.option("--cmdline", default=DEFAULT_CMDLINE, show_default=True,
               help="The hypervisor's boot command line (liveupdate=, dom0_mem=, "
                    "dom0_max_vcpus=, crashkernel=, nr_cpus=).")
+@click.option("--discard", is_flag=True,
+              help="Throw away the RAM a host left behind when it stopped without powering "
+                   "off (its domains, or a live update `recover` could finish).")
 @state_dir_option
 @json_option
-def boot(image, memory, cmdline, state_dir, as_json):
-    """Power on a host and boot IMAGE on it; returns once it answers."""
+def boot(image, memory, cmdline, discard, state_dir, as_json):
+    """Power on a host and boot IMAGE on it; returns once it answers.
+    Refuses a directory whose host stopped without powering off, unless
+    --discard."""
     from .bootloader import boot as do_boot
-    result = do_boot(image, state_dir, memory, cmdline)
+    result = do_boot(image, state_dir, memory, cmdline, discard=discard)
     if as_json:
         print_json(result)
     else:
@@ -79,8 +84,9 @@ def boot(image, memory, cmdline, state_dir, as_json):
 @state_dir_option
 @json_option
 def recover(image, state_dir, as_json):
-    """Finish a live update a halted hypervisor could not complete: start
-    IMAGE on the same RAM, from the breadcrumb it left intact."""
+    """Finish a live update that did not complete (xen#2 halted, killed or
+    crashed, or an earlier recover cut short): start IMAGE on the same RAM,
+    from the breadcrumb and stream in it.  Needs no running hypervisor."""
     from .bootloader import recover as do_recover
     result = do_recover(image, state_dir)
     if as_json:

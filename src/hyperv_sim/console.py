@@ -7,6 +7,8 @@ import collections
 import threading
 import time
 
+from . import statedir
+
 RING_LINES = 4096
 
 
@@ -14,9 +16,10 @@ class Console:
     def __init__(self, path=None, echo=None):
         self._ring = collections.deque(maxlen=RING_LINES)
         self._lock = threading.Lock()
-        self._file = open(path, "a", buffering=1) if path else None
+        self._file = statedir.open_text(path, "a") if path else None
         self._echo = echo
         self._t0 = time.monotonic()
+        self.dropped = 0            # lines the log file could not take
 
     def log(self, fmt, *args):
         msg = fmt % args if args else fmt
@@ -24,7 +27,12 @@ class Console:
         with self._lock:
             self._ring.append(line)
             if self._file:
-                self._file.write(line + "\n")
+                try:
+                    self._file.write(line + "\n")
+                except (OSError, ValueError):
+                    # A full disk or a closed log loses the line from the
+                    # file, never the caller (the ring still has it).
+                    self.dropped += 1
             if self._echo:
                 self._echo(line)
 

@@ -79,6 +79,7 @@ class Hypervisor:
         self.lu_report = None
         self.lu_fault = None
         self.incarnation = int.from_bytes(os.urandom(8), "little")
+        self.entry = entry                  # the boot information's address
         self._boot(entry, nr_pcpus)
 
     # boot

@@ -4,12 +4,19 @@ Mode 0600 in a 0700 directory, and each peer's credentials checked
 (SO_PEERCRED): only the user who booted the host, dom0's root, gets in.
 One request per connection; each connection is served by its own thread,
 the hypervisor's lock serialising what they change.
+
+Nothing a client does can stop the host: at most MAX_CONNECTIONS are served
+at once and MAX_INFLIGHT bytes of requests held; a connection beyond either,
+or one that cannot be accepted or given a thread (no file descriptors, no
+memory), is refused with a busy answer or closed, counted, and the server
+carries on.  Only the toolstack's `shutdown` ends serve_forever for good.
 """
 import json
 import os
 import socket
 import struct
 import threading
+import time
 
 from xen_public import abi, privcmd as wire
 from xen_public.errors import Busy
@@ -17,6 +24,12 @@ from xen_public.errors import Busy
 from .errors import USER_ERRORS
 
 from .hypercalls import CALL_SIZE
+
+MAX_CONNECTIONS = 64            # served at once; more are refused as busy
+MAX_INFLIGHT = 1 << 30          # request bytes held at once, over every connection
+MAX_TOOLSTACK_REQUEST = 1 << 20  # xl's requests are small JSON objects
+FIRST_FRAME_TIMEOUT = 10.0      # a client that connects sends at once
+ACCEPT_BACKOFF = 0.05           # after accept() fails (EMFILE, ENOMEM): let fds free
 
 
 class PrivcmdServer:
@@ -27,6 +40,10 @@ class PrivcmdServer:
         self.console = console
         self.owner = os.geteuid()
         self.stopping = threading.Event()
+        self.refused = 0
+        self._count_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._budget = wire.ByteBudget(MAX_INFLIGHT)
         if os.path.exists(path):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -40,16 +57,54 @@ class PrivcmdServer:
         self.sock.settimeout(0.2)
 
     def serve_forever(self):
+        """Until stopping is set.  No error of a connection ends it."""
         while not self.stopping.is_set():
             try:
                 conn, _ = self.sock.accept()
             except socket.timeout:
                 continue
-            except OSError:
+            except OSError as e:
                 if self.stopping.is_set():
                     break
-                raise
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+                self._refuse(None, "cannot accept a connection: %s" % (e.strerror or e))
+                time.sleep(ACCEPT_BACKOFF)
+                continue
+            self._start(conn)
+
+    def _start(self, conn):
+        if not self._slots.acquire(blocking=False):
+            self._refuse(conn, "%d connections are being served" % MAX_CONNECTIONS)
+            return
+        try:
+            threading.Thread(target=self._serve_slot, args=(conn,), daemon=True).start()
+        except RuntimeError as e:           # can't start new thread
+            self._slots.release()
+            self._refuse(conn, str(e))
+
+    def _refuse(self, conn, why):
+        """Count a connection turned away; tell it to retry if it can be told."""
+        with self._count_lock:
+            self.refused += 1
+            n = self.refused
+        if n & (n - 1) == 0:                # 1, 2, 4, 8...: a flood logs a few lines
+            self.console.log("privcmd: refused connection %d: %s (the host carries on)", n, why)
+        if conn is None:
+            return
+        try:
+            conn.settimeout(0.5)
+            wire.send_frame(conn, wire.KIND_TOOLSTACK,
+                            json.dumps({"ok": False, "busy": True,
+                                        "error": "hypervisor busy: %s; retry" % why}).encode())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _serve_slot(self, conn):
+        try:
+            self._serve(conn)
+        finally:
+            self._slots.release()
 
     def close(self):
         self.stopping.set()
@@ -68,31 +123,51 @@ class PrivcmdServer:
         return True
 
     def _serve(self, conn):
-        conn.settimeout(30)
+        conn.settimeout(FIRST_FRAME_TIMEOUT)
         with conn:
             try:
                 if not self._peer_allowed(conn):
                     return
-                kind, payload = wire.recv_frame(conn)
-                if kind == wire.KIND_HYPERCALL:
-                    call, regions = wire.decode_hypercall(payload, CALL_SIZE)
-                    ret = self.dispatcher.call(call, regions) if self.dispatcher else -abi.ENODEV  # halted
-                    wire.send_frame(conn, kind, wire.encode_reply(ret, regions))
-                elif kind == wire.KIND_TOOLSTACK:
-                    reply = self._toolstack(payload)
-                    wire.send_frame(conn, kind, json.dumps(reply).encode())
-                elif kind is not None:
-                    self.console.log("privcmd: dropped a request of unknown kind %r", kind)
+                length = wire.recv_length(conn)
+                if length is None:
+                    return
+                conn.settimeout(30)
+                with self._budget.hold(length):
+                    self._answer(conn, *wire.recv_body(conn, length))
+            except wire.OverBudget as e:
+                self._refuse(conn, str(e))
             except (ConnectionError, ValueError, OSError) as e:
                 self.console.log("privcmd: dropped a malformed request: %s", e)
+            except Exception as e:          # a bug here must not cost the host
+                self.console.log("privcmd: internal error serving a request: %s: %s",
+                                 type(e).__name__, e)
+
+    def _answer(self, conn, kind, payload):
+        if kind == wire.KIND_HYPERCALL:
+            call, regions = wire.decode_hypercall(payload, CALL_SIZE)
+            ret = self.dispatcher.call(call, regions) if self.dispatcher else -abi.ENODEV  # halted
+            wire.send_frame(conn, kind, wire.encode_reply(ret, regions))
+        elif kind == wire.KIND_TOOLSTACK:
+            if len(payload) > MAX_TOOLSTACK_REQUEST:
+                reply = {"ok": False, "error": "toolstack request of %d bytes: at most %d"
+                         % (len(payload), MAX_TOOLSTACK_REQUEST)}
+            else:
+                reply = self._toolstack(payload)
+            wire.send_frame(conn, kind, json.dumps(reply).encode())
+        else:
+            self.console.log("privcmd: dropped a request of unknown kind %r", kind)
 
     def _toolstack(self, payload):
         try:
-            request = json.loads(payload)
+            request = json.loads(bytes(payload))
             if not isinstance(request, dict):
                 raise ValueError("request is not an object")
             return {"ok": True, "result": self.toolstack.handle(request)}
         except USER_ERRORS as e:
             return {"ok": False, "error": str(e), "busy": isinstance(e, Busy)}
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, RecursionError) as e:
             return {"ok": False, "error": "bad toolstack request: %s" % e}
+        except Exception as e:              # a bug: one line back, the host carries on
+            self.console.log("privcmd: internal error in toolstack request: %s: %s",
+                             type(e).__name__, e)
+            return {"ok": False, "error": "internal error: %s: %s" % (type(e).__name__, e)}

@@ -5,14 +5,16 @@ punches them back into holes.
 """
 import mmap
 import os
+import stat
 
 from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
+from .errors import HypervSimError
 
 
-class RamError(Exception):
-    pass
+class RamError(HypervSimError):
+    """Host RAM cannot be created, opened, mapped or addressed as asked."""
 
 
 class HostRAM:
@@ -34,23 +36,38 @@ class HostRAM:
         """A new, all-zero host RAM file of `size` bytes (no disk used yet)."""
         if size <= 0 or size % PAGE_SIZE:
             raise RamError("RAM size %d is not a positive multiple of 4 KiB" % size)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise RamError("cannot create host RAM %s: %s" % (path, e.strerror))
         try:
             os.ftruncate(fd, size)
-        except OSError as e:
+            return cls(path, fd, size)
+        except (OSError, ValueError) as e:     # no space for the size, no address space to map it
             os.close(fd)
             os.unlink(path)
-            raise RamError("cannot size %s to %d bytes: %s" % (path, size, e.strerror))
-        return cls(path, fd, size)
+            raise RamError("cannot make %s host RAM of %d bytes: %s"
+                           % (path, size, getattr(e, "strerror", None) or e))
 
     @classmethod
     def open(cls, path):
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        size = os.fstat(fd).st_size
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise RamError("cannot open host RAM %s: %s" % (path, e.strerror))
+        st = os.fstat(fd)
+        size = st.st_size
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise RamError("%s is not a regular file" % path)
         if size <= 0 or size % PAGE_SIZE:
             os.close(fd)
             raise RamError("%s: size %d is not a multiple of 4 KiB" % (path, size))
-        return cls(path, fd, size)
+        try:
+            return cls(path, fd, size)
+        except (OSError, ValueError) as e:
+            os.close(fd)
+            raise RamError("cannot map host RAM %s: %s" % (path, getattr(e, "strerror", None) or e))
 
     def close(self):
         self.base = self._view = None

@@ -25,16 +25,19 @@ import threading                                        # noqa: E402
 # up front: every import here is paid inside a live update's blackout.  The
 # privcmd server and its protocol come after the guests run again.
 from ._lu_core import lib
+from . import statedir
 from .console import Console
 from .errors import BootFailure, RestoreHalted
 from .hypervisor import Hypervisor
 from .ram import HostRAM, RamError
 from .xen_command import xen_argv
 
+# The clients' names for these (xen_public.privcmd: PID_NAME, SOCKET_NAME),
+# spelled out: importing the socket client would be paid in the blackout.
 PID_FILE = "xen.pid"
+SOCKET_FILE = "privcmd"
 CONSOLE_FILE = "console.log"
 RAM_FILE = "ram"
-SOCKET_FILE = "privcmd"
 
 
 class _Args:
@@ -66,8 +69,18 @@ def main(argv=None):
     sock_path = os.path.join(args.state_dir, SOCKET_FILE)
     server = None
     handing_over = threading.Event()
+    # Only the toolstack's shutdown powers the host off (RAM dropped).  A
+    # signal stops the process as a crash stops a machine: RAM stays.
+    powering_off = threading.Event()
+    stopped_by = []
 
-    def stop(*_):
+    def power_off():
+        powering_off.set()
+        if server:
+            server.stopping.set()
+
+    def on_signal(signum, _frame):
+        stopped_by.append(signum)
         if server:
             server.stopping.set()
 
@@ -84,7 +97,7 @@ def main(argv=None):
         lib.lu_hold_address_space()
         os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir))
 
-    with open(os.path.join(args.state_dir, PID_FILE), "w") as f:
+    with statedir.open_text(os.path.join(args.state_dir, PID_FILE), "w") as f:
         f.write("%d\n" % os.getpid())
     # The predecessor's address-space holder, if this program was exec'd by
     # a live update, is this process's child: reap it when it is done.
@@ -104,7 +117,7 @@ def main(argv=None):
         gc.enable()
         console.log("PANIC: %s", e)
         from .toolstack import HaltedToolstack
-        toolstack = HaltedToolstack(console, str(e), on_shutdown=stop, stream=e.stream, facts=e.facts)
+        toolstack = HaltedToolstack(console, str(e), on_shutdown=power_off, stream=e.stream, facts=e.facts)
         dispatcher = None
         keep_ram, hv = True, None
     except (BootFailure, RamError, OSError) as e:
@@ -119,13 +132,13 @@ def main(argv=None):
             profiler.dump_stats("%s.%d.%d" % (profile, os.getpid(), hv.incarnation))
         from .hypercalls import Dispatcher
         from .toolstack import Toolstack
-        toolstack, dispatcher = Toolstack(hv, on_shutdown=stop), Dispatcher(hv)
+        toolstack, dispatcher = Toolstack(hv, on_shutdown=power_off), Dispatcher(hv)
         keep_ram = False
     import signal
     from .privcmd import PrivcmdServer
     server = PrivcmdServer(sock_path, dispatcher, toolstack, console)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     console.log("privcmd listening on %s", sock_path)
     try:
         server.serve_forever()
@@ -136,10 +149,14 @@ def main(argv=None):
         server.close()
         if hv is not None:
             hv.close()
-        console.log("powered off")
         _remove(os.path.join(args.state_dir, PID_FILE))
-        if not keep_ram:
+        if powering_off.is_set() and not keep_ram:
+            console.log("powered off")
             _remove(args.ram)       # power off: RAM contents are gone
+        else:
+            console.log("stopped%s without a power-off: RAM kept in %s "
+                        "(hyperv-sim boot --discard starts afresh)",
+                        " by signal %d" % stopped_by[0] if stopped_by else "", args.ram)
     return 0
 
 

@@ -16,6 +16,15 @@ POLL_S = 0.005
 DONE = ("complete", "aborted", "halted", "refused")
 
 
+DIED = ("the hypervisor (pid %d) died during the live update; its RAM still holds the "
+        "stream: `hyperv-sim recover --image IMAGE` restores every domain from it")
+
+
+def _hypervisor_died(client):
+    gone = getattr(client.transport, "hypervisor_gone", None)
+    return bool(gone and gone())
+
+
 def _report(client):
     try:
         return client.transport.toolstack("lu-report")
@@ -45,6 +54,8 @@ def run_live_update(client, timeout=120.0, progress=None):
         progress.started(first)
     while time.monotonic() < deadline:
         rep = _report(client)
+        if rep is None and _hypervisor_died(client):
+            raise KexecLuError(DIED % getattr(client.transport, "peer_pid", 0))
         if rep is not None and (uid is None or rep.get("id") == uid or rep.get("state") == "halted"):
             phases = [p for p in rep["phases"] if p["ms"] is not None]
             if progress:

@@ -17,6 +17,13 @@ class HypervisorUnavailable(XenPublicError):
     """No hypervisor answers (no simulated host, no /dev/xen/privcmd)."""
 
 
+class NotAnswering(HypervisorUnavailable):
+    """A hypervisor runs but its socket does not answer yet (booting, or
+    between xen#1 and xen#2): retrying shortly may succeed."""
+
+    exit_status = 2
+
+
 class Busy(XenPublicError):
     """Another operation holds the hypervisor; retrying later may succeed."""
 

@@ -14,12 +14,15 @@ Frame: u32 length, u8 kind, payload.
   kind 'T' toolstack: UTF-8 JSON request; reply: UTF-8 JSON.  Simulator-only
                       operations (xl's job: create, list, destroy, ...).
 """
+import contextlib
 import json
 import os
 import socket
+import stat
 import struct
+import threading
 
-from .errors import Busy, HypervisorUnavailable, ToolstackRefused
+from .errors import Busy, HypervisorUnavailable, NotAnswering, ToolstackRefused
 
 KIND_HYPERCALL = b"H"
 KIND_TOOLSTACK = b"T"
@@ -30,6 +33,7 @@ _REGION = struct.Struct("<QQ")
 _COUNT = struct.Struct("<II")
 _RET = struct.Struct("<q")
 SOCKET_NAME = "privcmd"
+PID_NAME = "xen.pid"            # the hypervisor's pid, the same across live updates
 
 
 def default_state_dir():
@@ -45,29 +49,64 @@ def send_frame(sock, kind, payload):
     sock.sendall(_LEN.pack(len(payload) + 1) + kind + payload)
 
 
-def recv_exact(sock, n):
-    chunks, got = [], 0
-    while got < n:
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
-            raise ConnectionError("connection closed after %d of %d bytes" % (got, n))
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+class OverBudget(ConnectionError):
+    """A request larger than what the server may hold now."""
 
 
-def recv_frame(sock):
-    """(kind, payload), or (None, None) on a clean end of stream."""
+class ByteBudget:
+    """Bytes of requests a server holds at once, over all its connections."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def hold(self, n):
+        with self._lock:
+            if self.used + n > self.limit:
+                raise OverBudget("a request of %d bytes while %d of %d are held"
+                                 % (n, self.used, self.limit))
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.used -= n
+
+
+def recv_length(sock):
+    """A frame's length, or None on a clean end of stream."""
     head = sock.recv(_LEN.size, socket.MSG_WAITALL)
     if not head:
-        return None, None
+        return None
     if len(head) < _LEN.size:
         raise ConnectionError("truncated frame header")
     (length,) = _LEN.unpack(head)
     if not 1 <= length <= MAX_FRAME:
         raise ConnectionError("frame length %d out of range" % length)
-    body = recv_exact(sock, length)
-    return body[:1], body[1:]
+    return length
+
+
+def recv_body(sock, length):
+    """(kind, payload) of a frame of `length` bytes, read into one buffer."""
+    body = bytearray(length)
+    view = memoryview(body)
+    got = 0
+    while got < length:
+        n = sock.recv_into(view[got:], min(length - got, 1 << 20))
+        if not n:
+            raise ConnectionError("connection closed after %d of %d bytes" % (got, length))
+        got += n
+    return bytes(view[:1]), view[1:]
+
+
+def recv_frame(sock):
+    """(kind, payload), or (None, None) on a clean end of stream."""
+    length = recv_length(sock)
+    if length is None:
+        return None, None
+    return recv_body(sock, length)
 
 
 def encode_hypercall(call_bytes, regions):
@@ -82,7 +121,7 @@ def decode_hypercall(payload, call_size):
     """-> (call_bytes, [(addr, bytearray)]); raises ValueError if malformed."""
     if len(payload) < call_size + _COUNT.size:
         raise ValueError("hypercall request too short")
-    call = payload[:call_size]
+    call = bytes(payload[:call_size])
     nr, _ = _COUNT.unpack_from(payload, call_size)
     off = call_size + _COUNT.size
     if nr > 64 or off + nr * _REGION.size > len(payload):
@@ -115,27 +154,109 @@ def decode_reply(payload, lengths):
     return ret, out
 
 
+def _busy_refusal(kind, payload):
+    """The server's "busy, retry" answer to any request, if that is what this is."""
+    if kind != KIND_TOOLSTACK:
+        return None
+    try:
+        answer = json.loads(bytes(payload))
+    except ValueError:
+        return None
+    return answer.get("error") if isinstance(answer, dict) and answer.get("busy") else None
+
+
+def _trusted(st, what, path):
+    """A state directory or socket this user may trust: its own (or root's),
+    writable by nobody else.  -> None, or why not."""
+    uid = os.geteuid()
+    if st.st_uid not in (uid, 0):
+        return "%s %s belongs to uid %d, not to you: refusing to trust it" % (what, path, st.st_uid)
+    if what == "state directory" and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return "%s %s is writable by others: refusing to trust it" % (what, path)
+    return None
+
+
+def process_gone(pid):
+    """True once pid has exited (a zombie counts as gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
 class SocketPrivcmd:
-    """Client end of a simulated host's privcmd socket."""
+    """Client end of a simulated host's privcmd socket.
+
+    It trusts nothing it has not checked: the state directory and the
+    socket must be this user's (or root's) and not writable by others, and
+    the process answering must run as this user or root (SO_PEERCRED, from
+    this side).  peer_pid is the hypervisor last spoken to."""
 
     def __init__(self, state_dir=None):
         self.state_dir = state_dir or default_state_dir()
         self.path = os.path.join(self.state_dir, SOCKET_NAME)
+        self.peer_pid = None
+
+    def _check_path(self):
+        for what, path in (("state directory", self.state_dir), ("socket", self.path)):
+            try:
+                st = os.stat(path) if what == "state directory" else os.lstat(path)
+            except FileNotFoundError:
+                return          # connect() says what is missing
+            except OSError as e:
+                raise HypervisorUnavailable("cannot reach %s: %s" % (path, e.strerror))
+            why = _trusted(st, what, path)
+            if why:
+                raise HypervisorUnavailable(why)
+            if what == "socket" and not stat.S_ISSOCK(st.st_mode):
+                raise HypervisorUnavailable("%s is not a socket: refusing to use it" % path)
+
+    def _check_peer(self, sock):
+        pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                             struct.calcsize("3i")))
+        if uid not in (os.geteuid(), 0):
+            raise HypervisorUnavailable("the process answering on %s runs as uid %d, not as you "
+                                        "or root: refusing to trust it" % (self.path, uid))
+        self.peer_pid = pid
+
+    def running_pid(self):
+        """The pid in the state directory's pid file, if that process runs."""
+        try:
+            fd = os.open(os.path.join(self.state_dir, PID_NAME), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            pid = int(os.read(fd, 32).strip() or 0)
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        return pid if pid > 0 and not process_gone(pid) else None
+
+    def hypervisor_gone(self):
+        """True if the hypervisor last spoken to has exited."""
+        return self.peer_pid is not None and process_gone(self.peer_pid)
 
     def _connect(self):
+        self._check_path()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(self.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, ConnectionRefusedError) as e:
             sock.close()
+            pid = self.running_pid()
+            if pid:
+                raise NotAnswering("the hypervisor (pid %d) in %s does not answer yet (booting, "
+                                   "or between two hypervisors in a live update): retry"
+                                   % (pid, self.state_dir))
+            if isinstance(e, ConnectionRefusedError):
+                raise HypervisorUnavailable("no hypervisor answers on %s (stale socket: it has "
+                                            "stopped)" % self.path)
             raise HypervisorUnavailable(
                 "no hypervisor: no Xen control domain here (/proc/xen/capabilities) and no "
                 "simulated host at %s (start one with `hyperv-sim boot`, or set HYPERV_SIM_DIR)"
                 % self.path)
-        except ConnectionRefusedError:
-            sock.close()
-            raise HypervisorUnavailable("no hypervisor answers on %s (stale socket: it has "
-                                        "stopped)" % self.path)
         except PermissionError:
             sock.close()
             raise HypervisorUnavailable("permission denied on %s: only the user who booted "
@@ -143,6 +264,11 @@ class SocketPrivcmd:
         except OSError as e:
             sock.close()
             raise HypervisorUnavailable("cannot connect to %s: %s" % (self.path, e.strerror))
+        try:
+            self._check_peer(sock)
+        except BaseException:
+            sock.close()
+            raise
         return sock
 
     def _exchange(self, kind, payload):
@@ -158,8 +284,11 @@ class SocketPrivcmd:
             raise HypervisorUnavailable("hypervisor at %s closed the connection: access "
                                         "refused or it stopped" % self.path)
         if rkind != kind:
+            refusal = _busy_refusal(rkind, reply)
+            if refusal:
+                raise Busy(refusal)
             raise HypervisorUnavailable("hypervisor at %s answered a %r frame" % (self.path, rkind))
-        return reply
+        return bytes(reply)
 
     def hypercall(self, call_bytes, regions):
         """Issue one hypercall.  regions: [(addr, bytes)], sent and returned."""

@@ -73,6 +73,12 @@ def clear_breadcrumb(hv):
     hv.ram.write(hv.lu_start, bytes(S.BREADCRUMB.size))
 
 
+def clear_boot_information(hv):
+    """xen#2's boot information, used: no recover may start from it again
+    (hyperv_sim/pending.py looks for one beside the breadcrumb)."""
+    hv.ram.write(hv.entry, bytes(PAGE_SIZE))
+
+
 def image_fingerprint(hv, image):
     """A fast digest of the loaded image's staged bytes, read in place: one
     lu_digest64 per run of staging frames.  Pre-flight takes it when it

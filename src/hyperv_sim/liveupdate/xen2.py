@@ -7,6 +7,9 @@ liveupdate=<size>M@<base>.  A refusal or an injected fault before the stream
 is released halts xen#2 with RAM and breadcrumb intact (RestoreHalted), for
 `hyperv-sim recover` and `hyperv-sim stream dump`.
 """
+import os
+import signal
+
 from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 
 from .._lu_core import lib
@@ -49,6 +52,9 @@ def _restore_or_halt(hv, rep, t0):
     """Map, check and restore; -> (stream, facts, prefault thread, the
     moment xen#1 first paused a vCPU).  Raises RestoreHalted."""
     def fault(point):
+        if hv.opts.lu_stop == point:
+            hv.console.log("lu_stop=%s: stopped (SIGSTOP) at %s", point, point)
+            os.kill(os.getpid(), signal.SIGSTOP)
         if hv.opts.lu_fault == point:
             raise InjectedFault(point)
     stream = None
@@ -114,17 +120,22 @@ def _halted(hv, rep, stream, e):
 
 def _release_stream(hv, stream, facts):
     """The stream's frames become free memory (scrubbed: they held guest
-    state), the breadcrumb goes, and Xen's own data pages are allocated."""
+    state), the breadcrumb and this boot's boot information go, and Xen's
+    own data pages are allocated."""
     rep = hv.lu_report
     rep.info["xen2_guest_bytes_written"] = 0
 
     def count(maddr, length):
         rep.info["xen2_guest_bytes_written"] += hv.frametable.guest_bytes(maddr, length)
     hv.ram.on_write = count
+    # The commit: until here a recover can start over from RAM; from here
+    # this process holds the only copy of the domains' state, as any
+    # running hypervisor does.  Breadcrumb and entry go before the stream.
+    handover.clear_breadcrumb(hv)
+    handover.clear_boot_information(hv)
     for mfn, n in stream.extents():
         hv.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
         hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
-    handover.clear_breadcrumb(hv)
     hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
     hv.allocate_xen_data_pages()
     hv.ram.on_write = None
