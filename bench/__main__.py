@@ -31,7 +31,7 @@ from kexec_lu.liveupdate import run_live_update
 from xen_public.privcmd import SocketPrivcmd
 
 from . import baseline
-from .hosts import CMDLINE, HOSTS, guest_configs
+from .hosts import HOSTS, cmdline_for, guest_configs
 from .soak import private_kib
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -68,7 +68,7 @@ def run_host(name, images, runs, workdir, with_baseline):
     ram, domains = HOSTS[name]
     state = os.path.join(workdir, name)
     t0 = time.monotonic()
-    boot(images["a"], state, ram, CMDLINE)
+    boot(images["a"], state, ram, cmdline_for(name))
     ts = SocketPrivcmd(state)
     sampler = PrivateMemorySampler(state)
     try:

@@ -40,6 +40,9 @@ class TableRAM:
     def pointer(self, maddr, ctype):
         return ffi.cast(ctype, self.base + maddr)
 
+    def reserve(self, maddr, length):
+        """No file behind it: nothing to reserve (HostRAM.reserve)."""
+
 
 @dataclass
 class SimDomain:

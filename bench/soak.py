@@ -3,16 +3,25 @@ workloads running and a domain created or destroyed between some of them.
 `verify` must pass after every update; free frames and the hypervisor's
 private memory (RSS minus the RAM file it maps) must not drift.
 
-    python -m bench.soak [--updates 200]
+With --kill-one-in N, about one update in N has xen#2 killed with SIGKILL
+at a random moment between the exec and its commit (the breadcrumb still
+in RAM; a kill that would land after the commit is not made), and
+`hyperv-sim recover` must finish it with every domain whole.
+
+    python -m bench.soak [--updates 200] [--kill-one-in 10]
 """
 import argparse
 import os
+import random
+import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from hyperv_sim.bootloader import boot, running_pid, shutdown
+from hyperv_sim.bootloader import boot, recover, running_pid, shutdown
 from hyperv_sim.mkimage import write_image
 from kexec_lu.hypercall import XenClient
 from kexec_lu.liveupdate import run_live_update
@@ -28,10 +37,55 @@ def private_kib(pid):
     return int(fields["RssAnon"].split()[0])
 
 
+def breadcrumb_present(state, lu_start):
+    with open(os.path.join(state, "ram"), "rb") as ram:
+        ram.seek(lu_start)
+        return struct.unpack("<Q", ram.read(8))[0] != 0
+
+
+def kill_xen2(state, pid, entry, lu_start, rng, outcome):
+    """Once xen#2 runs (its command line names the new entry), wait a random
+    0-20 ms, stop it; kill it if it has not committed, else let it go."""
+    want = hex(entry).encode()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if want in f.read().split(b"\0"):
+                    break
+        except OSError:
+            outcome.append("gone")
+            return
+        time.sleep(0.0005)
+    time.sleep(rng.uniform(0, 0.02))
+    os.kill(pid, signal.SIGSTOP)
+    if breadcrumb_present(state, lu_start):
+        os.kill(pid, signal.SIGKILL)
+        outcome.append("killed")
+    else:
+        os.kill(pid, signal.SIGCONT)
+        outcome.append("committed first")
+
+
+def comparable(details):
+    """Every domain's state, masking what runs (as tests/helpers.full_state)."""
+    for d in details["domains"]:
+        del d["steps"], d["layout"]
+        d["vcpu_states"] = [(v["vcpu"], v["paused"]) for v in d["vcpu_states"]]
+        for port in d["ports"]:
+            del port["pending"]
+    return details
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.soak")
     ap.add_argument("--updates", type=int, default=200)
+    ap.add_argument("--kill-one-in", type=int, default=0, metavar="N",
+                    help="kill xen#2 at random in about one update of N, then recover")
+    ap.add_argument("--seed", type=int, default=None)
     args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    kills = {"killed": 0, "committed first": 0, "gone": 0}
     with tempfile.TemporaryDirectory(prefix="kexec-lu-soak-") as work:
         images = [os.path.join(work, "a.gz"), os.path.join(work, "b.gz")]
         write_image(images[0], xen_version="4.18")
@@ -59,10 +113,13 @@ def main(argv=None):
                                       text=True, env=dict(os.environ, HYPERV_SIM_DIR=state))
                 if load.returncode:
                     raise SystemExit("update %d: load failed: %s" % (i, load.stderr.strip()))
-                rep = run_live_update(client, timeout=120)
-                if rep["state"] != "complete":
-                    raise SystemExit("update %d: %s: %s" % (i, rep["state"], rep.get("error")))
-                blackouts.append(rep["blackout_ms"])
+                if args.kill_one_in and rng.randrange(args.kill_one_in) == 0:
+                    killed_update(state, ts, client, images[(i + 1) % 2], rng, kills, i)
+                else:
+                    rep = run_live_update(client, timeout=120)
+                    if rep["state"] != "complete":
+                        raise SystemExit("update %d: %s: %s" % (i, rep["state"], rep.get("error")))
+                    blackouts.append(rep["blackout_ms"])
                 ver = ts.toolstack("verify")
                 if not ver["ok"]:
                     raise SystemExit("update %d: verify failed: %s" % (i, ver["problems"][:3]))
@@ -76,6 +133,9 @@ def main(argv=None):
             dt = time.monotonic() - t0
         finally:
             shutdown(state)
+    if args.kill_one_in:
+        print("soak: xen#2 killed and recovered in %d updates (%d more committed before the "
+              "kill could land), every domain whole each time" % (kills["killed"], kills["committed first"]))
     blackouts.sort()
     print("soak: %d live updates in %.0f s, verify passed after every one; blackout median %.1f ms, "
           "max %.1f ms; free memory drift %+d KiB, hypervisor private memory drift %+d KiB"
@@ -83,6 +143,33 @@ def main(argv=None):
              ((free - free0) >> 10) if free0 is not None else 0, (rss - rss0) if rss0 is not None else 0))
     if free0 is not None and free != free0:
         sys.exit("soak: free memory drifted")
+
+
+def killed_update(state, ts, client, image, rng, kills, i):
+    """One update whose xen#2 is killed at a random moment, recovered."""
+    info = ts.toolstack("info")
+    lu_start = info["lu_bootmem"]["start"]
+    entry = info["kexec"]["liveupdate"]["entry"]
+    pid = running_pid(state)
+    before = comparable(ts.toolstack("details"))
+    outcome = []
+    killer = threading.Thread(target=kill_xen2, args=(state, pid, entry, lu_start, rng, outcome))
+    killer.start()
+    try:
+        rep = run_live_update(client, timeout=120)
+    except Exception as e:              # kexec_lu: "the hypervisor ... died"
+        rep = {"state": "died", "error": str(e)}
+    killer.join()
+    if outcome == ["killed"]:
+        if rep["state"] != "died":
+            raise SystemExit("update %d: xen#2 killed, but exec said %s" % (i, rep))
+        recover(image, state)
+    elif rep["state"] != "complete":
+        raise SystemExit("update %d: %s: %s" % (i, rep["state"], rep.get("error")))
+    kills[outcome[0] if outcome else "gone"] += 1
+    after = comparable(ts.toolstack("details"))
+    if after["domains"] != before["domains"] or after["mappings"] != before["mappings"]:
+        raise SystemExit("update %d: a domain changed across the killed update" % i)
 
 
 if __name__ == "__main__":

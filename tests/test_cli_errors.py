@@ -349,7 +349,8 @@ BAD_CREATES = [
     ("name_too_long", ["--memory", "64M", "a" * 65], ["--name must be"]),
     ("name_with_space", ["--memory", "64M", "two words"], ["--name must be"]),
     ("more_than_free", ["--memory", "4G", "g1"], ["out of memory"]),
-    ("absurd_size", ["--memory", "100000G", "g1"], ["out of memory"]),
+    ("absurd_size", ["--memory", "100000G", "g1"], ["--memory", "at most 16T"]),
+    ("all_digit_name", ["--memory", "64M", "7"], ["--name", "all digits", "domain id"]),
     ("vcpus_zero", ["--vcpus", "0", "g1"], ["--vcpus"]),
     ("unknown_type", ["--type", "xyz", "g1"], ["--type", "xyz"]),
 ]

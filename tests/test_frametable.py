@@ -19,6 +19,9 @@ class BufferRAM:
     def pointer(self, maddr, ctype):
         return ffi.cast(ctype, self.base + maddr)
 
+    def reserve(self, maddr, length):
+        """No file behind it: nothing to reserve (HostRAM.reserve)."""
+
 
 def table_from(entries):
     ram = BufferRAM(len(entries) * ENTRY_SIZE)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from helpers import boot_host, one_line_error, run_cli, stop_host
+from helpers import one_line_error, run_cli, stop_host
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="a second uid needs root (CI runs as root)")

@@ -60,6 +60,8 @@ def test_an_empty_array_is_exactly_its_head():
 
 
 def test_length_refusals_say_what_the_bytes_hold():
+    with pytest.raises(R.RecordError, match=r"^body is 15 bytes, expected 16$"):
+        R.M2P.decode(bytes(15))
     with pytest.raises(R.RecordError, match=r"^body of 7 bytes is shorter than its 8-byte header$"):
         R.OWNERSHIP.decode(bytes(7))
     body = struct.pack("<II", 3, 0) + bytes(24)

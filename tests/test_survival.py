@@ -234,3 +234,27 @@ def test_an_interrupted_recover_can_be_run_again(guests_host, sim_images, delay)
     assert_restored_whole(whole, full_state(host))
     wait_steps(host, since=before)
     assert host.toolstack("verify")["ok"]
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_ram_file_removed_or_replaced_is_noticed_before_the_first_pause(guests_host, sim_images, how):
+    host = guests_host
+    ram = host.state_dir / "ram"
+    host.load_lu(sim_images["4.19"])
+    before, whole = domains_by_name(host), full_state(host)
+    aside = host.state_dir / "ram.aside"      # the same inode, out of its name's way
+    ram.rename(aside)
+    if how == "replaced":
+        ram.write_bytes(b"decoy")
+    res = host.kexec_lu("exec")
+    one_line_error(res, "kexec-lu", "the RAM file %s was %s while the host runs" % (ram, how),
+                   "no live update can start")
+    assert_restored_whole(whole, full_state(host))
+    wait_steps(host, since=before)
+    assert host.toolstack("verify")["ok"]
+    if how == "replaced":
+        assert ram.read_bytes() == b"decoy"
+    aside.rename(ram)
+    # Back under its name: the update goes through.
+    assert host.kexec_lu("exec").returncode == 0
+    assert host.toolstack("verify")["ok"]

@@ -42,6 +42,18 @@ def run(group, prog, errors, argv=None):
     sys.exit(rv or STATUS_OK)
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange without NaN (which compares false with both ends,
+    so passes them) and infinities."""
+
+    def convert(self, value, param, ctx):
+        import math
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail("%r is not a finite number." % value, param, ctx)
+        return number
+
+
 def to_terminal(file=None):
     return (file or sys.stdout).isatty()
 

@@ -12,7 +12,7 @@ from .errors import HypervSimError
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
-         "lu_quiesce_timeout", "lu_fault", "lu_stop",
+         "lu_quiesce_timeout", "lu_fault", "lu_stop", "ram_sparse",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
 MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
 VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
@@ -36,6 +36,7 @@ class BootOptions:
         self.lu_quiesce_timeout_ms = 2000
         self.lu_fault = None            # debug: fail a live update at this named point
         self.lu_stop = None             # debug: stop (SIGSTOP) xen#2 there, for a debugger or a kill
+        self.ram_sparse = False         # frames not reserved on disk: hosts larger than the disk
         self.unknown = []
 
 
@@ -115,6 +116,10 @@ def parse(text):
                 if value not in FAULT_POINTS:
                     raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, FAULT_POINTS_SUMMARY))
                 opts.lu_fault = value
+            elif name == "ram_sparse":
+                if has_value:
+                    raise BootLineError("ram_sparse takes no value")
+                opts.ram_sparse = True
             elif name == "lu_stop":
                 from .liveupdate.report import FAULTS_AFTER_PONR
                 if value not in FAULTS_AFTER_PONR:

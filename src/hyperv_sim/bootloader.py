@@ -24,12 +24,12 @@ from xen_public.units import MiB, align_down, align_up
 
 from . import bootline, pending, statedir
 from .errors import HypervSimError
+from .xlcfg import MAX_MEMORY
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
 from .xen_command import xen_argv
 
 BOOTINFO_ADDR = pending.FIRST_BOOTINFO_ADDR    # in low memory, as a boot loader would put it
 MIN_MEMORY = 64 * MiB
-MAX_MEMORY = 16 << 40
 BOOT_TIMEOUT = 60.0
 STDERR_FILE = "xen.stderr"
 
@@ -70,11 +70,7 @@ def _alive(pid):
             return False
     except ChildProcessError:
         pass
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    return not privcmd.process_gone(pid)
 
 
 def running_pid(state_dir):
@@ -119,7 +115,10 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
                                loader_name="hyperv-sim boot")
     ram = HostRAM.create(ram_path, memory)
     try:
-        ram.write(start, image.loaded_bytes())
+        loaded = image.loaded_bytes()
+        ram.reserve(start, len(loaded))
+        ram.reserve(BOOTINFO_ADDR, PAGE_SIZE)
+        ram.write(start, loaded)
         ram.write(BOOTINFO_ADDR, page)
         ram.map.flush()
     except BaseException:
@@ -127,7 +126,9 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
         os.unlink(ram_path)
         raise
     ram.close()
-    summary = {"state_dir": state_dir, "memory": memory, "xen_start": start, "placement": how,
+    disk = os.statvfs(state_dir)
+    summary = {"disk_free": disk.f_bavail * disk.f_frsize,
+               "state_dir": state_dir, "memory": memory, "xen_start": start, "placement": how,
                "image": str(image_path), "xen_version": str(image.xen_version), "cmdline": cmdline}
     return ram_path, BOOTINFO_ADDR, summary
 
@@ -313,7 +314,10 @@ def _write_recovery(ram, image, place, cmdline, found):
     page = bootinfo.build_page(place.bootinfo_addr, eip=eip, cmdline=cmdline,
                                load_base_addr=place.image_start, mem_lower_kib=640,
                                mem_upper_kib=0, loader_name="hyperv-sim recover")
-    ram.write(place.image_start, image.loaded_bytes())
+    loaded = image.loaded_bytes()
+    ram.reserve(place.image_start, len(loaded))
+    ram.reserve(place.bootinfo_addr, PAGE_SIZE)
+    ram.write(place.image_start, loaded)
     ram.write(place.bootinfo_addr, page)
     ram.map.flush()
     covered = place.image_start <= found.entry < place.image_start + image.load_size

@@ -75,7 +75,11 @@ def boot(image, memory, cmdline, discard, state_dir, as_json):
                       ("memory", format_size(memory)),
                       ("xen at", "%s (%s)" % (hexa(result["xen_start"]), result["placement"])),
                       ("command line", cmdline),
-                      ("state dir", state_dir)], title="host booted")
+                      ("state dir", state_dir),
+                      ("disk", "RAM may take up to %s; %s free there%s"
+                       % (format_size(memory), human_size(result["disk_free"]),
+                          "" if result["disk_free"] >= memory else
+                          " (guests beyond that are refused at create)"))], title="host booted")
 
 
 @cli.command()

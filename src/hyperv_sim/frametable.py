@@ -10,6 +10,7 @@ from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 from xen_public.units import align_up
 
 from ._lu_core import ffi, lib
+from .ram import RamError
 
 USE_NAMES = {
     lib.LU_USE_FREE: "free",
@@ -227,17 +228,33 @@ class FrameAllocator:
             raise OutOfMemory("need %d frames (%d MiB)%s, %d free"
                               % (nr_frames, nr_frames * PAGE_SIZE >> 20,
                                  " contiguous" if contiguous else "", self.free_frames))
+        self._back(picks)
         for start, count in picks:
             i = bisect.bisect_right(self._starts, start) - 1
             self._take(i, start, count)
             self.table.mark(start, count, owner, use, count_info=count_info)
         return picks
 
+    def _back(self, extents):
+        """Disk behind every frame handed out, or OutOfMemory with nothing
+        taken (what was reserved goes back to holes)."""
+        ram = self.table.ram
+        done = []
+        for start, count in extents:
+            try:
+                ram.reserve(start * PAGE_SIZE, count * PAGE_SIZE)
+            except RamError as e:
+                for s, n in done:
+                    ram.scrub(s * PAGE_SIZE, n * PAGE_SIZE)
+                raise OutOfMemory(str(e)) from None
+            done.append((start, count))
+
     def claim(self, first, count, owner, use):
         """Take a specific free range (boot-time reservations)."""
         i = bisect.bisect_right(self._starts, first) - 1
         if i < 0 or first + count > self._starts[i] + self._lengths[i]:
             raise OutOfMemory("frames [0x%x, 0x%x) are not free" % (first, first + count))
+        self._back([(first, count)])
         self._take(i, first, count)
         self.table.mark(first, count, owner, use)
 

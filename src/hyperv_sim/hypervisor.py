@@ -25,6 +25,7 @@ from .grant import GrantError
 from .guest import BACKEND_SLOT, BACKEND_STATE_PAGES
 from .m2p import M2P
 from .mappings import Mappings
+from .ram import RamError
 from .sched import Scheduler, pause_vcpus, unpause_vcpus
 from .kexec import Kexec
 
@@ -38,7 +39,8 @@ _NAME_REST = _NAME_FIRST | frozenset("_.:-")
 def valid_domain_name(name):
     """Letters, digits and _.:-, starting with a letter or digit, at most 64
     (checked by hand: `re` is not worth its import in every start)."""
-    return bool(name) and len(name) <= 64 and name[0] in _NAME_FIRST and set(name) <= _NAME_REST
+    return (bool(name) and len(name) <= 64 and name[0] in _NAME_FIRST and set(name) <= _NAME_REST
+            and not name.isdigit())     # xl reads an all-digit name as a domain id
 
 
 class Personality:
@@ -97,6 +99,7 @@ class Hypervisor:
         except (FormatError, ValueError) as e:
             raise BootFailure(str(e))
         p = self.personality
+        ram.sparse = self.opts.ram_sparse
         self.cmdline = info.cmdline
         self.xen_start = info.load_base_addr
         self.xen_size = p.image_size
@@ -154,6 +157,13 @@ class Hypervisor:
             ft_start = align_down(low_used - ft_bytes, FRAMETABLE_ALIGN)
             if ft_start < LOW_RESERVED:
                 raise BootFailure("%d MiB of RAM leaves no room for the frame table" % (ram.size >> 20))
+        try:
+            # Xen's own regions are written from now on: disk behind them first.
+            ram.reserve(ft_start, ft_bytes)
+            if self.lu_size:
+                ram.reserve(self.lu_start, self.lu_size)
+        except RamError as e:
+            raise BootFailure(str(e))
         self.frametable = ft = FrameTable(ram, ft_start, nr)
         ft.mark(0, nr, DOMID_INVALID, lib.LU_USE_FREE)
         ft.mark(0, LOW_RESERVED // PAGE_SIZE, DOMID_XEN, lib.LU_USE_RESERVED)
@@ -178,9 +188,10 @@ class Hypervisor:
         try:
             got = self.allocator.alloc(frames, DOMID_XEN, use, contiguous=True)
             if self.opts.liveupdate_base is not None:
-                # After a live update free frames may hold xen#1's data.
+                # After a live update free frames may hold xen#1's data;
+                # zeroed, not punched: they stay backed on disk.
                 (mfn, n), = got
-                self.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
+                self.ram.zero(mfn * PAGE_SIZE, n * PAGE_SIZE)
             return got
         except OutOfMemory as e:
             raise BootFailure("no memory for %s: %s" % (what, e))
@@ -212,7 +223,7 @@ class Hypervisor:
         with self.lock:
             if not valid_domain_name(name):
                 raise DomainError("invalid domain name %r: use letters, digits and _.:- "
-                                  "(at most 64)" % name)
+                                  "(at most 64, not all digits)" % name)
             if any(d.name == name for d in self.domains.values()):
                 raise DomainError("a domain named %r already exists" % name)
             if dtype not in DOMAIN_TYPES:
@@ -235,10 +246,12 @@ class Hypervisor:
                                         evtchn_abi=evtchn_abi, grant_version=grant_version,
                                         pci=tuple(pci), workload=workload,
                                         workload_pages=workload_pages, seed=seed)
-                except (BuildError, GrantError, EvtchnError, RefError) as e:
+                except Exception as e:      # whatever failed, nothing stays half-built
                     self._forget_partial(domid)
                     builder.undo()
-                    raise DomainError("cannot create %s with %s: %s" % (name, format_size(memory), e))
+                    why = e if isinstance(e, (BuildError, GrantError, EvtchnError, RefError)) else \
+                        "internal error: %s: %s" % (type(e).__name__, e)
+                    raise DomainError("cannot create %s with %s: %s" % (name, format_size(memory), why))
                 if not control:
                     self._next_domid += 1
                 self.domains[domid] = dom
@@ -295,11 +308,13 @@ class Hypervisor:
         self.sched.set_work(vcpus, dm, backends)
 
     def find_domain(self, ident):
-        """A domain by domid (int or digits) or name."""
+        """A domain by domid (int or digits: never a name, as in xl) or name."""
         with self.lock:
             text = str(ident)
-            if text.isdigit() and int(text) in self.domains:
-                return self.domains[int(text)]
+            if text.isdigit():
+                if int(text) in self.domains:
+                    return self.domains[int(text)]
+                raise DomainError("no such domain: %s" % ident)
             for dom in self.domains.values():
                 if dom.name == text:
                     return dom

@@ -3,6 +3,7 @@
 Guest memory lives only here.  Frames never written cost no disk; scrubbing
 punches them back into holes.
 """
+import errno
 import mmap
 import os
 import stat
@@ -11,6 +12,10 @@ from xen_public.abi import PAGE_SIZE
 
 from ._lu_core import ffi, lib
 from .errors import HypervSimError
+
+
+def _mib(nbytes):
+    return "%.1f MiB" % (nbytes / (1 << 20))
 
 
 class RamError(HypervSimError):
@@ -30,6 +35,9 @@ class HostRAM:
         # Set during a live update: sees every write, to prove no guest page
         # is written (memory is preserved, never copied).
         self.on_write = None
+        # ram_sparse on the command line: nothing reserved, for a host
+        # bigger than its disk (a full disk then kills it, as before).
+        self.sparse = False
 
     @classmethod
     def create(cls, path, size):
@@ -123,6 +131,38 @@ class HostRAM:
         """A C pointer into RAM at maddr, for the C core."""
         self._check(maddr, 0)
         return ffi.cast(ctype, self.base + maddr)
+
+    def reserve(self, maddr, length):
+        """Back [maddr, +length) with disk now, changing no byte: a frame
+        handed out must never meet a full filesystem on its first write
+        (that is a SIGBUS, and the host with it).  RamError on ENOSPC."""
+        self._check(maddr, length)
+        if not length or self.sparse:
+            return
+        try:
+            os.posix_fallocate(self.fd, maddr, length)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return              # a filesystem that cannot reserve: as before
+            st = os.fstatvfs(self.fd)
+            raise RamError("no disk for host RAM: %s more needed in %s, %s free (%s)"
+                           % (_mib(length), os.path.dirname(self.path) or ".",
+                              _mib(st.f_bavail * st.f_frsize), e.strerror)) from None
+
+    def path_problem(self):
+        """None while self.path names the file this RAM is mapped from; else
+        what happened to it (removed, replaced): RAM is the file open here,
+        and a recover can only start from a name."""
+        try:
+            named = os.lstat(self.path)
+        except FileNotFoundError:
+            return "the RAM file %s was removed while the host runs" % self.path
+        except OSError as e:
+            return "the RAM file %s cannot be checked: %s" % (self.path, e.strerror)
+        mine = os.fstat(self.fd)
+        if (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino):
+            return "the RAM file %s was replaced while the host runs" % self.path
+        return None
 
     def disk_usage(self):
         """Bytes of the RAM file actually backed by disk."""

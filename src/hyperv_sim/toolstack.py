@@ -8,10 +8,37 @@ import os
 from xen_public.abi import PAGE_SIZE
 from xen_public.errors import Busy
 
-from .errors import HypervSimError
+from .errors import DomainError, HypervSimError
 
 # What may run while a live update holds the hypervisor.
 READ_ONLY = ("ping", "lu-report", "dmesg")
+
+
+# The arguments each operation takes and their JSON types; create's fields
+# are checked by xlcfg.check_request.
+_ARGUMENTS = {"destroy": {"domain": (str, int), "detach": (bool,)},
+              "detach": {"domain": (str, int)}, "pause": {"domain": (str, int)},
+              "unpause": {"domain": (str, int)}, "details": {"domain": (str, int, type(None))},
+              "lu-fault": {"point": (str, type(None))}}
+_REQUIRED = {"destroy": ("domain",), "detach": ("domain",), "pause": ("domain",),
+             "unpause": ("domain",)}
+
+
+def _check_arguments(op, request):
+    if op == "create":
+        return
+    allowed = _ARGUMENTS.get(op, {})
+    for key, value in request.items():
+        if key == "op":
+            continue
+        if key not in allowed:
+            raise HypervSimError("%s takes no argument %r" % (op, key))
+        if type(value) not in allowed[key]:
+            raise HypervSimError("%s: %s must be %s, not %s" % (
+                op, key, " or ".join(t.__name__ for t in allowed[key]), type(value).__name__))
+    for key in _REQUIRED.get(op, ()):
+        if key not in request:
+            raise HypervSimError("%s needs %r" % (op, key))
 
 
 class Toolstack:
@@ -23,7 +50,7 @@ class Toolstack:
             "info": lambda r: hv.info(),
             "list": lambda r: hv.list_domains(),
             "create": self.create,
-            "destroy": lambda r: hv.destroy_domain(r["domain"], detach=bool(r.get("detach", True))),
+            "destroy": lambda r: hv.destroy_domain(r["domain"], detach=r.get("detach", True)),
             "detach": lambda r: hv.detach_domain(r["domain"]),
             "details": self.details,
             "verify": lambda r: hv.verify(),
@@ -40,9 +67,10 @@ class Toolstack:
 
     def handle(self, request):
         op = request.get("op")
-        handler = self.ops.get(op)
+        handler = self.ops.get(op) if isinstance(op, str) else None
         if handler is None:
-            raise HypervSimError("unknown toolstack operation %r" % op)
+            raise HypervSimError("unknown toolstack operation %r" % (op,))
+        _check_arguments(op, request)
         if self.hv.lu_active and op not in READ_ONLY:
             raise Busy("a live update is in progress; try again when it is done")
         return handler(request)
@@ -76,15 +104,17 @@ class Toolstack:
         return point
 
     def create(self, r):
-        seed = r.get("seed")
+        from .xlcfg import check_request     # the CLI's own rules, on this side too
+        try:
+            c = check_request({k: v for k, v in r.items() if k != "op"})
+        except ValueError as e:
+            raise DomainError("create refused: %s" % e)
         dom = self.hv.create_domain(
-            str(r["name"]), str(r["type"]), int(r["memory"]), int(r["vcpus"]),
-            evtchn_abi=str(r.get("event_channel_abi", "2-level")),
-            grant_version=int(r.get("grant_version", 1)),
-            pci=[str(b) for b in r.get("pci", [])],
-            workload=str(r.get("workload", "busy")),
-            workload_pages=int(r.get("workload_pages", 16)),
-            seed=None if seed is None else int(seed))
+            c["name"], c["type"], c["memory"], c["vcpus"],
+            evtchn_abi=c.get("event_channel_abi", "2-level"),
+            grant_version=c.get("grant_version", 1), pci=c.get("pci", []),
+            workload=c.get("workload", "busy"), workload_pages=c.get("workload_pages", 16),
+            seed=c.get("seed"))
         return dom.describe()
 
     def details(self, r):

@@ -97,8 +97,11 @@ def main(argv=None):
         lib.lu_hold_address_space()
         os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir))
 
-    with statedir.open_text(os.path.join(args.state_dir, PID_FILE), "w") as f:
-        f.write("%d\n" % os.getpid())
+    try:
+        _write_pid(os.path.join(args.state_dir, PID_FILE))
+    except (OSError, statedir.StateDirError) as e:
+        print("hyperv-sim: cannot write the pid file: %s" % e, file=sys.stderr)
+        return 1
     # The predecessor's address-space holder, if this program was exec'd by
     # a live update, is this process's child: reap it when it is done.
     threading.Thread(target=_reap_children, name="reaper", daemon=True).start()
@@ -147,17 +150,34 @@ def main(argv=None):
             # The update thread is about to execve: RAM must stay.
             threading.Event().wait()
         server.close()
+        # A name that no longer points at this RAM is someone else's file.
+        ours = hv is not None and hv.ram.path_problem() is None
         if hv is not None:
             hv.close()
         _remove(os.path.join(args.state_dir, PID_FILE))
         if powering_off.is_set() and not keep_ram:
             console.log("powered off")
-            _remove(args.ram)       # power off: RAM contents are gone
+            if ours:
+                _remove(args.ram)   # power off: RAM contents are gone
         else:
             console.log("stopped%s without a power-off: RAM kept in %s "
                         "(hyperv-sim boot --discard starts afresh)",
                         " by signal %d" % stopped_by[0] if stopped_by else "", args.ram)
     return 0
+
+
+def _write_pid(path):
+    """After a live update the file already holds this pid (an exec keeps
+    it): nothing to write, nothing that a full disk could fail."""
+    mine = "%d\n" % os.getpid()
+    try:
+        with statedir.open_text(path, "r") as f:
+            if f.read() == mine:
+                return
+    except FileNotFoundError:
+        pass
+    with statedir.open_text(path, "w") as f:
+        f.write(mine)
 
 
 def _remove(path):

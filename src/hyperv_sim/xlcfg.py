@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import NamedTuple, Optional
 
@@ -18,6 +19,8 @@ from xen_public.errors import FormatError
 from xen_public.units import KiB, MiB, format_size, parse_size
 
 from .errors import HypervSimError
+
+MAX_MEMORY = 16 << 40           # the largest host `hyperv-sim boot` makes
 
 
 class ConfigError(HypervSimError):
@@ -277,6 +280,8 @@ def _name(value):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", _expect(value, str)):
         raise _Invalid("must be 1 to 64 letters, digits and _.:- starting with a letter or "
                        "digit, not %r" % value)
+    if value.isdigit():
+        raise _Invalid("must not be all digits, not %r: xl reads those as a domain id" % value)
     return value
 
 
@@ -296,6 +301,8 @@ def _memory(int_unit):
                            % _kind(value))
         if nbytes < 16 * MiB:
             raise _Invalid("must be at least 16M, not %s" % format_size(nbytes))
+        if nbytes > MAX_MEMORY:
+            raise _Invalid("must be at most 16T (the largest host), not %s" % format_size(nbytes))
         if nbytes % (4 * KiB):
             raise _Invalid("must be a multiple of 4K, not %s" % format_size(nbytes))
         return nbytes
@@ -346,6 +353,32 @@ _CHECKS = {
     "seed": _int_range(0, 2**64 - 1),
 }
 _FLAG_CHECKS = dict(_CHECKS, memory=_memory(1))
+MAX_REQUEST_PCI = 64
+
+
+def check_request(request):
+    """A toolstack `create` request (DomainConfig.to_request()'s keys, memory
+    in bytes), checked as strictly as a command-line flag: the hypervisor's
+    side of the same rules.  -> the checked fields; ValueError naming the
+    first bad one."""
+    unknown = sorted(set(request) - set(_FLAG_CHECKS))
+    if unknown:
+        raise ValueError("unknown create field%s %s" % ("s" if len(unknown) > 1 else "",
+                                                        ", ".join(map(repr, unknown))))
+    for key in ("name", "type", "memory", "vcpus"):
+        if key not in request:
+            raise ValueError("create needs %r" % key)
+    if isinstance(request.get("pci"), list) and len(request["pci"]) > MAX_REQUEST_PCI:
+        raise ValueError("pci: at most %d devices" % MAX_REQUEST_PCI)
+    out = {}
+    for key, value in request.items():
+        if value is None and key == "seed":
+            continue
+        try:
+            out[key] = _FLAG_CHECKS[key](value)
+        except _Invalid as e:
+            raise ValueError("%s %s" % (key, e)) from None
+    return out
 # xl spellings folded into the fields above once the whole file is read.
 _LEGACY = {
     "builder": _choice("hvm", "generic"),
@@ -409,13 +442,29 @@ def parse_config(text, source="<config>", name=None):
     return DomainConfig(**values, ignored=ignored)
 
 
+MAX_CONFIG_SIZE = 1 << 20      # xl configs are a few hundred bytes
+
+
+def _read_text(source):
+    """A regular file of at most MAX_CONFIG_SIZE bytes, as UTF-8 text."""
+    fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError("cannot read config file %s: not a regular file" % source)
+        os.set_blocking(fd, True)
+        raw = f.read(MAX_CONFIG_SIZE + 1)
+    if len(raw) > MAX_CONFIG_SIZE:
+        raise ConfigError("config file %s is larger than %d KiB: not an xl config"
+                          % (source, MAX_CONFIG_SIZE >> 10))
+    return raw.decode("utf-8-sig")
+
+
 def load_config(path, name=None):
     """Read and parse a config file; errors name it as given.  name: the
     one given on the command line, which makes the file's optional."""
     source = os.fspath(path)
     try:
-        with open(source, encoding="utf-8-sig") as f:
-            text = f.read()
+        text = _read_text(source)
     except OSError as e:
         raise ConfigError("cannot read config file %s: %s" % (source, e.strerror or e))
     except UnicodeDecodeError as e:

@@ -7,7 +7,7 @@ and the printing kexec_lu.render's, which kexec's classic spellings
 """
 import click
 
-from cli_common import STATUS_ERROR, print_json, run
+from cli_common import STATUS_ERROR, FiniteFloatRange, print_json, run
 from xen_public import abi
 from xen_public.units import parse_address
 
@@ -177,7 +177,7 @@ def map_(image, svg_file, width, as_json):
 @cli.command(name="exec")
 @click.option("-t", "--type", "ktype", type=click.Choice(["liveupdate"]), default="liveupdate",
               show_default=True, help="Only a live update can be executed on a running host.")
-@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(1, 3600),
+@click.option("--timeout", default=120.0, show_default=True, type=FiniteFloatRange(1, 3600),
               help="Seconds to wait for the new hypervisor to report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
 def exec_(ktype, timeout, as_json):

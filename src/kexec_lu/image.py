@@ -14,6 +14,7 @@ one line that names the file and what is wrong.  What we learn:
 import io
 import os
 import re
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -159,17 +160,32 @@ class XenImage:
 # ---------------------------------------------------------------- bytes in
 
 def _read_file(path, limit=None):
+    """A regular file's bytes, at most MAX_FILE_SIZE (limit: its first
+    `limit`); -> (bytes, size).  Devices and FIFOs are refused unread:
+    /dev/zero never ends and a FIFO may never start."""
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if limit is not None:
-                return f.read(limit), size
-            if size > MAX_FILE_SIZE:
-                raise ImageError("%s: file is %d MiB, larger than any Xen image (limit %d MiB)"
-                                 % (path, size >> 20, MAX_FILE_SIZE >> 20))
-            return f.read(), size
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise ImageError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError("%s: cannot read: not a regular file (an image is read from a file)" % path)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            if limit is not None:
+                return f.read(limit), st.st_size
+            data = f.read(MAX_FILE_SIZE + 1)
+            if len(data) > MAX_FILE_SIZE:
+                raise ImageError("%s: file is %d MiB, larger than any Xen image (limit %d MiB)"
+                                 % (path, max(st.st_size, len(data)) >> 20, MAX_FILE_SIZE >> 20))
+            return data, st.st_size
+    except OSError as e:
+        raise ImageError("%s: cannot read: %s" % (path, e.strerror or e)) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 # Members after the first are fed to zlib this much at a time: what zlib

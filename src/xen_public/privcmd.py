@@ -177,10 +177,15 @@ def _trusted(st, what, path):
 
 
 def process_gone(pid):
-    """True once pid has exited (a zombie counts as gone)."""
+    """True once pid has exited (a zombie counts as gone).  Not while it
+    execs from a thread other than its first: the kernel then shows the
+    first thread as a zombie until the exec'ing one takes its place, and
+    the hypervisor execs into xen#2 exactly that way."""
     try:
         with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+            if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return False
+        return len(os.listdir("/proc/%d/task" % pid)) <= 1
     except (OSError, IndexError):
         return True
 
@@ -274,7 +279,10 @@ class SocketPrivcmd:
     def _exchange(self, kind, payload):
         sock = self._connect()
         try:
-            send_frame(sock, kind, payload)
+            try:
+                send_frame(sock, kind, payload)
+            except (ConnectionError, OSError):
+                pass        # a server that turned us away has said why: read it
             rkind, reply = recv_frame(sock)
         except (ConnectionError, OSError) as e:
             raise HypervisorUnavailable("hypervisor at %s hung up: %s" % (self.path, e))

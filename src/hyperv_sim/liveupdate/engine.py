@@ -41,6 +41,11 @@ class LiveUpdate:
             raise KexecFailure(abi.ENOENT, "no live-update image loaded")
         if hv.exec_into is None:
             raise KexecFailure(abi.EOPNOTSUPP, "this hypervisor has no process to replace")
+        gone = hv.ram.path_problem()
+        if gone:
+            # xen#2 opens RAM by name, and a recover needs the name too.
+            raise KexecFailure(abi.EIO, "%s: no live update can start (xen#2 would find no RAM); "
+                               "shut the host down to end it cleanly" % gone)
         # Fingerprinted before the SHA-256 is checked: a change after the
         # fingerprint either fails that check or, later, the cheap one at
         # "image-check", inside the blackout.
