@@ -43,21 +43,23 @@ def breadcrumb_present(state, lu_start):
         return struct.unpack("<Q", ram.read(8))[0] != 0
 
 
-def kill_xen2(state, pid, entry, lu_start, rng, outcome):
-    """Once xen#2 runs (its command line names the new entry), wait a random
-    0-20 ms, stop it; kill it if it has not committed, else let it go."""
-    want = hex(entry).encode()
+def exec_lines(state):
+    with open(os.path.join(state, "console.log"), errors="replace") as f:
+        return f.read().count("exec into the new hypervisor")
+
+
+def kill_xen2(state, pid, lu_start, rng, outcome):
+    """Once xen#1 has logged its exec into xen#2 (past the point of no
+    return), wait a random 0-15 ms, stop the process; kill it if xen#2 has
+    not committed (the breadcrumb is still in RAM), else let it go."""
+    seen = exec_lines(state)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with open("/proc/%d/cmdline" % pid, "rb") as f:
-                if want in f.read().split(b"\0"):
-                    break
-        except OSError:
+    while exec_lines(state) == seen:
+        if time.monotonic() > deadline:
             outcome.append("gone")
             return
         time.sleep(0.0005)
-    time.sleep(rng.uniform(0, 0.02))
+    time.sleep(rng.uniform(0, 0.015))
     os.kill(pid, signal.SIGSTOP)
     if breadcrumb_present(state, lu_start):
         os.kill(pid, signal.SIGKILL)
@@ -149,11 +151,10 @@ def killed_update(state, ts, client, image, rng, kills, i):
     """One update whose xen#2 is killed at a random moment, recovered."""
     info = ts.toolstack("info")
     lu_start = info["lu_bootmem"]["start"]
-    entry = info["kexec"]["liveupdate"]["entry"]
     pid = running_pid(state)
     before = comparable(ts.toolstack("details"))
     outcome = []
-    killer = threading.Thread(target=kill_xen2, args=(state, pid, entry, lu_start, rng, outcome))
+    killer = threading.Thread(target=kill_xen2, args=(state, pid, lu_start, rng, outcome))
     killer.start()
     try:
         rep = run_live_update(client, timeout=120)
