@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from helpers import one_line_error, run_cli, stop_host
+from helpers import CliResult, installed_command, one_line_error, run_cli, stop_host
 
 NOBODY = 65534
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="a second uid needs root (CI runs as root)")
@@ -142,3 +142,24 @@ def test_one_boot_at_a_time_per_directory(tmp_path, sim_images):
         assert run_cli("hyperv-sim", "list", state_dir=state).returncode == 0
     finally:
         stop_host(state)
+
+
+def test_boot_failures_at_the_filesystem_are_one_line_and_leave_no_ram(tmp_path, sim_images):
+    image = str(sim_images["4.18"])
+    args = ["boot", "--memory", "2G", "--cmdline", "liveupdate=64M dom0_mem=128M", image]
+    dangling = tmp_path / "dangling"
+    dangling.mkdir(mode=0o700)
+    (dangling / "ram").symlink_to(tmp_path / "nowhere")
+    one_line_error(run_cli("hyperv-sim", *args, state_dir=dangling), "hyperv-sim", "is a symlink")
+    assert not (tmp_path / "nowhere").exists()
+    # No address space for 2 GiB of RAM: the mapping fails, in one line.
+    small = tmp_path / "small-vm"
+    cmd = "ulimit -v 400000; exec \"$0\" \"$@\""
+    proc = subprocess.run(["sh", "-c", cmd, installed_command("hyperv-sim")] + args + ["--state-dir", str(small)],
+                          capture_output=True, text=True, timeout=60)
+    one_line_error(CliResult(proc), "hyperv-sim", "cannot make", "host RAM")
+    assert not (small / "ram").exists()
+    # A missing parent is created; a path through a file is one line.
+    (tmp_path / "afile").write_text("")
+    one_line_error(run_cli("hyperv-sim", *args, state_dir=tmp_path / "afile" / "h"), "hyperv-sim",
+                   "cannot create state directory")

@@ -258,3 +258,61 @@ def test_a_ram_file_removed_or_replaced_is_noticed_before_the_first_pause(guests
     # Back under its name: the update goes through.
     assert host.kexec_lu("exec").returncode == 0
     assert host.toolstack("verify")["ok"]
+
+
+def test_a_deleted_socket_is_made_again(guests_host):
+    host = guests_host
+    (host.state_dir / "privcmd").unlink()
+    wait_for(lambda: (host.state_dir / "privcmd").exists(), "the socket to be back")
+    assert host.hyperv_sim("list").returncode == 0
+    assert "had gone; listening on it again" in (host.state_dir / "console.log").read_text()
+
+
+def test_between_the_two_hypervisors_clients_are_told_to_retry(guests_host, sim_images):
+    host = guests_host
+    host.load_lu(sim_images["4.19"], "--append", "lu_stop=restore-start")
+    pid = hypervisor_pid(host)
+    proc = subprocess.Popen([installed_command("kexec-lu"), "exec"],
+                            env=dict(os.environ, HYPERV_SIM_DIR=str(host.state_dir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "lu_stop=restore-start: stopped" in (host.state_dir / "console.log").read_text(),
+             "xen#2 to stop before its socket is up")
+    for prog, args in (("hyperv-sim", ["list"]), ("kexec-lu", ["ranges"])):
+        one_line_error(run_cli(prog, *args, state_dir=host.state_dir), prog, "does not answer yet",
+                       "retry", status=2)
+    os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert host.toolstack("verify")["ok"]
+
+
+def test_requests_that_would_hold_more_than_the_budget_are_turned_away(guests_host):
+    """Three 512 MiB frames announced at once: two are held (1 GiB), the
+    third is told busy before any of its bytes are read."""
+    from hyperv_sim.privcmd import MAX_INFLIGHT
+    from xen_public import privcmd as wire
+    host = guests_host
+    socks = []
+    try:
+        for _ in range(MAX_INFLIGHT // wire.MAX_FRAME):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(host.state_dir / "privcmd"))
+            s.sendall(wire._LEN.pack(wire.MAX_FRAME))
+            socks.append(s)
+        def turned_away():
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(5)
+            s.connect(str(host.state_dir / "privcmd"))
+            try:
+                s.sendall(wire._LEN.pack(wire.MAX_FRAME))
+                kind, reply = wire.recv_frame(s)
+            except socket.timeout:      # held too: the others were not yet
+                return False
+            finally:
+                s.close()
+            return kind == wire.KIND_TOOLSTACK and b"are held" in bytes(reply)
+        wait_for(turned_away, "a request over the budget to be refused")
+    finally:
+        for s in socks:
+            s.close()
+    assert host.hyperv_sim("list").returncode == 0

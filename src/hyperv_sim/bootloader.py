@@ -136,6 +136,9 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
 def _clear_leftovers(state_dir, ram_path, discard):
     """A RAM file here is a host that stopped without powering off: its
     domains, or a live update's stream, are in it.  Refuse unless told."""
+    if os.path.islink(ram_path) and not discard:
+        raise LoaderError("%s is a symlink, not host RAM; refusing (`hyperv-sim boot --discard` "
+                          "removes the link)" % ram_path)
     if os.path.lexists(ram_path):
         if not discard:
             raise LoaderError("%s holds the RAM of a host that stopped without powering off%s; "

@@ -44,17 +44,43 @@ class PrivcmdServer:
         self._count_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._budget = wire.ByteBudget(MAX_INFLIGHT)
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = self._bind()
+
+    def _bind(self):
+        """A listening socket at self.path (whatever was there goes: the
+        directory is this user's)."""
+        if os.path.lexists(self.path):
+            os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self.sock.bind(path)
+            sock.bind(self.path)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
+        os.chmod(self.path, 0o600)
+        sock.listen(64)
+        sock.settimeout(0.2)
+        self._bound = os.lstat(self.path).st_ino
+        return sock
+
+    def _rebind_if_gone(self):
+        """A socket file deleted (or replaced) under the server is made
+        again: the host must stay manageable."""
+        if self.stopping.is_set():
+            return                  # close() took it away
+        try:
+            if os.lstat(self.path).st_ino == self._bound:
+                return
+        except FileNotFoundError:
+            pass
+        try:
+            fresh = self._bind()
+        except OSError as e:
+            self._refuse(None, "cannot recreate the socket %s: %s" % (self.path, e.strerror))
+            return
+        self.sock.close()
+        self.sock = fresh
+        self.console.log("privcmd: %s had gone; listening on it again", self.path)
 
     def serve_forever(self):
         """Until stopping is set.  No error of a connection ends it."""
@@ -62,6 +88,7 @@ class PrivcmdServer:
             try:
                 conn, _ = self.sock.accept()
             except socket.timeout:
+                self._rebind_if_gone()
                 continue
             except OSError as e:
                 if self.stopping.is_set():
