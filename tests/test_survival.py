@@ -316,3 +316,17 @@ def test_requests_that_would_hold_more_than_the_budget_are_turned_away(guests_ho
         for s in socks:
             s.close()
     assert host.hyperv_sim("list").returncode == 0
+
+
+def test_ram_crosses_the_exec_as_the_open_file(guests_host, sim_images):
+    """Removed between pre-flight and exec, the name could not lose RAM:
+    xen#2 gets the open file.  (Here the name goes just after the update,
+    which xen#2's pre-flight then refuses: the open file is what it runs on.)"""
+    host = guests_host
+    host.load_lu(sim_images["4.19"])
+    assert host.kexec_lu("exec").returncode == 0
+    pid = hypervisor_pid(host)
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        argv = f.read().split(b"\0")
+    fd = int(argv[argv.index(b"--ram-fd") + 1])
+    assert os.path.samefile("/proc/%d/fd/%d" % (pid, fd), host.state_dir / "ram")

@@ -58,11 +58,22 @@ class HostRAM:
                            % (path, size, getattr(e, "strerror", None) or e))
 
     @classmethod
-    def open(cls, path):
+    def open(cls, path, fd=None):
+        """The RAM file at path, or the one already open as fd (named path)."""
+        if fd is not None:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError as e:
+                raise RamError("host RAM %s: descriptor %d: %s" % (path, fd, e.strerror))
+            return cls._checked(path, fd)
         try:
             fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise RamError("cannot open host RAM %s: %s" % (path, e.strerror))
+        return cls._checked(path, fd)
+
+    @classmethod
+    def _checked(cls, path, fd):
         st = os.fstat(fd)
         size = st.st_size
         if not stat.S_ISREG(st.st_mode):

@@ -46,10 +46,13 @@ class _Args:
 
     def __init__(self, argv):
         pairs = dict(zip(argv[::2], argv[1::2]))
-        if len(argv) != 6 or set(pairs) != {"--ram", "--entry", "--state-dir"}:
-            raise SystemExit("usage: python -I -m hyperv_sim.xen --ram FILE --entry ADDR --state-dir DIR")
+        need = {"--ram", "--entry", "--state-dir"}
+        if len(argv) != 2 * len(pairs) or not need <= set(pairs) <= need | {"--ram-fd"}:
+            raise SystemExit("usage: python -I -m hyperv_sim.xen --ram FILE --entry ADDR "
+                             "--state-dir DIR [--ram-fd N]")
         self.ram, self.state_dir = pairs["--ram"], pairs["--state-dir"]
         self.entry = int(pairs["--entry"], 0)
+        self.ram_fd = int(pairs["--ram-fd"]) if "--ram-fd" in pairs else None
 
 
 def _reap_children():
@@ -95,7 +98,8 @@ def main(argv=None):
         # Leave tearing down this address space to a child, after the jump
         # (lu_exec.c); if it cannot start, the exec pays for it instead.
         lib.lu_hold_address_space()
-        os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir))
+        os.set_inheritable(hv.ram.fd, True)
+        os.execv(sys.executable, xen_argv(args.ram, entry, args.state_dir, hv.ram.fd))
 
     try:
         _write_pid(os.path.join(args.state_dir, PID_FILE))
@@ -112,7 +116,7 @@ def main(argv=None):
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        ram = HostRAM.open(args.ram)
+        ram = HostRAM.open(args.ram, args.ram_fd)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into, started_ns=STARTED_NS)
     except RestoreHalted as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;

@@ -53,7 +53,10 @@ class Quiesce:
         deadline = time.monotonic() + timeout_s
         while lib.lu_quiesce_sweep(arr, len(vcpus), first):
             if time.monotonic() > deadline:
-                d, i, v = vcpus[first[0]]
+                # Name the cause: a vCPU waiting on I/O cannot get there at
+                # all, one merely runnable was only slow (a loaded machine).
+                waiting = [t for t in vcpus if t[2].runstate == lib.LU_RUN_BLOCKED_IO]
+                d, i, v = waiting[0] if waiting else vcpus[first[0]]
                 raise QuiesceTimeout("vCPU %d of d%d (%s) never reached a restartable boundary "
                                      "within %d ms: %s" % (i, d.domid, d.name, timeout_s * 1000,
                                                            RUNSTATE.get(v.runstate, v.runstate)))
