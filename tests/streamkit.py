@@ -5,6 +5,7 @@ mappings) and note which refusal site of xen#2's restore raised, for
 test_restore_refusals' coverage test."""
 import contextlib
 import os
+import struct
 
 import pytest
 
@@ -14,7 +15,7 @@ from hyperv_sim.liveupdate.report import Report
 from hyperv_sim.liveupdate.check import check, decode
 from hyperv_sim.liveupdate.save import build_stream
 from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, RestoreFailure, StreamError, \
-    iter_sections
+    hash64, iter_sections
 from xen_public import lustream as ls
 from xen_public.units import GiB, MiB
 
@@ -239,6 +240,22 @@ def handed_over(hv, data):
             pages.release()
             handover.clear_breadcrumb(hv)
     assert hv.allocator.free_extents() == free
+
+
+def crumb(hv, word, v):
+    """Set the breadcrumb's word'th u64 (kexec-lu-stream(5): 1 array, 2 size, 3 length, 5 array hash)."""
+    hv.ram.write(hv.lu_start + 8 * word, struct.pack("<Q", v))
+
+
+def set_array(hv, pages, mfns):
+    """The MFN array rewritten, its hash in the breadcrumb made to match: only the entries are wrong."""
+    raw = struct.pack("<%dQ" % len(mfns), *mfns)
+    hv.ram.write(pages.array_maddr, raw)
+    crumb(hv, 5, hash64(raw))
+
+
+def mfns_of(pages):
+    return [pages.mfns[i] for i in range(pages.nr)]
 
 
 def map_stream(hv):

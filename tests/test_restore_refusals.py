@@ -20,13 +20,13 @@ from hyperv_sim.builder import backend_slot_addr
 from hyperv_sim.frametable import FrameTable
 from hyperv_sim.guest import BACKEND_SLOT, P2M
 from xen_public import lurecords as R
-from hyperv_sim.liveupdate.stream import RestoreFailure, hash64
+from hyperv_sim.liveupdate.stream import RestoreFailure
 from hyperv_sim._lu_core import lib
 from xen_public import lustream as ls
 
 import streamkit as K
-from streamkit import assemble, at, handed_over, offset, refuse, refuse_map, replace, replace_body, \
-    saved, sections, spare_host, value  # noqa: F401 (saved: the fixture)
+from streamkit import assemble, at, crumb, handed_over, mfns_of, offset, refuse, refuse_map, replace, \
+    replace_body, saved, sections, set_array, spare_host, value  # noqa: F401 (saved: the fixture)
 
 PAGE = 4096
 V = ls.REC_LU_VERSION
@@ -72,22 +72,6 @@ def tiny_extent(data):
 
 
 # ---------------------------------------------------------------- mapping the stream from RAM
-
-def crumb(hv, word, v):
-    """Set the breadcrumb's word'th u64 (kexec-lu-stream(5): 1 array, 2 size, 3 length, 5 array hash)."""
-    hv.ram.write(hv.lu_start + 8 * word, struct.pack("<Q", v))
-
-
-def set_array(hv, pages, mfns):
-    """The MFN array rewritten, its hash in the breadcrumb made to match: only the entries are wrong."""
-    raw = struct.pack("<%dQ" % len(mfns), *mfns)
-    hv.ram.write(pages.array_maddr, raw)
-    crumb(hv, 5, hash64(raw))
-
-
-def mfns_of(pages):
-    return [pages.mfns[i] for i in range(pages.nr)]
-
 
 def test_a_handed_over_stream_maps_back(saved):
     """The control for the refusals below: untouched, it maps."""

@@ -44,7 +44,7 @@ MODULES = {
     "stream": ("hyperv_sim/liveupdate/stream.py",
                ["tests/test_stream.py", "tests/test_breadcrumb.py"]),
     "records": ("xen_public/lurecords.py", ["tests/test_lurecords.py", "tests/test_stream.py"]),
-    "mapped": ("hyperv_sim/liveupdate/mapped.py", ["tests/test_restore_refusals.py"]),
+    "mapped": ("hyperv_sim/liveupdate/mapped.py", ["tests/test_mapped.py", "tests/test_restore_refusals.py"]),
     "check": ("hyperv_sim/liveupdate/check.py",
               ["tests/test_stream.py", "tests/test_restore_refusals.py"]),
     "verify": ("hyperv_sim/verify.py", ["tests/test_verify_table.py", "tests/test_domains.py"]),
