@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 import debian_xen
-from helpers import REPO, XenArtifacts, boot_host, make_hypervisor, stop_host
+from helpers import REPO, XenArtifacts, boot_host, make_hypervisor, power_off, stop_host
 
 
 @pytest.fixture(scope="session")
@@ -71,4 +71,18 @@ def host(tmp_path, sim_images):
 def hv(tmp_path, sim_images):
     h = make_hypervisor(tmp_path / "hv", sim_images["4.18"])
     yield h
-    h.close()
+    power_off(h)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """No test may leave host RAM behind: guest memory is reserved on disk,
+    and pytest keeps its last three runs' directories."""
+    base = session.config._tmp_path_factory.getbasetemp() if hasattr(session.config, "_tmp_path_factory") else None
+    if base is None or not base.exists():
+        return
+    left = [p for p in base.rglob("ram") if p.is_file() and not p.is_symlink()]
+    for p in left:
+        p.unlink()
+    if left and exitstatus == 0:
+        print("\nRAM files left by tests (removed): %s" % ", ".join(str(p.relative_to(base)) for p in left))
+        session.exitstatus = 1

@@ -123,14 +123,30 @@ def boot_host(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M dom0_mem
 
 
 def stop_host(state_dir):
+    """Shut the host down, firmly if need be, and remove any RAM it left
+    (a killed or halted host keeps it, and guest memory is reserved on disk)."""
     from hyperv_sim.bootloader import running_pid, shutdown
     pid = running_pid(str(state_dir))
-    if not pid:
-        return
+    if pid:
+        try:
+            shutdown(str(state_dir), timeout=10)
+        except Exception:
+            os.kill(pid, 9)
+            wait_for(lambda: running_pid(str(state_dir)) is None, "the killed hypervisor to go")
+    ram = os.path.join(str(state_dir), "ram")
+    if os.path.lexists(ram):
+        os.unlink(ram)
+
+
+def power_off(hv):
+    """The end of a hypervisor made by make_hypervisor: vCPUs stopped, RAM
+    let go and its file removed (guest memory is reserved on disk: a file
+    left behind would hold gigabytes in pytest's kept directories)."""
+    hv.close()
     try:
-        shutdown(str(state_dir), timeout=10)
-    except Exception:
-        os.kill(pid, 9)
+        os.unlink(hv.ram.path)
+    except FileNotFoundError:
+        pass
 
 
 def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M dom0_mem=256M"):
@@ -141,7 +157,11 @@ def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M do
     from hyperv_sim.hypervisor import Hypervisor
     from hyperv_sim.ram import HostRAM
     ram_path, entry, _ = power_on(str(image), str(state_dir), memory, cmdline)
-    return Hypervisor(HostRAM.open(ram_path), entry, Console(), nr_pcpus=2)
+    try:
+        return Hypervisor(HostRAM.open(ram_path), entry, Console(), nr_pcpus=2)
+    except BaseException:
+        os.unlink(ram_path)         # a boot that fails leaves no RAM either
+        raise
 
 
 # --- what a host holds -------------------------------------------------------

@@ -19,7 +19,7 @@ from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEA
 from xen_public import lustream as ls
 from xen_public.units import GiB, MiB
 
-from helpers import make_hypervisor
+from helpers import make_hypervisor, power_off
 
 KNOWN = set(ls.ALL_RECORD_TYPES)
 PAGE = 4096
@@ -48,7 +48,7 @@ def small_host(state_dir, image):
         hv.create_domain("hvm", "hvm", 128 * MiB, 2, pci=["0000:03:00.0"])
         hv.create_domain("tiny", "pvh", 16 * MiB, 1)
     except BaseException:
-        hv.close()
+        power_off(hv)
         raise
     return hv
 
@@ -71,7 +71,7 @@ def saved(tmp_path_factory, sim_images):
     try:
         yield Saved((hv,) + save(hv))
     finally:
-        hv.close()
+        power_off(hv)
 
 
 def ranges(hv):
@@ -314,5 +314,5 @@ def spare_host(tmp_path_factory, sim_images):
     try:
         yield hv, save(hv)[0]
     finally:
-        hv.close()
+        power_off(hv)
 

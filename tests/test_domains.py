@@ -12,7 +12,7 @@ from xen_public import abi
 from xen_public.abi import PAGE_SIZE
 from xen_public.units import GiB, MiB
 
-from helpers import make_hypervisor, wait_for
+from helpers import make_hypervisor, power_off, wait_for
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def busy_hv(tmp_path, sim_images):
     hv.create_domain("hvm", "hvm", 512 * MiB, 2, pci=["0000:03:00.0"])
     hv.create_domain("hvm-fifo", "hvm", 256 * MiB, 1, evtchn_abi="fifo", grant_version=2)
     yield hv
-    hv.close()
+    power_off(hv)
 
 
 def problems(hv, check=None):

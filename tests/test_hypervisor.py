@@ -8,7 +8,7 @@ from hyperv_sim.errors import BootFailure, DomainError
 from xen_public.abi import DOMID_INVALID, DOMID_XEN, PAGE_SIZE
 from xen_public.units import GiB, MiB
 
-from helpers import make_hypervisor
+from helpers import make_hypervisor, power_off
 
 
 def frames(nbytes):
@@ -38,7 +38,7 @@ def test_high_preference_on_a_big_host_puts_xen_just_below_4g(tmp_path, sim_imag
         assert hv.frametable.all_match(frames(hv.frametable.base_maddr), frames(ft_bytes),
                                        DOMID_XEN, lib.LU_USE_XENHEAP)
     finally:
-        hv.close()
+        power_off(hv)
 
 
 def test_dom0_is_created_at_boot_with_dom0_mem(hv):
@@ -124,7 +124,7 @@ def test_crashkernel_reserves_an_aligned_region_below_4g(tmp_path, sim_images):
         assert size == 128 * MiB and start % (16 * MiB) == 0 and start + size <= 4 * GiB
         assert hv.frametable.all_match(frames(start), frames(size), DOMID_XEN, lib.LU_USE_CRASH)
     finally:
-        hv.close()
+        power_off(hv)
 
 
 def test_bootmem_that_does_not_fit_below_xen_fails_boot(tmp_path, sim_images):
@@ -139,7 +139,7 @@ def test_unknown_boot_options_are_logged_not_fatal(tmp_path, sim_images):
     try:
         assert any('parameter "frobnicate=1" unknown' in l for l in hv.console.lines())
     finally:
-        hv.close()
+        power_off(hv)
 
 
 def test_kexec_op_from_a_guest_is_refused(hv):

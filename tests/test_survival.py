@@ -142,19 +142,22 @@ def test_an_oversized_request_is_refused_not_held(guests_host):
 def test_a_signal_keeps_ram_and_boot_will_not_replace_it(tmp_path, sim_images):
     state = tmp_path / "host"
     host = boot_host(state, sim_images["4.18"], memory=512 << 20, cmdline="liveupdate=64M dom0_mem=128M")
-    pid = hypervisor_pid(host)
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not (state / "xen.pid").exists(), "the hypervisor to stop")
-    assert (state / "ram").stat().st_size == 512 << 20
-    assert "stopped by signal 15 without a power-off" in (state / "console.log").read_text()
-    image = sim_images["4.18"]
-    res = run_cli("hyperv-sim", "boot", "--memory", "512M", str(image), state_dir=state)
-    one_line_error(res, "hyperv-sim", "stopped without powering off", "--discard")
-    assert (state / "ram").stat().st_size == 512 << 20
-    res = run_cli("hyperv-sim", "boot", "--discard", "--memory", "512M", "--cmdline", "liveupdate=64M dom0_mem=128M", str(image), state_dir=state)
-    assert res.returncode == 0, res
-    stop_host(state)
-    assert not (state / "ram").exists()         # shutdown, and only shutdown, drops RAM
+    try:
+        pid = hypervisor_pid(host)
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not (state / "xen.pid").exists(), "the hypervisor to stop")
+        assert (state / "ram").stat().st_size == 512 << 20
+        assert "stopped by signal 15 without a power-off" in (state / "console.log").read_text()
+        image = sim_images["4.18"]
+        res = run_cli("hyperv-sim", "boot", "--memory", "512M", str(image), state_dir=state)
+        one_line_error(res, "hyperv-sim", "stopped without powering off", "--discard")
+        assert (state / "ram").stat().st_size == 512 << 20
+        res = run_cli("hyperv-sim", "boot", "--discard", "--memory", "512M", "--cmdline", "liveupdate=64M dom0_mem=128M", str(image), state_dir=state)
+        assert res.returncode == 0, res
+        assert run_cli("hyperv-sim", "shutdown", state_dir=state).returncode == 0
+        assert not (state / "ram").exists()         # shutdown, and only shutdown, drops RAM
+    finally:
+        stop_host(state)
 
 
 def kill_at(host, image, point):
@@ -203,14 +206,17 @@ def test_xen2_killed_at_every_phase_is_recovered_from_ram_alone(guests_host, sim
 def test_with_no_breadcrumb_there_is_nothing_to_recover(tmp_path, sim_images):
     state = tmp_path / "host"
     host = boot_host(state, sim_images["4.18"], memory=512 << 20, cmdline="liveupdate=64M dom0_mem=128M")
-    os.kill(hypervisor_pid(host), signal.SIGKILL)
-    wait_for(lambda: host.hyperv_sim("list").returncode == 1, "the hypervisor to be gone")
-    one_line_error(host.hyperv_sim("recover", "--image", str(sim_images["4.18"])), "hyperv-sim",
-                   "nothing to recover", "no breadcrumb")
-    # The boot refusal does not name recover: there is nothing it could do.
-    line = one_line_error(host.hyperv_sim("boot", "--memory", "512M", str(sim_images["4.18"])),
-                          "hyperv-sim", "--discard")
-    assert "recover" not in line
+    try:
+        os.kill(hypervisor_pid(host), signal.SIGKILL)
+        wait_for(lambda: host.hyperv_sim("list").returncode == 1, "the hypervisor to be gone")
+        one_line_error(host.hyperv_sim("recover", "--image", str(sim_images["4.18"])), "hyperv-sim",
+                       "nothing to recover", "no breadcrumb")
+        # The boot refusal does not name recover: there is nothing it could do.
+        line = one_line_error(host.hyperv_sim("boot", "--memory", "512M", str(sim_images["4.18"])),
+                              "hyperv-sim", "--discard")
+        assert "recover" not in line
+    finally:
+        stop_host(state)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.02, 0.08, 0.2])
@@ -287,33 +293,42 @@ def test_between_the_two_hypervisors_clients_are_told_to_retry(guests_host, sim_
 
 
 def test_requests_that_would_hold_more_than_the_budget_are_turned_away(guests_host):
-    """Three 512 MiB frames announced at once: two are held (1 GiB), the
-    third is told busy before any of its bytes are read."""
+    """512 MiB frames announced and never sent: two are held (1 GiB), the
+    next is told busy before any of its bytes are read."""
+    import select
     from hyperv_sim.privcmd import MAX_INFLIGHT
     from xen_public import privcmd as wire
     host = guests_host
-    socks = []
-    try:
-        for _ in range(MAX_INFLIGHT // wire.MAX_FRAME):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(str(host.state_dir / "privcmd"))
-            s.sendall(wire._LEN.pack(wire.MAX_FRAME))
-            socks.append(s)
-        def turned_away():
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect(str(host.state_dir / "privcmd"))
-            try:
-                s.sendall(wire._LEN.pack(wire.MAX_FRAME))
-                kind, reply = wire.recv_frame(s)
-            except socket.timeout:      # held too: the others were not yet
-                return False
-            finally:
+    path = str(host.state_dir / "privcmd")
+
+    def announce(timeout=None):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(wire._LEN.pack(wire.MAX_FRAME))
+        return s
+
+    held = [announce() for _ in range(MAX_INFLIGHT // wire.MAX_FRAME)]
+
+    def turned_away():
+        # One of ours answered (a probe got in first and took its place)? Again.
+        for i, s in enumerate(held):
+            if select.select([s], [], [], 0)[0]:
                 s.close()
-            return kind == wire.KIND_TOOLSTACK and b"are held" in bytes(reply)
-        wait_for(turned_away, "a request over the budget to be refused")
+                held[i] = announce()
+        probe = announce(timeout=1)
+        try:
+            kind, reply = wire.recv_frame(probe)
+        except socket.timeout:          # held: ours were not all read yet
+            return False
+        finally:
+            probe.close()
+        return kind == wire.KIND_TOOLSTACK and b"are held" in bytes(reply)
+
+    try:
+        wait_for(turned_away, "a request over the budget to be refused", timeout=60)
     finally:
-        for s in socks:
+        for s in held:
             s.close()
     assert host.hyperv_sim("list").returncode == 0
 
