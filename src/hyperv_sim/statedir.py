@@ -7,9 +7,7 @@ another local user who pre-creates the directory or plants a link gets a
 one-line refusal, never a write into a file of theirs (or of root's).
 One boot or recover at a time holds its lock.
 """
-import contextlib
 import errno
-import fcntl
 import os
 import stat
 
@@ -83,15 +81,23 @@ def open_text(path, mode):
     return os.fdopen(open_file(path, flags), mode, buffering=1 if mode != "r" else -1)
 
 
-@contextlib.contextmanager
-def locked(path):
-    """Hold the directory's lock: one boot or recover at a time."""
-    fd = open_file(os.path.join(path, LOCK_FILE), os.O_RDWR | os.O_CREAT)
-    try:
+class locked:
+    """`with locked(path):` hold the directory's lock, one boot or recover
+    at a time.  (A class, not contextlib: this module is imported inside
+    every live update's blackout, and only the boot loader locks.)"""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        import fcntl
+        self.fd = open_file(os.path.join(self.path, LOCK_FILE), os.O_RDWR | os.O_CREAT)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise StateDirError("another boot or recover is under way in %s" % path) from None
-        yield
-    finally:
-        os.close(fd)
+            os.close(self.fd)
+            raise StateDirError("another boot or recover is under way in %s" % self.path) from None
+        return self
+
+    def __exit__(self, *_):
+        os.close(self.fd)

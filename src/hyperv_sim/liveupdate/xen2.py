@@ -7,9 +7,6 @@ liveupdate=<size>M@<base>.  A refusal or an injected fault before the stream
 is released halts xen#2 with RAM and breadcrumb intact (RestoreHalted), for
 `hyperv-sim recover` and `hyperv-sim stream dump`.
 """
-import os
-import signal
-
 from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 
 from .._lu_core import lib
@@ -42,7 +39,11 @@ def boot_from_stream(hv):
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
     rep.phase("scrub")
+    handover.clear_boot_information(hv)
     with hv.lock:
+        # Xen's own data pages (crash notes, vmcoreinfo) need no guest
+        # paused: taken here, outside the blackout, with their disk.
+        hv.allocate_xen_data_pages()
         for mfn, count in hv.allocator.free_extents():
             hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
     _report_complete(hv, rep, facts, t0, done, first_pause)
@@ -53,6 +54,8 @@ def _restore_or_halt(hv, rep, t0):
     moment xen#1 first paused a vCPU).  Raises RestoreHalted."""
     def fault(point):
         if hv.opts.lu_stop == point:
+            import os
+            import signal       # here: its import (enum) costs 2 ms of blackout
             hv.console.log("lu_stop=%s: stopped (SIGSTOP) at %s", point, point)
             os.kill(os.getpid(), signal.SIGSTOP)
         if hv.opts.lu_fault == point:
@@ -120,8 +123,7 @@ def _halted(hv, rep, stream, e):
 
 def _release_stream(hv, stream, facts):
     """The stream's frames become free memory (scrubbed: they held guest
-    state), the breadcrumb and this boot's boot information go, and Xen's
-    own data pages are allocated."""
+    state) and the breadcrumb goes."""
     rep = hv.lu_report
     rep.info["xen2_guest_bytes_written"] = 0
 
@@ -130,14 +132,14 @@ def _release_stream(hv, stream, facts):
     hv.ram.on_write = count
     # The commit: until here a recover can start over from RAM; from here
     # this process holds the only copy of the domains' state, as any
-    # running hypervisor does.  Breadcrumb and entry go before the stream.
+    # running hypervisor does.  The breadcrumb goes before the stream; this
+    # boot's boot information after the guests run (scrub, below): without
+    # a breadcrumb it names nothing pending.
     handover.clear_breadcrumb(hv)
-    handover.clear_boot_information(hv)
     for mfn, n in stream.extents():
         hv.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
         hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
     hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
-    hv.allocate_xen_data_pages()
     hv.ram.on_write = None
 
 
