@@ -24,6 +24,7 @@ from xen_public.units import MiB, align_down, align_up
 
 from . import bootline, pending, statedir
 from .errors import HypervSimError
+from .liveupdate.handover import clear_boot_information
 from .xlcfg import MAX_MEMORY
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
 from .xen_command import xen_argv
@@ -325,5 +326,5 @@ def _write_recovery(ram, image, place, cmdline, found):
     ram.map.flush()
     covered = place.image_start <= found.entry < place.image_start + image.load_size
     if found.entry != place.bootinfo_addr and not covered:
-        pending.clear_entry(ram, found.entry)
+        clear_boot_information(ram, found.entry)
         ram.map.flush()

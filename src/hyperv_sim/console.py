@@ -19,7 +19,6 @@ class Console:
         self._file = statedir.open_text(path, "a") if path else None
         self._echo = echo
         self._t0 = time.monotonic()
-        self.dropped = 0            # lines the log file could not take
 
     def log(self, fmt, *args):
         msg = fmt % args if args else fmt
@@ -32,7 +31,7 @@ class Console:
                 except (OSError, ValueError):
                     # A full disk or a closed log loses the line from the
                     # file, never the caller (the ring still has it).
-                    self.dropped += 1
+                    pass
             if self._echo:
                 self._echo(line)
 

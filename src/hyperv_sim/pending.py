@@ -12,8 +12,9 @@ hypervisor on the same RAM, and takes nothing from a process's answer.
   the breadcrumb       at L; without it nothing is pending.
   xen#2's entry        the boot information page at L + S - 4 KiB whose
                        command line says liveupdate=S@L (xen#2 clears it
-                       with the breadcrumb once restored: handover.py): its image, its
-                       command line, and so the window the update used.
+                       once its guests run again, after the breadcrumb):
+                       its image, its command line, and so the window the
+                       update used.
 """
 from xen_public import bootinfo, multiboot2, xennotes
 from xen_public.abi import PAGE_SIZE
@@ -34,14 +35,10 @@ class NothingPending(HypervSimError):
 class Pending:
     """Where xen#2 was started: what a recovery plans its image from."""
 
-    def __init__(self, lu_start, lu_size, xen_start, xen_size, cmdline, entry, breadcrumb):
+    def __init__(self, lu_start, lu_size, xen_start, xen_size, cmdline, entry):
         self.lu_start, self.lu_size = lu_start, lu_size
         self.xen_start, self.xen_size = xen_start, xen_size
-        self.cmdline, self.entry, self.breadcrumb = cmdline, entry, breadcrumb
-
-    def facts(self):
-        return {"lu_start": self.lu_start, "lu_size": self.lu_size, "xen_start": self.xen_start,
-                "xen_size": self.xen_size, "cmdline": self.cmdline, "entry": self.entry}
+        self.cmdline, self.entry = cmdline, entry
 
 
 def lu_bootmem_start(ram):
@@ -60,8 +57,7 @@ def lu_bootmem_start(ram):
 def find(ram):
     """The pending update in `ram`, or NothingPending saying why not."""
     lu_start = lu_bootmem_start(ram)
-    crumb = read_breadcrumb(ram.read(lu_start, BREADCRUMB.size))
-    if crumb is None:
+    if read_breadcrumb(ram.read(lu_start, BREADCRUMB.size)) is None:
         raise NothingPending("no breadcrumb at 0x%x: no live update is pending" % lu_start)
     entries = list(_entries(ram, lu_start))
     if not entries:
@@ -70,9 +66,7 @@ def find(ram):
                              % lu_start)
     # Two only if a recover was cut short between writing its own and
     # clearing the one it planned from; that one's window holds the other.
-    best = max(entries, key=lambda p: p.xen_start + p.xen_size)
-    best.breadcrumb = crumb
-    return best
+    return max(entries, key=lambda p: p.xen_start + p.xen_size)
 
 
 def _entries(ram, lu_start):
@@ -103,9 +97,4 @@ def _entry_at(ram, addr, page, lu_start, size):
         image_size = xennotes.decode_image(notes[xennotes.XENLU_NOTE_IMAGE])
     except (FormatError, ValueError, KeyError):
         return None
-    return Pending(lu_start, size, base, image_size, info.cmdline, addr, None)
-
-
-def clear_entry(ram, addr):
-    """Retire a boot information page once it has been used or replaced."""
-    ram.write(addr, bytes(PAGE_SIZE))
+    return Pending(lu_start, size, base, image_size, info.cmdline, addr)

@@ -73,10 +73,11 @@ def clear_breadcrumb(hv):
     hv.ram.write(hv.lu_start, bytes(S.BREADCRUMB.size))
 
 
-def clear_boot_information(hv):
-    """xen#2's boot information, used: no recover may start from it again
-    (hyperv_sim/pending.py looks for one beside the breadcrumb)."""
-    hv.ram.write(hv.entry, bytes(PAGE_SIZE))
+def clear_boot_information(ram, addr):
+    """A boot information page in LU bootmem, used or replaced: no recover
+    may start from it again (hyperv_sim/pending.py looks for one beside the
+    breadcrumb)."""
+    ram.write(addr, bytes(PAGE_SIZE))
 
 
 def image_fingerprint(hv, image):

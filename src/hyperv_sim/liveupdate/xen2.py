@@ -39,7 +39,7 @@ def boot_from_stream(hv):
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
     rep.phase("scrub")
-    handover.clear_boot_information(hv)
+    handover.clear_boot_information(hv.ram, hv.entry)
     with hv.lock:
         # Xen's own data pages (crash notes, vmcoreinfo) need no guest
         # paused: taken here, outside the blackout, with their disk.
