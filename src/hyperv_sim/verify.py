@@ -143,7 +143,7 @@ def _check_io(hv, dom, rep):
         dom0 = hv.domains[0]
         for i, (guest_port, dm_port) in enumerate(dom.ioreq.ports):
             v = dom.vcpu_state[i]
-            state = bytes(ffi.buffer(v.ioreq, 32))[30] & 0x0F
+            state = v.ioreq.state
             blocked = v.runstate == lib.LU_RUN_BLOCKED_IO
             if blocked != (state != lib.LU_IOREQ_NONE):
                 rep.bad(d, "ioreq", "vCPU%d is %s but its ioreq slot is in state %d"
