@@ -94,6 +94,15 @@ int lu_ram_scrub(int fd, uint64_t offset, uint64_t len);
  * before Linux 5.14: the writes then fault as usual). */
 int lu_ram_populate(uint8_t *addr, uint64_t len);
 
+/*
+ * A hypercall caller's memory (lu_caller.c): copy len bytes between buf and
+ * [addr, addr + len) of process pid.  0, -EFAULT when the range is not all
+ * mapped (readable, or writable for a write), else -errno (-ESRCH: gone,
+ * -EPERM: not this process's to read).
+ */
+int64_t lu_caller_read(int pid, uint64_t addr, uint8_t *buf, uint64_t len);
+int64_t lu_caller_write(int pid, uint64_t addr, const uint8_t *buf, uint64_t len);
+
 /* counts[use] += frames in [first, end) with that use; counts has LU_USE_MAX slots. */
 void lu_frames_histogram(const struct lu_frame *ft, uint64_t first, uint64_t end,
                          uint64_t *counts);

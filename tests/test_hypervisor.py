@@ -1,5 +1,6 @@
 """The simulated host at boot and its domains, looked at from inside:
 frame table, allocator and host RAM."""
+import os
 import pytest
 
 from hyperv_sim._lu_core import lib
@@ -146,17 +147,16 @@ def test_kexec_op_from_a_guest_is_refused(hv):
     """Only the control domain may use kexec_op (Xen's XSM check): the same
     call issued on behalf of d1 gets -EPERM and changes nothing."""
     from hyperv_sim._lu_core import ffi
-    from hyperv_sim.hypercalls import Dispatcher
+    from hyperv_sim.hypercalls import CallerMemory, Dispatcher
     from xen_public import abi
     hv.create_domain("guest", "pv", 32 * MiB, 1)
     rng = ffi.new("xen_kexec_range_t *", {"range": abi.KEXEC_RANGE_MA_XEN})
     addr = int(ffi.cast("uintptr_t", rng))
     call = ffi.new("privcmd_hypercall_t *")
     call.op, call.arg[0], call.arg[1] = abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec_get_range, addr
-    regions = [(addr, bytearray(ffi.buffer(rng)))]
-    d = Dispatcher(hv)
-    assert d.call(ffi.buffer(call)[:], regions, caller_domid=1) == -abi.EPERM
-    assert regions[0][1] == bytearray(ffi.buffer(rng))          # nothing written back
-    assert d.call(ffi.buffer(call)[:], regions, caller_domid=0) == 0
-    start = int.from_bytes(regions[0][1][16:24], "little")     # xen_kexec_range_t.start
-    assert start == hv.xen_start
+    before = bytes(ffi.buffer(rng))
+    d, me = Dispatcher(hv), CallerMemory(os.getpid())
+    assert d.call(ffi.buffer(call)[:], me, caller_domid=1) == -abi.EPERM
+    assert bytes(ffi.buffer(rng)) == before                     # nothing written back
+    assert d.call(ffi.buffer(call)[:], me, caller_domid=0) == 0
+    assert rng.start == hv.xen_start

@@ -8,7 +8,7 @@ import pytest
 
 from xen_public import abi
 from kexec_lu.errors import HypercallError
-from kexec_lu.hypercall import _Buffers
+from kexec_lu.hypercall import handle
 from xen_public._xen_abi import ffi
 from xen_public.units import MiB
 
@@ -118,17 +118,15 @@ def test_bad_loads_are_refused_and_change_nothing(host):
 
 def test_handle_outside_the_callers_buffers_is_efault(host):
     c = host.client
-    bufs = _Buffers()
     load = ffi.new("xen_kexec_load_t *", {"type": 2, "arch": abi.EM_X86_64, "nr_segments": 1,
                                            "segments": 0xdead0000, "entry_maddr": 0})
-    arg = bufs.add(load)
-    ret = c._hypercall(abi.HYPERVISOR_kexec_op, [abi.KEXEC_CMD_kexec_load, arg], bufs)
+    ret = c._hypercall(abi.HYPERVISOR_kexec_op, [abi.KEXEC_CMD_kexec_load, handle(load)])
     assert ret == -abi.EFAULT
     assert c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE) == 0
 
 
 def test_unknown_hypercall_is_enosys(host):
-    assert host.client._hypercall(999, [0], _Buffers()) == -abi.ENOSYS
+    assert host.client._hypercall(999, [0]) == -abi.ENOSYS
 
 
 def test_xen_version_and_command_line(host):

@@ -106,7 +106,7 @@ def test_no_xen_here_is_said_plainly(tmp_path, monkeypatch):
     with pytest.raises(HypervisorUnavailable, match="no Xen control domain here"):
         XenClient().get_range(abi.KEXEC_RANGE_MA_XEN)
     with pytest.raises(HypervisorUnavailable, match="cannot open"):
-        XenPrivcmd(str(tmp_path / "no-device")).hypercall(bytes(48), [])
+        XenPrivcmd(str(tmp_path / "no-device")).hypercall(bytes(48))
 
 
 def test_exec_on_real_xen_triggers_and_does_not_wait_for_a_report(device, capsys):

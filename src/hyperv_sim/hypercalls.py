@@ -1,39 +1,64 @@
 """Hypercall dispatch: privcmd requests to the hypervisor's handlers.
 
-Arguments arrive as Xen lays them out; guest handles are resolved in the
-caller's buffers (GuestMemory), as copy_from_guest / copy_to_guest would.
+Arguments arrive as Xen lays them out (struct privcmd_hypercall); guest
+handles are addresses in the calling process, read and written there
+(CallerMemory), as copy_from_guest / copy_to_guest do in a PV guest.
 """
+import errno
+import os
+import select
+
 from xen_public import abi
 
-from ._lu_core import ffi
+from ._lu_core import ffi, lib
 from .kexec import SEGMENT_SIZE, KexecFailure
 
 CALL_SIZE = ffi.sizeof("privcmd_hypercall_t")
 
 
 class Fault(Exception):
-    """A guest handle that points outside the caller's buffers: -EFAULT."""
+    """A guest handle the hypervisor cannot follow: -EFAULT."""
 
 
-class GuestMemory:
-    """The caller's buffers, by address."""
+class CallerMemory:
+    """The calling process's memory, by address (its pid from SO_PEERCRED).
 
-    def __init__(self, regions):
-        self.regions = regions
+    pidfd, when given, pins the caller: the kernel recycles pids, and
+    nothing is written once the caller has exited, so a write can never
+    land in another process that took its pid."""
 
-    def _find(self, addr, length):
-        for base, data in self.regions:
-            if base <= addr and addr + length <= base + len(data):
-                return data, addr - base
-        raise Fault("0x%x+%d is not in the caller's buffers" % (addr, length))
+    def __init__(self, pid, pidfd=None):
+        self.pid = pid
+        self.pidfd = pidfd
+
+    def _gone(self):
+        return self.pidfd is not None and bool(select.select([self.pidfd], [], [], 0)[0])
+
+    def _fault(self, what, addr, length, err):
+        if err == errno.EFAULT:
+            why = "not mapped%s in the caller" % (" writable" if what == "write" else "")
+        elif err == errno.ESRCH:
+            why = "the caller (pid %d) has exited" % self.pid
+        elif err == errno.EPERM:
+            why = ("the caller (pid %d) may not be read by the hypervisor (ptrace rules: "
+                   "kernel.yama.ptrace_scope, or another user)" % self.pid)
+        else:
+            why = os.strerror(err)
+        return Fault("%s of 0x%x+%d: %s" % (what, addr, length, why))
 
     def copy_from(self, addr, length):
-        data, off = self._find(addr, length)
-        return bytes(data[off:off + length])
+        buf = bytearray(length)
+        err = lib.lu_caller_read(self.pid, addr, ffi.from_buffer(buf), length)
+        if err or self._gone():
+            raise self._fault("read", addr, length, -err or errno.ESRCH)
+        return bytes(buf)
 
     def copy_to(self, addr, raw):
-        data, off = self._find(addr, len(raw))
-        data[off:off + len(raw)] = raw
+        if self._gone():
+            raise self._fault("write", addr, len(raw), errno.ESRCH)
+        err = lib.lu_caller_write(self.pid, addr, raw, len(raw))
+        if err:
+            raise self._fault("write", addr, len(raw), -err)
 
     def read_struct(self, ctype, addr):
         obj = ffi.new(ctype + " *")
@@ -53,14 +78,14 @@ class Dispatcher:
             abi.HYPERVISOR_memory_op: self.memory_op,
         }
 
-    def call(self, call_bytes, regions, caller_domid=0):
-        """-> return value (>= 0, or -errno) of one hypercall."""
+    def call(self, call_bytes, mem, caller_domid=0):
+        """-> return value (>= 0, or -errno) of one hypercall; mem is the
+        caller's memory (CallerMemory)."""
         call = ffi.new("privcmd_hypercall_t *")
         ffi.memmove(call, call_bytes, CALL_SIZE)
         handler = self.handlers.get(call.op)
         if handler is None:
             return -abi.ENOSYS
-        mem = GuestMemory(regions)
         if self.hv.lu_active and call.op == abi.HYPERVISOR_kexec_op:
             return -abi.EBUSY
         try:

@@ -23,7 +23,7 @@ from xen_public.errors import Busy
 
 from .errors import USER_ERRORS
 
-from .hypercalls import CALL_SIZE
+from .hypercalls import CALL_SIZE, CallerMemory
 
 MAX_CONNECTIONS = 64            # served at once; more are refused as busy
 MAX_INFLIGHT = 1 << 30          # request bytes held at once, over every connection
@@ -141,26 +141,28 @@ class PrivcmdServer:
         except FileNotFoundError:
             pass
 
-    def _peer_allowed(self, conn):
+    def _peer(self, conn):
+        """The caller's pid, or None if it is not the owner's."""
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, _gid = struct.unpack("3i", creds)
         if uid != self.owner:
             self.console.log("privcmd: refused pid %d uid %d (owner is uid %d)", pid, uid, self.owner)
-            return False
-        return True
+            return None
+        return pid
 
     def _serve(self, conn):
         conn.settimeout(FIRST_FRAME_TIMEOUT)
         with conn:
             try:
-                if not self._peer_allowed(conn):
+                pid = self._peer(conn)
+                if pid is None:
                     return
                 length = wire.recv_length(conn)
                 if length is None:
                     return
                 conn.settimeout(30)
                 with self._budget.hold(length):
-                    self._answer(conn, *wire.recv_body(conn, length))
+                    self._answer(conn, pid, *wire.recv_body(conn, length))
             except wire.OverBudget as e:
                 self._refuse(conn, str(e))
             except (ConnectionError, ValueError, OSError) as e:
@@ -169,11 +171,12 @@ class PrivcmdServer:
                 self.console.log("privcmd: internal error serving a request: %s: %s",
                                  type(e).__name__, e)
 
-    def _answer(self, conn, kind, payload):
+    def _answer(self, conn, pid, kind, payload):
         if kind == wire.KIND_HYPERCALL:
-            call, regions = wire.decode_hypercall(payload, CALL_SIZE)
-            ret = self.dispatcher.call(call, regions) if self.dispatcher else -abi.ENODEV  # halted
-            wire.send_frame(conn, kind, wire.encode_reply(ret, regions))
+            if len(payload) != CALL_SIZE:
+                raise ValueError("hypercall request of %d bytes, not a privcmd_hypercall (%d)"
+                                 % (len(payload), CALL_SIZE))
+            wire.send_frame(conn, kind, wire.encode_return(self._hypercall(pid, bytes(payload))))
         elif kind == wire.KIND_TOOLSTACK:
             if len(payload) > MAX_TOOLSTACK_REQUEST:
                 reply = {"ok": False, "error": "toolstack request of %d bytes: at most %d"
@@ -183,6 +186,21 @@ class PrivcmdServer:
             wire.send_frame(conn, kind, json.dumps(reply).encode())
         else:
             self.console.log("privcmd: dropped a request of unknown kind %r", kind)
+
+    def _hypercall(self, pid, call):
+        """One hypercall from process pid, its guest handles read and
+        written in that process's memory."""
+        if self.dispatcher is None:
+            return -abi.ENODEV                  # halted
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            self.console.log("privcmd: caller pid %d exited before its hypercall was read", pid)
+            return -abi.EFAULT                  # gone already: no memory to read
+        try:
+            return self.dispatcher.call(call, CallerMemory(pid, pidfd))
+        finally:
+            os.close(pidfd)
 
     def _toolstack(self, payload):
         try:

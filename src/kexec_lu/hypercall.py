@@ -1,8 +1,9 @@
-"""kexec_op and xen_version, as a dom0 client issues them.
+"""kexec_op, memory_op and xen_version, as a dom0 client issues them.
 
 Arguments are built as Xen's own structs (cffi, csrc/xen_abi.h) in this
 process's memory; guest handles are those buffers' real addresses, exactly
-what /dev/xen/privcmd would pass.  The transport carries the buffers along.
+what /dev/xen/privcmd passes, and the hypervisor reads and writes them where
+they are.  Every buffer must stay alive until its call returns.
 """
 from xen_public import abi
 from xen_public._xen_abi import ffi
@@ -12,24 +13,9 @@ from .errors import HypercallError
 from .xenprivcmd import open_transport
 
 
-class _Buffers:
-    """The hypercall buffers of one call: cffi objects the hypervisor may
-    read (copy_from_guest) and write (copy_to_guest)."""
-
-    def __init__(self):
-        self._items = []
-
-    def add(self, cdata, size=None):
-        size = ffi.sizeof(cdata[0]) if size is None else size
-        self._items.append((cdata, size))
-        return int(ffi.cast("uintptr_t", cdata))
-
-    def regions(self):
-        return [(int(ffi.cast("uintptr_t", c)), ffi.buffer(c, n)[:]) for c, n in self._items]
-
-    def write_back(self, datas):
-        for (c, n), data in zip(self._items, datas):
-            ffi.memmove(c, data, n)
+def handle(cdata):
+    """A guest handle: the address of a buffer in this process (0 for NULL)."""
+    return int(ffi.cast("uintptr_t", cdata))
 
 
 class XenClient:
@@ -38,18 +24,15 @@ class XenClient:
     def __init__(self, transport=None):
         self.transport = transport or open_transport()
 
-    def _hypercall(self, op, args, bufs):
+    def _hypercall(self, op, args):
         call = ffi.new("privcmd_hypercall_t *")
         call.op = op
         for i, a in enumerate(args):
             call.arg[i] = a
-        ret, datas = self.transport.hypercall(ffi.buffer(call)[:], bufs.regions())
-        bufs.write_back(datas)
-        return ret
+        return self.transport.hypercall(ffi.buffer(call)[:])
 
-    def _kexec_op(self, what, cmd, struct_ptr, bufs):
-        arg = bufs.add(struct_ptr)
-        ret = self._hypercall(abi.HYPERVISOR_kexec_op, [cmd, arg], bufs)
+    def _kexec_op(self, what, cmd, struct_ptr):
+        ret = self._hypercall(abi.HYPERVISOR_kexec_op, [cmd, handle(struct_ptr)])
         if ret == -abi.EBUSY:
             raise Busy("%s: a live update is in progress; retry when it is done" % what)
         if ret < 0:
@@ -60,21 +43,19 @@ class XenClient:
 
     def get_range(self, range_id, nr=0):
         """(start, size) of a KEXEC_RANGE_MA_* range."""
-        bufs = _Buffers()
         rng = ffi.new("xen_kexec_range_t *", {"range": range_id, "nr": nr})
         self._kexec_op("kexec get_range(%s)" % abi.KEXEC_RANGE_NAMES.get(range_id, range_id),
-                       abi.KEXEC_CMD_kexec_get_range, rng, bufs)
+                       abi.KEXEC_CMD_kexec_get_range, rng)
         return rng.start, rng.size
 
     def kexec_load(self, ktype, arch, entry_maddr, segments):
         """segments: [(data bytes, dest_maddr, dest_size)]."""
-        bufs = _Buffers()
         segs = ffi.new("xen_kexec_segment_t[]", max(len(segments), 1))
-        keep = []
+        keep = []           # the segments' bytes, alive until the call returns
         for i, (data, dest, dest_size) in enumerate(segments):
-            buf = ffi.new("unsigned char[]", bytes(data)) if data else ffi.NULL
+            buf = ffi.from_buffer(data) if data else ffi.NULL
             keep.append(buf)
-            segs[i].buf = bufs.add(buf, len(data)) if data else 0
+            segs[i].buf = handle(buf)
             segs[i].buf_size = len(data)
             segs[i].dest_maddr = dest
             segs[i].dest_size = dest_size
@@ -82,31 +63,28 @@ class XenClient:
         load.type = ktype
         load.arch = arch
         load.nr_segments = len(segments)
-        load.segments = bufs.add(segs, ffi.sizeof("xen_kexec_segment_t") * len(segments))
+        load.segments = handle(segs)
         load.entry_maddr = entry_maddr
-        return self._kexec_op("kexec load", abi.KEXEC_CMD_kexec_load, load, bufs)
+        return self._kexec_op("kexec load", abi.KEXEC_CMD_kexec_load, load)
 
     def kexec_unload(self, ktype):
-        bufs = _Buffers()
         return self._kexec_op("kexec unload", abi.KEXEC_CMD_kexec_unload,
-                              ffi.new("xen_kexec_unload_t *", {"type": ktype}), bufs)
+                              ffi.new("xen_kexec_unload_t *", {"type": ktype}))
 
     def kexec_status(self, ktype):
         """1 if an image of this type is loaded, 0 if not."""
-        bufs = _Buffers()
         return self._kexec_op("kexec status", abi.KEXEC_CMD_kexec_status,
-                              ffi.new("xen_kexec_status_t *", {"type": ktype}), bufs)
+                              ffi.new("xen_kexec_status_t *", {"type": ktype}))
 
     def kexec_exec(self, ktype):
-        bufs = _Buffers()
         return self._kexec_op("kexec exec", abi.KEXEC_CMD_kexec,
-                              ffi.new("xen_kexec_exec_t *", {"type": ktype}), bufs)
+                              ffi.new("xen_kexec_exec_t *", {"type": ktype}))
 
     # memory_op
 
     def max_ram_page(self):
         """The highest machine frame number of host RAM."""
-        ret = self._hypercall(abi.HYPERVISOR_memory_op, [abi.XENMEM_maximum_ram_page, 0], _Buffers())
+        ret = self._hypercall(abi.HYPERVISOR_memory_op, [abi.XENMEM_maximum_ram_page, 0])
         if ret < 0:
             raise HypercallError("memory_op(maximum_ram_page)", -ret)
         return ret
@@ -114,10 +92,8 @@ class XenClient:
     # xen_version
 
     def _xen_version(self, cmd, ctype=None):
-        bufs = _Buffers()
-        buf = ffi.new(ctype) if ctype else None
-        arg = bufs.add(buf) if buf is not None else 0
-        ret = self._hypercall(abi.HYPERVISOR_xen_version, [cmd, arg], bufs)
+        buf = ffi.new(ctype) if ctype else ffi.NULL
+        ret = self._hypercall(abi.HYPERVISOR_xen_version, [cmd, handle(buf)])
         if ret < 0:
             raise HypercallError("xen_version(%d)" % cmd, -ret)
         return ret, buf

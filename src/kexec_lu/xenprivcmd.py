@@ -3,10 +3,8 @@
 IOCTL_PRIVCMD_HYPERCALL takes a struct privcmd_hypercall {u64 op; u64
 arg[5];} and returns the hypercall's own return value; arguments that are
 guest handles are plain addresses in this process, which Xen reads and
-writes directly.  So the buffers XenClient hands over need no carrying: after
-the call their contents are read back from where they live.
+writes directly, as the simulator's hypervisor does over its socket.
 """
-import ctypes
 import errno as errno_mod
 import fcntl
 import os
@@ -36,9 +34,8 @@ class XenPrivcmd:
         self.device = device
         self._ioctl = ioctl
 
-    def hypercall(self, call_bytes, regions):
-        """Issue one hypercall; regions are (address, bytes) of buffers in
-        this process, returned with what Xen wrote into them."""
+    def hypercall(self, call_bytes):
+        """Issue one hypercall; -> its return value."""
         try:
             fd = os.open(self.device, os.O_RDWR | os.O_CLOEXEC)
         except OSError as e:
@@ -50,7 +47,7 @@ class XenPrivcmd:
             ret = -(e.errno or errno_mod.EIO)
         finally:
             os.close(fd)
-        return ret, [ctypes.string_at(addr, len(data)) for addr, data in regions]
+        return ret
 
     def toolstack(self, op, **args):
         raise HypervisorUnavailable("%s is Xen's, not a simulated host: the simulator's "

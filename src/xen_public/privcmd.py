@@ -1,16 +1,15 @@
 """The privcmd channel to the hypervisor, as a UNIX socket.
 
 Linux's /dev/xen/privcmd takes IOCTL_PRIVCMD_HYPERCALL with a struct
-privcmd_hypercall {u64 op; u64 arg[5];}; arguments are pointers into the
-caller's memory, which Xen reads and writes with copy_from/to_guest.  A socket
-cannot carry pointers, so each request also carries the caller's buffers
-("bounce buffers", like libxencall's) as (address, bytes) regions: the
-hypervisor resolves guest handles inside them and sends them back, updated.
+privcmd_hypercall {u64 op; u64 arg[5];}; arguments that are guest handles
+are addresses in the caller's memory, which Xen reads and writes with
+copy_from/to_guest.  The socket carries exactly that struct: the hypervisor
+reads and writes the caller's memory itself, at those addresses, in the
+process on the other end (its pid from SO_PEERCRED).  Nothing on the wire
+depends on which hypercall it is.
 
 Frame: u32 length, u8 kind, payload.
-  kind 'H' hypercall: privcmd_hypercall (48 bytes), u32 nr_regions, u32 0,
-                      nr x {u64 addr, u64 len}, then the regions' bytes.
-          reply:      i64 ret, u32 nr_regions, u32 0, the regions' bytes.
+  kind 'H' hypercall: privcmd_hypercall (48 bytes); reply: i64 ret.
   kind 'T' toolstack: UTF-8 JSON request; reply: UTF-8 JSON.  Simulator-only
                       operations (xl's job: create, list, destroy, ...).
 """
@@ -29,8 +28,6 @@ KIND_TOOLSTACK = b"T"
 MAX_FRAME = 512 << 20
 
 _LEN = struct.Struct("<I")
-_REGION = struct.Struct("<QQ")
-_COUNT = struct.Struct("<II")
 _RET = struct.Struct("<q")
 SOCKET_NAME = "privcmd"
 PID_NAME = "xen.pid"            # the hypervisor's pid, the same across live updates
@@ -109,49 +106,33 @@ def recv_frame(sock):
     return recv_body(sock, length)
 
 
-def encode_hypercall(call_bytes, regions):
-    """regions: list of (addr, bytes)."""
-    parts = [call_bytes, _COUNT.pack(len(regions), 0)]
-    parts += [_REGION.pack(addr, len(data)) for addr, data in regions]
-    parts += [bytes(data) for _, data in regions]
-    return b"".join(parts)
+def encode_return(ret):
+    return _RET.pack(ret)
 
 
-def decode_hypercall(payload, call_size):
-    """-> (call_bytes, [(addr, bytearray)]); raises ValueError if malformed."""
-    if len(payload) < call_size + _COUNT.size:
-        raise ValueError("hypercall request too short")
-    call = bytes(payload[:call_size])
-    nr, _ = _COUNT.unpack_from(payload, call_size)
-    off = call_size + _COUNT.size
-    if nr > 64 or off + nr * _REGION.size > len(payload):
-        raise ValueError("bad region table")
-    heads = [_REGION.unpack_from(payload, off + i * _REGION.size) for i in range(nr)]
-    off += nr * _REGION.size
-    regions = []
-    for addr, length in heads:
-        if off + length > len(payload):
-            raise ValueError("region at 0x%x runs past the request" % addr)
-        regions.append((addr, bytearray(payload[off:off + length])))
-        off += length
-    return call, regions
+def decode_return(payload):
+    """A hypercall's return value, or None if payload is not one."""
+    return _RET.unpack(payload)[0] if len(payload) == _RET.size else None
 
 
-def encode_reply(ret, regions):
-    return b"".join([_RET.pack(ret), _COUNT.pack(len(regions), 0)] + [bytes(d) for _, d in regions])
+YAMA_SCOPE = "/proc/sys/kernel/yama/ptrace_scope"
+PR_SET_PTRACER = 0x59616D61     # prctl option, linux/prctl.h ("Yama")
 
 
-def decode_reply(payload, lengths):
-    ret, = _RET.unpack_from(payload)
-    nr, _ = _COUNT.unpack_from(payload, _RET.size)
-    if nr != len(lengths):
-        raise ConnectionError("reply carries %d regions, expected %d" % (nr, len(lengths)))
-    off = _RET.size + _COUNT.size
-    out = []
-    for n in lengths:
-        out.append(payload[off:off + n])
-        off += n
-    return ret, out
+def allow_memory_access(pid, scope_file=YAMA_SCOPE):
+    """Let process pid (the hypervisor) read and write this process's
+    memory, as Xen does a guest's.  Needed only under Yama's restricted
+    ptrace scope (1), where by default only an ancestor may; scope 0 needs
+    nothing, 2 and 3 forbid it whatever we say (the hypervisor then
+    answers -EFAULT and logs why)."""
+    try:
+        with open(scope_file) as f:
+            if f.read().strip() != "1":
+                return
+    except OSError:
+        return                  # no Yama: ordinary ptrace rules (same user) apply
+    import ctypes               # only here: most callers never need it
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PTRACER, ctypes.c_ulong(pid), 0, 0, 0)
 
 
 def _busy_refusal(kind, payload):
@@ -202,6 +183,7 @@ class SocketPrivcmd:
         self.state_dir = state_dir or default_state_dir()
         self.path = os.path.join(self.state_dir, SOCKET_NAME)
         self.peer_pid = None
+        self._granted = None        # the hypervisor pid allowed into our memory
 
     def _check_path(self):
         for what, path in (("state directory", self.state_dir), ("socket", self.path)):
@@ -279,6 +261,9 @@ class SocketPrivcmd:
     def _exchange(self, kind, payload):
         sock = self._connect()
         try:
+            if kind == KIND_HYPERCALL and self._granted != self.peer_pid:
+                allow_memory_access(self.peer_pid)
+                self._granted = self.peer_pid
             try:
                 send_frame(sock, kind, payload)
             except (ConnectionError, OSError):
@@ -298,10 +283,15 @@ class SocketPrivcmd:
             raise HypervisorUnavailable("hypervisor at %s answered a %r frame" % (self.path, rkind))
         return bytes(reply)
 
-    def hypercall(self, call_bytes, regions):
-        """Issue one hypercall.  regions: [(addr, bytes)], sent and returned."""
-        reply = self._exchange(KIND_HYPERCALL, encode_hypercall(call_bytes, regions))
-        return decode_reply(reply, [len(d) for _, d in regions])
+    def hypercall(self, call_bytes):
+        """Issue one hypercall (a struct privcmd_hypercall); -> its return
+        value.  Its guest handles are addresses in this process, which the
+        hypervisor reads and writes while it runs the call."""
+        ret = decode_return(self._exchange(KIND_HYPERCALL, bytes(call_bytes)))
+        if ret is None:
+            raise HypervisorUnavailable("hypervisor at %s answered a hypercall with something "
+                                        "that is not a return value" % self.path)
+        return ret
 
     def toolstack(self, op, **args):
         """A simulator-only toolstack request; raises ToolstackRefused (Busy: retry later) on failure."""
