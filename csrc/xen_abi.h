@@ -1,6 +1,6 @@
 /*
- * The parts of Xen's public ABI (xen/include/public/kexec.h, version.h and
- * the privcmd ioctl argument) that kexec-lu and hyperv-sim exchange.
+ * The parts of Xen's public ABI (xen/include/public/kexec.h, version.h,
+ * memory.h, xen.h's multicall entry and the privcmd ioctl argument) that kexec-lu and hyperv-sim exchange.
  * Layouts are Xen's own for x86-64; tests/test_abi_layout.py compiles
  * Debian's libxen-dev headers and proves every size and offset equal.
  * This file is also given to cffi's cdef(), so it holds declarations only.
@@ -41,6 +41,21 @@ typedef struct xen_kexec_unload {
 typedef struct xen_kexec_status {
     uint8_t type;
 } xen_kexec_status_t;
+
+/* One call of a multicall (public/xen.h): result written back per entry. */
+typedef struct multicall_entry {
+    uint64_t op;
+    uint64_t result;
+    uint64_t args[6];
+} multicall_entry_t;
+
+/* XENMEM_machine_memory_map's argument (public/memory.h): buffer holds
+ * nr_entries E820 entries on the way in; nr_entries is the count written
+ * on the way out. */
+typedef struct xen_memory_map {
+    unsigned int nr_entries;
+    uint64_t buffer;        /* XEN_GUEST_HANDLE(void) */
+} xen_memory_map_t;
 
 /* Linux's struct privcmd_hypercall (include/xen/sys/privcmd.h). */
 typedef struct privcmd_hypercall {

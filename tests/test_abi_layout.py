@@ -17,6 +17,8 @@ STRUCTS = {
     "xen_kexec_unload_t": ["type"],
     "xen_kexec_status_t": ["type"],
     "privcmd_hypercall_t": ["op", "arg"],
+    "multicall_entry_t": ["op", "result", "args"],
+    "xen_memory_map_t": ["nr_entries", "buffer"],
 }
 
 CONSTANTS = [
@@ -30,6 +32,7 @@ CONSTANTS = [
     "KEXEC_RANGE_MA_VMCOREINFO",
     "XENVER_version", "XENVER_extraversion", "XENVER_capabilities", "XENVER_pagesize",
     "XENVER_commandline", "XENVER_build_id", "__HYPERVISOR_memory_op", "XENMEM_maximum_ram_page",
+    "__HYPERVISOR_multicall", "XENMEM_machine_memory_map",
     "DOMID_SELF", "DOMID_IO", "DOMID_XEN", "DOMID_COW", "DOMID_INVALID", "DOMID_IDLE",
 ]
 

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import struct
 import sys
 import textwrap
 
@@ -227,3 +228,92 @@ def test_yama_grant_only_where_the_scope_needs_it(tmp_path, monkeypatch):
     calls.clear()
     wire.allow_memory_access(4242, str(tmp_path / "no-yama"))
     assert calls == []
+
+
+# --- multicall and the machine memory map, as libxenctrl sends them -----------
+
+def multicall(host, entries):
+    """entries: [(op, args)] -> (return value, [per-entry results, signed])."""
+    arr = ffi.new("multicall_entry_t[]", max(len(entries), 1))
+    for i, (op, args) in enumerate(entries):
+        arr[i].op = op
+        for j, a in enumerate(args):
+            arr[i].args[j] = a
+    ret = host.privcmd.hypercall(call(abi.HYPERVISOR_multicall, handle(arr), len(entries)))
+    return ret, [ffi.cast("int64_t", arr[i].result) for i in range(len(entries))]
+
+
+def test_multicall_runs_each_entry_and_writes_its_result(host):
+    ret, results = multicall(host, [
+        (abi.HYPERVISOR_memory_op, [abi.XENMEM_maximum_ram_page, 0]),
+        (abi.HYPERVISOR_xen_version, [abi.XENVER_pagesize, 0]),
+        (999, [0]),
+        (abi.HYPERVISOR_multicall, [0, 0]),
+        (abi.HYPERVISOR_xen_version, [abi.XENVER_version, 0]),
+    ])
+    assert ret == 0
+    assert [int(r) for r in results] == [(2 << 30) // PAGE - 1, PAGE, -abi.ENOSYS, -abi.EINVAL,
+                                         (4 << 16) | 18]
+
+
+def test_multicall_entries_at_a_bad_address_are_efault(host):
+    m, base = pages(1)
+    protect(base, PROT_NONE)
+    assert host.privcmd.hypercall(call(abi.HYPERVISOR_multicall, base, 1)) == -abi.EFAULT
+    assert host.privcmd.hypercall(call(abi.HYPERVISOR_multicall, base, 0)) == 0   # nothing to read
+
+
+def machine_memory_map(host, nr_entries, buffer=None):
+    """-> (ret, nr_entries written back, [(addr, size, type)] in the buffer)."""
+    raw = ffi.new("char[]", max(nr_entries, 1) * abi.E820_ENTRY_SIZE) if buffer is None else None
+    req = ffi.new("xen_memory_map_t *", {"nr_entries": nr_entries,
+                                         "buffer": handle(raw) if buffer is None else buffer})
+    ret = host.privcmd.hypercall(call(abi.HYPERVISOR_memory_op, abi.XENMEM_machine_memory_map,
+                                      handle(req)))
+    got = []
+    if raw is not None:
+        data = ffi.buffer(raw)[:]
+        for i in range(min(req.nr_entries, nr_entries)):
+            got.append(struct.unpack_from("<QQI", data, i * abi.E820_ENTRY_SIZE))
+    return ret, req.nr_entries, got
+
+
+def test_machine_memory_map_is_ram_with_xens_regions_reserved(host):
+    """The oracle is what kexec_op's ranges and maximum_ram_page say: RAM
+    up to LU bootmem, LU bootmem and Xen reserved, RAM to the end."""
+    c = host.client
+    lu_start, lu_size = c.get_range(abi.KEXEC_RANGE_MA_LIVEUPDATE)
+    xen_start, xen_size = c.get_range(abi.KEXEC_RANGE_MA_XEN)
+    end = (c.max_ram_page() + 1) * PAGE
+    want = [(0, lu_start, 1), (lu_start, lu_size + xen_size, 2),
+            (xen_start + xen_size, end - xen_start - xen_size, 1)]
+    assert machine_memory_map(host, 8) == (0, 3, want)
+    assert machine_memory_map(host, 4) == (0, 3, want)          # one spare entry: enough
+    assert machine_memory_map(host, 3)[0] == -abi.EINVAL        # Xen wants that spare
+    assert machine_memory_map(host, 0, buffer=0) == (0, 3, [])  # NULL: the count only
+    m, base = pages(1)
+    protect(base, mmap.PROT_READ)
+    assert machine_memory_map(host, 8, buffer=base)[0] == -abi.EFAULT
+
+
+def test_machine_memory_map_reserves_the_crash_region(tmp_path, sim_images):
+    from helpers import boot_host, stop_host
+    h = boot_host(tmp_path / "h", sim_images["4.18"],
+                  cmdline="liveupdate=64M dom0_mem=256M crashkernel=128M@0x10000000")
+    try:
+        ret, n, got = machine_memory_map(h, 8)
+        assert ret == 0 and n == 5
+        assert got[:2] == [(0, 256 * MiB, 1), (256 * MiB, 128 * MiB, 2)]
+        assert got[2] == (384 * MiB, got[3][0] - 384 * MiB, 1) and got[3][2] == 2
+    finally:
+        stop_host(tmp_path / "h")
+
+
+def test_machine_memory_map_through_a_one_entry_multicall(host):
+    """libxenctrl 4.17 sends every memory_op as a multicall of one."""
+    raw = ffi.new("char[]", 8 * abi.E820_ENTRY_SIZE)
+    req = ffi.new("xen_memory_map_t *", {"nr_entries": 8, "buffer": handle(raw)})
+    ret, results = multicall(host, [(abi.HYPERVISOR_memory_op,
+                                     [abi.XENMEM_machine_memory_map, handle(req)])])
+    assert (ret, [int(r) for r in results], req.nr_entries) == (0, [0], 3)
+    assert machine_memory_map(host, 8)[2][0] == struct.unpack_from("<QQI", ffi.buffer(raw)[:20])

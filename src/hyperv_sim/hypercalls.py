@@ -7,6 +7,7 @@ handles are addresses in the calling process, read and written there
 import errno
 import os
 import select
+import struct
 
 from xen_public import abi
 
@@ -83,20 +84,49 @@ class Dispatcher:
         caller's memory (CallerMemory)."""
         call = ffi.new("privcmd_hypercall_t *")
         ffi.memmove(call, call_bytes, CALL_SIZE)
-        handler = self.handlers.get(call.op)
+        if call.op == abi.HYPERVISOR_multicall:
+            return self._guarded(call.op, lambda: self.multicall(mem, list(call.arg), caller_domid))
+        return self._one(call.op, list(call.arg), mem, caller_domid)
+
+    def _one(self, op, args, mem, caller_domid):
+        handler = self.handlers.get(op)
         if handler is None:
             return -abi.ENOSYS
-        if self.hv.lu_active and call.op == abi.HYPERVISOR_kexec_op:
+        if self.hv.lu_active and op == abi.HYPERVISOR_kexec_op:
             return -abi.EBUSY
+        return self._guarded(op, lambda: self._locked(handler, mem, args, caller_domid))
+
+    def _locked(self, handler, mem, args, caller_domid):
+        with self.hv.lock:
+            return handler(mem, args, caller_domid)
+
+    def _guarded(self, op, run):
         try:
-            with self.hv.lock:
-                return handler(mem, list(call.arg), caller_domid)
+            return run()
         except Fault as e:
-            self.hv.console.log("hypercall %d: %s", call.op, e)
+            self.hv.console.log("hypercall %d: %s", op, e)
             return -abi.EFAULT
         except KexecFailure as e:
             self.hv.console.log("kexec: %s", e)
             return -e.errno
+
+    # multicall
+
+    def multicall(self, mem, args, caller_domid):
+        """Each entry's call, in order, its result written into the entry
+        (libxencall sends even a single memory_op this way).  A multicall
+        inside a multicall is -EINVAL in its entry, as Xen's is."""
+        entries, nr = args[0], args[1] & 0xFFFFFFFF
+        size = ffi.sizeof("multicall_entry_t")
+        for i in range(nr):
+            e = mem.read_struct("multicall_entry_t", entries + i * size)
+            if e.op == abi.HYPERVISOR_multicall:
+                ret = -abi.EINVAL
+            else:
+                ret = self._one(e.op, list(e.args)[:5], mem, caller_domid)
+            e.result = ret & 0xFFFFFFFFFFFFFFFF
+            mem.write_struct("multicall_entry_t", entries + i * size, e)
+        return 0
 
     # kexec_op
 
@@ -162,7 +192,25 @@ class Dispatcher:
     def memory_op(self, mem, args, caller_domid):
         if args[0] == abi.XENMEM_maximum_ram_page:
             return self.hv.ram.nr_frames - 1
+        if args[0] == abi.XENMEM_machine_memory_map:
+            return self._machine_memory_map(mem, args[1], caller_domid)
         return -abi.ENOSYS
+
+    def _machine_memory_map(self, mem, arg, caller_domid):
+        """The host's E820, as Xen gives it to the control domain.  Xen asks
+        for one spare entry beyond the map (-EINVAL without it); a NULL
+        buffer asks only for the count."""
+        if caller_domid != 0:
+            return -abi.EPERM
+        req = mem.read_struct("xen_memory_map_t", arg)
+        e820 = self.hv.e820()
+        if req.buffer and req.nr_entries < len(e820) + 1:
+            return -abi.EINVAL
+        if req.buffer:
+            mem.copy_to(req.buffer, b"".join(struct.pack("<QQI", *e) for e in e820))
+        req.nr_entries = len(e820)
+        mem.write_struct("xen_memory_map_t", arg, req)
+        return 0
 
     # xen_version
 

@@ -9,7 +9,7 @@ import os
 import threading
 
 from xen_public import bootinfo, multiboot2, xennotes
-from xen_public.abi import DOMID_INVALID, DOMID_XEN, KEXEC_TYPE_NAMES, PAGE_SIZE
+from xen_public.abi import DOMID_INVALID, DOMID_XEN, E820_RAM, E820_RESERVED, KEXEC_TYPE_NAMES, PAGE_SIZE
 from xen_public.errors import FormatError
 from xen_public.lustream import record_name
 from xen_public.units import MiB, GiB, align_down, format_size
@@ -392,6 +392,23 @@ class Hypervisor:
         self.ram.close()
 
     # reports
+
+    def e820(self):
+        """The machine memory map [(addr, size, type)]: RAM, with Xen's own
+        image, LU bootmem below it and the crash region reserved."""
+        reserved = sorted(r for r in ((self.lu_start if self.lu_size else self.xen_start,
+                                       self.xen_start + self.xen_size), 
+                                      (self.crash_region[0], sum(self.crash_region)))
+                          if r[1] > r[0])
+        out, at, end = [], 0, self.ram.nr_frames * PAGE_SIZE
+        for lo, hi in reserved:
+            if lo > at:
+                out.append((at, lo - at, E820_RAM))
+            out.append((lo, hi - lo, E820_RESERVED))
+            at = hi
+        if end > at:
+            out.append((at, end - at, E820_RAM))
+        return out
 
     def info(self):
         with self.lock:

@@ -12,6 +12,7 @@ PAGE_MASK = ~(PAGE_SIZE - 1)
 
 # Hypercall numbers (public/xen.h).
 HYPERVISOR_memory_op = 12
+HYPERVISOR_multicall = 13
 HYPERVISOR_xen_version = 17
 HYPERVISOR_sysctl = 35
 HYPERVISOR_domctl = 36
@@ -65,6 +66,13 @@ EM_X86_64 = 62
 
 # memory_op sub-ops (public/memory.h).
 XENMEM_maximum_ram_page = 2
+XENMEM_machine_memory_map = 10
+
+# E820 entry types (the machine memory map: 20-byte packed entries,
+# u64 addr, u64 size, u32 type).
+E820_RAM = 1
+E820_RESERVED = 2
+E820_ENTRY_SIZE = 20
 
 # xen_version sub-ops (public/version.h).
 XENVER_version = 0
