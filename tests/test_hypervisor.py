@@ -68,6 +68,25 @@ def test_guest_frames_are_owned_and_never_in_lu_bootmem(hv, dtype):
     assert sum(c for _, _, c in dom.p2m) == dom.nr_frames
 
 
+@pytest.mark.parametrize("use, what", [(lib.LU_USE_GUEST, "guest page"),
+                                       (lib.LU_USE_SHARED, "shared page"),
+                                       (lib.LU_USE_IOMMU_PT, "IOMMU page table")])
+def test_preflight_refuses_a_guest_frame_in_lu_bootmem_with_einval(hv, use, what):
+    """The errno kexec-lu(8) and docs/privcmd.md give: -EINVAL, naming the
+    owner; bootmem's first frame past the breadcrumb page is enough."""
+    from hyperv_sim.kexec import KexecFailure
+    from hyperv_sim.liveupdate.engine import LiveUpdate
+    from xen_public import abi
+    dom = hv.create_domain("g", "hvm", 16 * MiB, 1)
+    lu = LiveUpdate(hv)
+    lu._check_bootmem_clean()                      # clean: nothing to say
+    hv.frametable.mark(frames(hv.lu_start) + 1, 1, dom.domid, use)
+    with pytest.raises(KexecFailure) as e:
+        lu._check_bootmem_clean()
+    assert (e.value.errno, str(e.value)) == (abi.EINVAL, "a %s of owner %d lies in LU bootmem"
+                                             % (what, dom.domid))
+
+
 def test_memory_exhaustion_changes_nothing(hv):
     free = hv.allocator.free_frames
     with pytest.raises(DomainError, match="out of memory"):

@@ -94,7 +94,8 @@ def test_bad_loads_are_refused_and_change_nothing(host):
     lu_start, lu_size, xen_start, xen_size = lu_window(c)
     LU = abi.KEXEC_TYPE_LIVEUPDATE
     bad = {
-        "unaligned dest": (abi.EINVAL, LU, abi.EM_X86_64, entry, [(b"x", entry + 8, PAGE)]),
+        "unaligned dest": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, entry, [(b"x", entry + 8, PAGE)]),
+        "unaligned size": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, entry, [(b"x", entry, PAGE + 8)]),
         "buf bigger than dest": (abi.EINVAL, LU, abi.EM_X86_64, entry, [(bytes(PAGE + 1), entry, PAGE)]),
         "overlap": (abi.EINVAL, LU, abi.EM_X86_64, entry,
                     [(b"a", entry, 2 * PAGE), (b"b", entry + PAGE, PAGE)]),

@@ -114,7 +114,8 @@ class Kexec:
         spans = []
         for i, s in enumerate(segs):
             if s.dest % PAGE_SIZE or s.dest_size % PAGE_SIZE:
-                raise KexecFailure(abi.EINVAL, "segment %d: destination 0x%x+0x%x is not "
+                # Xen's errno for this (kimage.c), not -EINVAL.
+                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: destination 0x%x+0x%x is not "
                                    "page-aligned" % (i, s.dest, s.dest_size))
             if s.buf_size > s.dest_size:
                 raise KexecFailure(abi.EINVAL, "segment %d: %d bytes do not fit in its %d-byte "
