@@ -1,6 +1,7 @@
 /*
  * The parts of Xen's public ABI (xen/include/public/kexec.h, version.h,
- * memory.h, xen.h's multicall entry and the privcmd ioctl argument) that kexec-lu and hyperv-sim exchange.
+ * memory.h, xen.h's multicall entry and the privcmd ioctl argument) that
+ * kexec-lu and hyperv-sim exchange.
  * Layouts are Xen's own for x86-64; tests/test_abi_layout.py compiles
  * Debian's libxen-dev headers and proves every size and offset equal.
  * This file is also given to cffi's cdef(), so it holds declarations only.

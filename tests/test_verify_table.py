@@ -270,14 +270,20 @@ def guest_frame_from_lu_bootmem(h, hv):
     g = hv.create_domain("g", "hvm", 16 * MiB, 1)
     lu = hv.lu_start // PAGE_SIZE
     clean_hv(hv)
+    move_gfn_2048(hv, g, lu)
+    return [(d(g.domid), "ownership", "frames 0x%x-0x%x lie in LU bootmem" % (lu, lu + 1))]
+
+
+def move_gfn_2048(hv, g, mfn):
+    """g's gfn 2048 moved to frame mfn, the way a broken allocator would:
+    frame table, M2P and P2M agree, and the old frame is free again."""
     with hv.lock, hv.sched.stopped():
         (gfn0, mfn0, count), = g.p2m
         gfn = 2048
-        hv.frametable.mark(lu, 1, g.domid, lib.LU_USE_GUEST, count_info=ALLOCATED | 1)
+        hv.frametable.mark(mfn, 1, g.domid, lib.LU_USE_GUEST, count_info=ALLOCATED | 1)
         hv.frametable.mark(mfn0 + gfn, 1, abi.DOMID_INVALID, lib.LU_USE_FREE)
-        hv.m2p.table[lu] = gfn
-        g.p2m = [(0, mfn0, gfn), (gfn, lu, 1), (gfn + 1, mfn0 + gfn + 1, count - gfn - 1)]
-    return [(d(g.domid), "ownership", "frames 0x%x-0x%x lie in LU bootmem" % (lu, lu + 1))]
+        hv.m2p.table[mfn] = gfn
+        g.p2m = [(0, mfn0, gfn), (gfn, mfn, 1), (gfn + 1, mfn0 + gfn + 1, count - gfn - 1)]
 
 
 @damages("ownership", "shared frames at mfn 0x… are not dN's")
@@ -831,13 +837,7 @@ def test_guest_frames_in_the_update_area_edges(served, where):
     g = hv.create_domain("g", "hvm", 16 * MiB, 1)
     hv.set_paused("g", True)
     clean_hv(hv)
-    with hv.lock, hv.sched.stopped():
-        (gfn0, mfn0, count), = g.p2m
-        gfn = 2048
-        hv.frametable.mark(target, 1, g.domid, lib.LU_USE_GUEST, count_info=ALLOCATED | 1)
-        hv.frametable.mark(mfn0 + gfn, 1, abi.DOMID_INVALID, lib.LU_USE_FREE)
-        hv.m2p.table[target] = gfn
-        g.p2m = [(0, mfn0, gfn), (gfn, target, 1), (gfn + 1, mfn0 + gfn + 1, count - gfn - 1)]
+    move_gfn_2048(hv, g, target)
     found = [p for p in problems(h) if "lie in LU bootmem" in p]
     expect = [] if where == "below LU bootmem" else \
         ["d%d ownership: frames 0x%x-0x%x lie in LU bootmem" % (g.domid, target, target + 1)]

@@ -395,19 +395,18 @@ class Hypervisor:
 
     def e820(self):
         """The machine memory map [(addr, size, type)]: RAM, with Xen's own
-        image, LU bootmem below it and the crash region reserved."""
-        reserved = sorted(r for r in ((self.lu_start if self.lu_size else self.xen_start,
-                                       self.xen_start + self.xen_size), 
-                                      (self.crash_region[0], sum(self.crash_region)))
-                          if r[1] > r[0])
-        out, at, end = [], 0, self.ram.nr_frames * PAGE_SIZE
-        for lo, hi in reserved:
+        image and the LU bootmem below it (one range) and the crash region
+        reserved."""
+        update_area = (self.lu_start if self.lu_size else self.xen_start, self.xen_start + self.xen_size)
+        crash = (self.crash_region[0], self.crash_region[0] + self.crash_region[1])
+        out, at = [], 0
+        for lo, hi in sorted(r for r in (update_area, crash) if r[1] > r[0]):
             if lo > at:
                 out.append((at, lo - at, E820_RAM))
             out.append((lo, hi - lo, E820_RESERVED))
             at = hi
-        if end > at:
-            out.append((at, end - at, E820_RAM))
+        if self.ram.size > at:
+            out.append((at, self.ram.size - at, E820_RAM))
         return out
 
     def info(self):

@@ -11,6 +11,7 @@ or one that cannot be accepted or given a thread (no file descriptors, no
 memory), is refused with a busy answer or closed, counted, and the server
 carries on.  Only the toolstack's `shutdown` ends serve_forever for good.
 """
+import errno
 import json
 import os
 import socket
@@ -194,9 +195,11 @@ class PrivcmdServer:
             return -abi.ENODEV                  # halted
         try:
             pidfd = os.pidfd_open(pid)
-        except OSError:
-            self.console.log("privcmd: caller pid %d exited before its hypercall was read", pid)
-            return -abi.EFAULT                  # gone already: no memory to read
+        except OSError as e:                    # no caller to pin: no memory to read
+            self.console.log("privcmd: caller pid %d %s", pid,
+                             "exited before its hypercall was read" if e.errno == errno.ESRCH
+                             else "cannot be pinned: %s" % e.strerror)
+            return -abi.EFAULT
         try:
             return self.dispatcher.call(call, CallerMemory(pid, pidfd))
         finally:
