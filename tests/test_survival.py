@@ -46,17 +46,27 @@ def hypervisor_pid(host):
     return int((host.state_dir / "xen.pid").read_text())
 
 
-def flood(path, n):
-    """n idle connections to the privcmd socket (those the kernel takes)."""
+def flood(path, n, patience=5.0):
+    """n idle connections to the privcmd socket.  A full listen backlog
+    (EAGAIN: the server has not accepted the earlier ones yet, as on a busy
+    machine) is waited out for up to `patience` seconds; any other refusal
+    ends the flood with the connections made so far."""
     socks = []
-    for _ in range(n):
+    deadline = time.monotonic() + patience
+    while len(socks) < n:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.setblocking(False)
         try:
             s.connect(str(path))
-        except (BlockingIOError, OSError):
+        except BlockingIOError:
             s.close()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
             continue
+        except OSError:
+            s.close()
+            break
         socks.append(s)
     return socks
 
