@@ -358,7 +358,8 @@ MUTATIONS = [
      "ok with problems"),
     ("hyperv-sim-info", "info after an update", _set(["kexec", "crash"], {
         "type": "liveupdate", "arch": 62, "entry": 0, "sha256": "0" * 64,
-        "segments": [{"dest": 0, "dest_size": 4096, "buf_size": 1, "staged": True}]}),
+        "segments": [{"dest": 0, "dest_size": 4096, "buf_size": 1, "staged": True,
+                      "mapped_only": False}]}),
      "an image filed under the wrong type"),
     ("hyperv-sim-info", "info", _set(["frames", "mystery"], 3), "an unknown frame use"),
     ("hyperv-sim-boot", "boot", _set(["memory"], 100), "less RAM than a host can have"),

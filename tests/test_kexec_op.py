@@ -79,6 +79,39 @@ def test_liveupdate_load_is_staged_and_replaces_atomically(host):
     c.kexec_unload(abi.KEXEC_TYPE_LIVEUPDATE)            # nothing loaded: still 0
 
 
+def test_null_buffer_segments_are_mapped_only(host):
+    """kexec-tools' identity map of the first MiB: NULL buffers, which Xen
+    maps and nothing more (kimage.c) -- no range check, no staging, no
+    zeroing, not in the digest, nothing scrubbed on unload."""
+    c = host.client
+    free0 = host.toolstack("info")["free_memory"]
+    segs, entry = lu_segments(c)
+    low = read_ram(host, 0, MiB)
+    c.kexec_load(abi.KEXEC_TYPE_LIVEUPDATE, abi.EM_X86_64, entry, [(None, 0, MiB)] + segs)
+    img = loaded_images(host)["liveupdate"]
+    assert [(s["dest"], s["mapped_only"], s["staged"]) for s in img["segments"]] == [
+        (0, True, False), (entry, False, True), (entry + PAGE, False, True)]
+    expect = hashlib.sha256()
+    for data, dest, size in sorted(segs, key=lambda s: s[1]):
+        expect.update(dest.to_bytes(8, "little") + data + bytes(size - len(data)))
+    assert img["sha256"] == expect.hexdigest()
+    assert free0 - host.toolstack("info")["free_memory"] == PAGE + 3 * MiB
+    assert read_ram(host, 0, MiB) == low
+    c.kexec_unload(abi.KEXEC_TYPE_LIVEUPDATE)
+    assert host.toolstack("info")["free_memory"] == free0
+
+
+def test_null_buffer_segments_still_obey_alignment_overlap_and_size(host):
+    c = host.client
+    segs, entry = lu_segments(c)
+    LU, X86 = abi.KEXEC_TYPE_LIVEUPDATE, abi.EM_X86_64
+    expect_errno(abi.EADDRNOTAVAIL, c.kexec_load, LU, X86, entry, [(None, 8, PAGE)] + segs)
+    expect_errno(abi.EINVAL, c.kexec_load, LU, X86, entry, [(None, entry - PAGE, 2 * PAGE)] + segs[1:])
+    # The entry must lie in a segment that holds bytes.
+    expect_errno(abi.EINVAL, c.kexec_load, LU, X86, 0, [(None, 0, MiB)] + segs)
+    assert c.kexec_status(LU) == 0
+
+
 def expect_errno(errno_value, fn, *args):
     with pytest.raises(HypercallError) as e:
         fn(*args)
@@ -149,6 +182,14 @@ def test_crash_image_goes_straight_to_its_destination(tmp_path, sim_images):
                      start + size, [(data, start + size, 8 * PAGE)])
         c.kexec_unload(abi.KEXEC_TYPE_CRASH)
         assert read_ram(host, start, 8 * PAGE) == bytes(8 * PAGE)
+        # A NULL-buffer segment outside the region (over the running
+        # hypervisor's image here) is mapped, never written or scrubbed.
+        xen_start, _ = c.get_range(abi.KEXEC_RANGE_MA_XEN)
+        xen_bytes = read_ram(host, xen_start, MiB)
+        c.kexec_load(abi.KEXEC_TYPE_CRASH, abi.EM_X86_64, start,
+                     [(None, xen_start, MiB), (data, start, 8 * PAGE)])
+        c.kexec_unload(abi.KEXEC_TYPE_CRASH)
+        assert read_ram(host, xen_start, MiB) == xen_bytes
     finally:
         stop_host(state)
 

@@ -2,8 +2,10 @@
 
 Follows Xen's xen/common/kexec.c: segments are validated as a whole before
 anything changes, a new image of a type replaces the old one atomically.
-Crash images are copied straight to their destination in the reserved crash
-region; default and live-update images are staged in hypervisor-owned frames
+A segment whose buffer is NULL (kexec-tools adds them to identity-map the
+first MiB) is only mapped, as kimage.c does: never range-checked, copied,
+zeroed or scrubbed, and not part of the image's digest.  Crash images are
+copied straight to their destination in the reserved crash region; default and live-update images are staged in hypervisor-owned frames
 (Xen's kimage pages) because their destinations are in use until exec, the
 live-update one overlapping the running hypervisor's own image.
 """
@@ -26,8 +28,9 @@ class KexecFailure(Exception):
 
 
 class Segment:
-    def __init__(self, dest, dest_size, buf_size):
+    def __init__(self, dest, dest_size, buf_size, mapped_only=False):
         self.dest, self.dest_size, self.buf_size = dest, dest_size, buf_size
+        self.mapped_only = mapped_only      # a NULL buffer: the range is mapped, nothing more
         self.staged = []        # [(mfn, count)] holding the bytes
 
 
@@ -37,8 +40,13 @@ class KexecImage:
         self.digest = digest    # sha256 of every segment as it must appear at its destination
 
     @property
+    def loaded(self):
+        """The segments that carry bytes (not the mapped-only ones)."""
+        return [s for s in self.segments if not s.mapped_only]
+
+    @property
     def size(self):
-        return sum(s.dest_size for s in self.segments)
+        return sum(s.dest_size for s in self.loaded)
 
     def describe(self):
         return {
@@ -46,7 +54,8 @@ class KexecImage:
             "arch": self.arch,
             "entry": self.entry,
             "segments": [{"dest": s.dest, "dest_size": s.dest_size, "buf_size": s.buf_size,
-                          "staged": bool(s.staged)} for s in self.segments],
+                          "staged": bool(s.staged), "mapped_only": s.mapped_only}
+                         for s in self.segments],
             "sha256": self.digest,
         }
 
@@ -63,6 +72,8 @@ def _digest(segs, datas):
     import hashlib      # not needed to boot: kept out of a live update's start-up
     digest = hashlib.sha256()
     for seg, data in zip(segs, datas):
+        if seg.mapped_only:
+            continue
         digest.update(seg.dest.to_bytes(8, "little"))
         digest.update(data)
         _hash_zeros(digest, seg.dest_size - len(data))
@@ -120,15 +131,18 @@ class Kexec:
             if s.buf_size > s.dest_size:
                 raise KexecFailure(abi.EINVAL, "segment %d: %d bytes do not fit in its %d-byte "
                                    "destination" % (i, s.buf_size, s.dest_size))
-            if s.dest < lo or s.dest + s.dest_size > hi:
+            if s.mapped_only:
+                pass        # only mapped: Xen checks no range for it (kimage.c)
+            elif s.dest < lo or s.dest + s.dest_size > hi:
                 raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) outside the "
                                    "allowed range [0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size, lo, hi))
             spans.append((s.dest, s.dest + s.dest_size))
+        loaded = [(s.dest, s.dest + s.dest_size) for s in segs if not s.mapped_only]
         spans.sort()
         for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
             if b0 < a1:
                 raise KexecFailure(abi.EINVAL, "segments overlap at 0x%x" % b0)
-        if not any(a <= entry < b for a, b in spans):
+        if not any(a <= entry < b for a, b in loaded):
             raise KexecFailure(abi.EINVAL, "entry 0x%x lies in no segment" % entry)
 
     def load(self, ktype, arch, entry, segments, read_buf):
@@ -141,14 +155,15 @@ class Kexec:
         if not 0 < len(segments) <= abi.KEXEC_SEGMENT_MAX:
             raise KexecFailure(abi.EINVAL, "load: %d segments (1..%d allowed)"
                                % (len(segments), abi.KEXEC_SEGMENT_MAX))
-        segs = [Segment(dest=d, dest_size=ds, buf_size=bs) for _, bs, d, ds in segments]
+        segs = [Segment(dest=d, dest_size=ds, buf_size=bs, mapped_only=not h)
+                for h, bs, d, ds in segments]
         self._check_segments(ktype, segs, entry)
         if ktype != abi.KEXEC_TYPE_CRASH:
-            need = sum(s.dest_size for s in segs) // PAGE_SIZE
+            need = sum(s.dest_size for s in segs if not s.mapped_only) // PAGE_SIZE
             if need > self.hv.allocator.free_frames:
                 raise KexecFailure(abi.ENOMEM, "load: staging needs %d frames, %d free"
                                    % (need, self.hv.allocator.free_frames))
-        datas = [read_buf(h, bs) if bs else b"" for h, bs, _, _ in segments]
+        datas = [read_buf(h, bs) if h and bs else b"" for h, bs, _, _ in segments]
         image = KexecImage(ktype, arch, entry, segs, _digest(segs, datas))
 
         old = self.images.get(ktype)
@@ -159,6 +174,8 @@ class Kexec:
                 self._release(old)
                 old = None
             for seg, data in zip(segs, datas):
+                if seg.mapped_only:
+                    continue
                 self.hv.ram.write(seg.dest, data)
                 self.hv.ram.zero(seg.dest + len(data), seg.dest_size - len(data))
         else:
@@ -174,6 +191,8 @@ class Kexec:
         done = []
         try:
             for seg, data in zip(image.segments, datas):
+                if seg.mapped_only:
+                    continue
                 seg.staged = hv.allocator.alloc(seg.dest_size // PAGE_SIZE, abi.DOMID_XEN,
                                                 lib.LU_USE_KIMAGE)
                 done.append(seg)
@@ -206,10 +225,10 @@ class Kexec:
 
     def _release(self, image):
         if image.ktype == abi.KEXEC_TYPE_CRASH:
-            for seg in image.segments:
+            for seg in image.loaded:
                 self.hv.ram.scrub(seg.dest, seg.dest_size)
         else:
-            for seg in image.segments:
+            for seg in image.loaded:
                 self._free_staged(seg)
 
     def unload(self, ktype):
@@ -230,7 +249,7 @@ class Kexec:
         import hashlib
         image = self.images[ktype]
         digest = hashlib.sha256()
-        for seg in image.segments:
+        for seg in image.loaded:
             digest.update(seg.dest.to_bytes(8, "little"))
             if seg.staged:
                 digest.update(self.staged_bytes(seg))

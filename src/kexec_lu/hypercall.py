@@ -49,14 +49,19 @@ class XenClient:
         return rng.start, rng.size
 
     def kexec_load(self, ktype, arch, entry_maddr, segments):
-        """segments: [(data bytes, dest_maddr, dest_size)]."""
+        """segments: [(data bytes, dest_maddr, dest_size)]; data None is a
+        NULL buffer, a range Xen only maps (kexec-tools' first MiB)."""
         segs = ffi.new("xen_kexec_segment_t[]", max(len(segments), 1))
         keep = []           # the segments' bytes, alive until the call returns
         for i, (data, dest, dest_size) in enumerate(segments):
-            buf = ffi.from_buffer(data) if data else ffi.NULL
+            if data is None:
+                buf = ffi.NULL
+            else:
+                # No bytes is still a buffer (the range is zeroed), not NULL.
+                buf = ffi.from_buffer(data) if data else ffi.new("char[1]")
             keep.append(buf)
             segs[i].buf = handle(buf)
-            segs[i].buf_size = len(data)
+            segs[i].buf_size = len(data or b"")
             segs[i].dest_maddr = dest
             segs[i].dest_size = dest_size
         load = ffi.new("xen_kexec_load_t *")

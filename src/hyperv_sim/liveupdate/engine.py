@@ -79,7 +79,7 @@ class LiveUpdate:
     def _image_notes(self, image):
         """xen#2's personality, from the image as staged (the biggest
         segment; the other is the boot-information page)."""
-        seg = max(image.segments, key=lambda s: s.dest_size)
+        seg = max(image.loaded, key=lambda s: s.dest_size)
         return xennotes.find_xenlu_notes(self.hv.kexec.staged_bytes(seg))
 
     def _check_bootmem_clean(self):

@@ -86,7 +86,7 @@ def image_fingerprint(hv, image):
     checks the SHA-256 of the load; equal fingerprints later mean the same
     bytes, at a fraction of a SHA-256's cost inside the blackout."""
     out = []
-    for seg in image.segments:
+    for seg in image.loaded:
         runs = sorted(seg.staged) or [(seg.dest // PAGE_SIZE, seg.dest_size // PAGE_SIZE)]
         for mfn, count in runs:
             out.append((seg.dest, mfn, count, lib.lu_digest64(
@@ -99,7 +99,7 @@ def prefault(hv, image):
     hand-over writes in place (the image's destination, the breadcrumb), so
     their page faults are not taken inside it.  Changes no byte; where the
     kernel cannot (before Linux 5.14) the faults simply come later."""
-    spans = [(seg.dest, seg.dest_size) for seg in image.segments] + [(hv.lu_start, PAGE_SIZE)]
+    spans = [(seg.dest, seg.dest_size) for seg in image.loaded] + [(hv.lu_start, PAGE_SIZE)]
     for start, length in spans:
         if not hv.ram.populate(start, length):
             return
@@ -112,7 +112,7 @@ def place_image(hv, image):
     ram = hv.ram
     # Straight from frame to frame: no intermediate copy of the image.
     with memoryview(ram.map) as mem:
-        for seg in image.segments:
+        for seg in image.loaded:
             dest = seg.dest
             for mfn, count in sorted(seg.staged):
                 ram.write(dest, mem[mfn * PAGE_SIZE:(mfn + count) * PAGE_SIZE])
