@@ -39,11 +39,11 @@ def test_an_unseen_build_is_held_to_the_facts_read_from_it(xen_artifacts, monkey
 
 # ---------------------------------------------------------------- the fetch script
 
-def _pinned():
-    """The build the script asks for: XEN_DEB_VERSION, or its own pin."""
+def _pinned(variable="XEN_DEB_VERSION"):
+    """The build the script asks for: the variable, or the script's own pin."""
     with open(SCRIPT) as f:
-        default = re.search(r"pinned=\$\{XEN_DEB_VERSION:-([^}]+)\}", f.read()).group(1)
-    return os.environ.get("XEN_DEB_VERSION") or default
+        default = re.search(r"_pinned=\$\{%s:-([^}]+)\}" % variable, f.read()).group(1)
+    return os.environ.get(variable) or default
 
 
 def _own_apt(tmp_path):
@@ -61,22 +61,40 @@ def _fetch(tmp_path, apt_opts, **env):
                           env=dict(os.environ, KEXEC_LU_APT_OPTIONS=" ".join(apt_opts), **env))
 
 
-def _served(apt_opts):
-    out = subprocess.run(["apt-cache"] + apt_opts + ["madison", "xen-hypervisor-4.17-amd64"],
+def _served(apt_opts, package="xen-hypervisor-4.17-amd64"):
+    out = subprocess.run(["apt-cache"] + apt_opts + ["madison", package],
                          capture_output=True, text=True, check=True).stdout
     return [line.split("|")[1].strip() for line in out.splitlines() if "|" in line]
 
 
+def _candidate(apt_opts, package):
+    return re.search(r"Candidate: (\S+)", subprocess.run(
+        ["apt-cache"] + apt_opts + ["policy", package],
+        capture_output=True, text=True, check=True).stdout).group(1)
+
+
+def _deb_version(tmp_path, package):
+    [deb] = (tmp_path / "xen" / "debs").glob("%s_*.deb" % package)
+    return subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def _fetched(tmp_path):
+    """(Xen's version, kexec-tools' version) as fetched, every file there."""
     root = tmp_path / "xen" / "root"
     for p in ("boot/xen-4.17-amd64.gz", "usr/lib/debug/boot/xen-syms-4.17-amd64",
-              "usr/include/xen/kexec.h"):
+              "usr/include/xen/kexec.h", "sbin/kexec",
+              "usr/lib/x86_64-linux-gnu/libxenctrl.so.4.17",
+              "usr/lib/x86_64-linux-gnu/libxentoolcore.so.1",
+              "usr/lib/x86_64-linux-gnu/libyajl.so.2"):
         assert (root / p).is_file(), p
-    [deb] = (tmp_path / "xen" / "debs").glob("xen-hypervisor-4.17-amd64_*.deb")
-    deb_version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True,
-                                 text=True, check=True).stdout.strip()
-    assert (root / "VERSION").read_text().strip() == deb_version
-    return deb_version
+    xen, kexec = (_deb_version(tmp_path, "xen-hypervisor-4.17-amd64"),
+                  _deb_version(tmp_path, "kexec-tools"))
+    assert (root / "VERSION").read_text().strip() == xen
+    assert (root / "KEXEC_TOOLS_VERSION").read_text().strip() == kexec
+    # Xen's libraries are all of the hypervisor's build.
+    assert _deb_version(tmp_path, "libxenmisc4.17") == xen
+    return xen, kexec
 
 
 def test_fetch_refreshes_lists_that_lack_the_pinned_build(tmp_path):
@@ -89,31 +107,34 @@ def test_fetch_refreshes_lists_that_lack_the_pinned_build(tmp_path):
                         "running apt-get update" % pinned)
     served = _served(apt_opts)
     assert served, "apt-get update brought no xen-hypervisor-4.17-amd64"
-    got = _fetched(tmp_path)
-    if pinned in served:
-        assert got == pinned
-        assert lines[-1] == "fetch-xen-artifacts: Xen %s (the pinned build) in %s" % (
-            pinned, tmp_path / "xen" / "root")
+    got, got_kexec = _fetched(tmp_path)
+    kexec_pinned = _pinned("KEXEC_TOOLS_DEB_VERSION")
+    if pinned in served and kexec_pinned in _served(apt_opts, "kexec-tools"):
+        assert (got, got_kexec) == (pinned, kexec_pinned)
+        assert lines[-1] == ("fetch-xen-artifacts: Xen %s (the pinned build) and kexec-tools %s "
+                             "(the pinned build) in %s" % (pinned, kexec_pinned,
+                                                           tmp_path / "xen" / "root"))
     else:
-        assert got == served[0] and "no longer served" in lines[-1]
+        assert "no longer served" in lines[-1]
 
     again = _fetch(tmp_path, apt_opts)
     assert (again.returncode, again.stdout) == (
-        0, "fetch-xen-artifacts: Xen %s cached in %s\n" % (got, tmp_path / "xen" / "root"))
+        0, "fetch-xen-artifacts: Xen %s and kexec-tools %s cached in %s\n"
+        % (got, got_kexec, tmp_path / "xen" / "root"))
 
 
 def test_fetch_takes_the_candidate_when_the_pinned_build_is_gone(tmp_path):
     apt_opts = _own_apt(tmp_path)
-    gone = "4.17.0+0-g0000000000-0+deb12u0"
-    res = _fetch(tmp_path, apt_opts, XEN_DEB_VERSION=gone)
+    gone, kexec_gone = "4.17.0+0-g0000000000-0+deb12u0", "1:2.0.0-0"
+    res = _fetch(tmp_path, apt_opts, XEN_DEB_VERSION=gone, KEXEC_TOOLS_DEB_VERSION=kexec_gone)
     assert res.returncode == 0, res.stderr
-    candidate = re.search(r"Candidate: (\S+)", subprocess.run(
-        ["apt-cache"] + apt_opts + ["policy", "xen-hypervisor-4.17-amd64"],
-        capture_output=True, text=True, check=True).stdout).group(1)
-    assert _fetched(tmp_path) == candidate
+    candidate = _candidate(apt_opts, "xen-hypervisor-4.17-amd64")
+    kexec_candidate = _candidate(apt_opts, "kexec-tools")
+    assert _fetched(tmp_path) == (candidate, kexec_candidate)
     assert res.stdout.splitlines()[-1] == (
         "fetch-xen-artifacts: Xen %s (Debian's candidate; the pinned %s is no longer served) "
-        "in %s" % (candidate, gone, tmp_path / "xen" / "root"))
+        "and kexec-tools %s (Debian's candidate; the pinned %s is no longer served) in %s"
+        % (candidate, gone, kexec_candidate, kexec_gone, tmp_path / "xen" / "root"))
 
 
 def test_fetch_says_so_when_apt_cannot_help(tmp_path):
