@@ -140,7 +140,7 @@ def test_classic_help_lists_every_classic_option():
 
 @pytest.mark.parametrize("argv, words", [
     (["--bogus"], ["--bogus", "not recognized", "usage:"]),
-    (["-l", "-x", "img"], ["-x", "not recognized", "usage:"]),
+    (["-l", "-z", "img"], ["-z", "not recognized", "usage:"]),
     (["-l", "-t"], ["-t", "requires argument", "usage:"]),
     (["--load-live-update=yes", "img"], ["--load-live-update", "argument"]),
     (["-l"], ["no image given"]),

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from hyperv_sim.liveupdate.report import FAULTS_AFTER_PONR, FAULTS_BEFORE_PONR, SAVE_RECORD_FAULTS
+from hyperv_sim.faultpoints import FAULTS_AFTER_PONR, FAULTS_BEFORE_PONR, SAVE_RECORD_FAULTS
 from xen_public import abi, lustream
 from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update

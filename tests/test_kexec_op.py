@@ -134,6 +134,8 @@ def test_bad_loads_are_refused_and_change_nothing(host):
                     [(b"a", entry, 2 * PAGE), (b"b", entry + PAGE, PAGE)]),
         "outside window": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, xen_start + xen_size,
                            [(b"a", xen_start + xen_size, PAGE)]),
+        "past xen#1's end": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, xen_start,
+                             [(b"a", xen_start, xen_size + PAGE)]),
         "breadcrumb page": (abi.EADDRNOTAVAIL, LU, abi.EM_X86_64, lu_start, [(b"a", lu_start, PAGE)]),
         "entry in no segment": (abi.EINVAL, LU, abi.EM_X86_64, entry + 2 * PAGE, [(b"a", entry, PAGE)]),
         "unknown type": (abi.EINVAL, 7, abi.EM_X86_64, entry, segs),
@@ -148,6 +150,11 @@ def test_bad_loads_are_refused_and_change_nothing(host):
         expect_errno(errno_value, c.kexec_load, *args)
         assert loaded_images(host) == before, name
         assert host.toolstack("info")["free_memory"] == free, name
+    # Where kexec-tools puts a new Xen (at xen#1's start), one larger than
+    # xen#1's slot is refused naming how far it runs into memory in use.
+    assert ("segment 0: [0x%x, 0x%x) runs 0x1000 bytes past the end of the running "
+            "hypervisor's image at 0x%x" % (xen_start, xen_start + xen_size + PAGE,
+                                            xen_start + xen_size)) in "\n".join(host.toolstack("dmesg"))
 
 
 def test_handle_outside_the_callers_buffers_is_efault(host):

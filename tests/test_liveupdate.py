@@ -196,7 +196,7 @@ def test_preflight_refuses_an_image_that_cannot_restore_the_state(lu_host, sim_i
     write_image(str(no_stream), xen_version="4.19", lu=False)
     cases = [(no_fifo, "cannot restore LU_EVTCHN_FIFO records, needed because d2 (pvh) uses FIFO event channels"),
              (no_stream, "cannot restore any live-update stream"),
-             (xen_artifacts.xen_gz, "not a hypervisor this simulator can run")]
+             (xen_artifacts.xen_gz, "xen#2 could not boot from this load: image carries no hyperv-sim personality")]
     incarnation = info(host)["incarnation"]
     for image, words in cases:
         host.load_lu(image)

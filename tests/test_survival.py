@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from hyperv_sim.liveupdate.report import FAULTS_AFTER_PONR
+from hyperv_sim.faultpoints import FAULTS_AFTER_PONR
 from xen_public import abi
 
 from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, \

@@ -112,7 +112,7 @@ def parse(text):
             elif name == "lu_quiesce_timeout":
                 opts.lu_quiesce_timeout_ms = _int(name, value, 1, 600000)
             elif name == "lu_fault":
-                from .liveupdate.report import FAULT_POINTS, FAULT_POINTS_SUMMARY
+                from .faultpoints import FAULT_POINTS, FAULT_POINTS_SUMMARY
                 if value not in FAULT_POINTS:
                     raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, FAULT_POINTS_SUMMARY))
                 opts.lu_fault = value
@@ -121,7 +121,7 @@ def parse(text):
                     raise BootLineError("ram_sparse takes no value")
                 opts.ram_sparse = True
             elif name == "lu_stop":
-                from .liveupdate.report import FAULTS_AFTER_PONR
+                from .faultpoints import FAULTS_AFTER_PONR
                 if value not in FAULTS_AFTER_PONR:
                     raise BootLineError("lu_stop=%s: not one of xen#2's points (%s)"
                                         % (value, ", ".join(FAULTS_AFTER_PONR)))

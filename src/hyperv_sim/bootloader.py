@@ -113,7 +113,7 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
     # multiboot2's basic meminfo is 32-bit KiB: loaders report what fits.
     page = bootinfo.build_page(BOOTINFO_ADDR, eip=eip, cmdline=cmdline, load_base_addr=start,
                                mem_lower_kib=640, mem_upper_kib=min((memory - MiB) >> 10, 0xFFFFFFFF),
-                               loader_name="hyperv-sim boot")
+                               loader_name="hyperv-sim boot", image=image_path)
     ram = HostRAM.create(ram_path, memory)
     try:
         loaded = image.loaded_bytes()
@@ -317,14 +317,16 @@ def _write_recovery(ram, image, place, cmdline, found):
     eip = place.image_start + (image.entry - image.load_start)
     page = bootinfo.build_page(place.bootinfo_addr, eip=eip, cmdline=cmdline,
                                load_base_addr=place.image_start, mem_lower_kib=640,
-                               mem_upper_kib=0, loader_name="hyperv-sim recover")
+                               mem_upper_kib=0, loader_name="hyperv-sim recover",
+                               image=image.path)
     loaded = image.loaded_bytes()
     ram.reserve(place.image_start, len(loaded))
     ram.reserve(place.bootinfo_addr, PAGE_SIZE)
     ram.write(place.image_start, loaded)
     ram.write(place.bootinfo_addr, page)
     ram.map.flush()
-    covered = place.image_start <= found.entry < place.image_start + image.load_size
-    if found.entry != place.bootinfo_addr and not covered:
-        clear_boot_information(ram, found.entry)
+    regs = found.handoff.regs_addr
+    covered = place.image_start <= regs < place.image_start + image.load_size
+    if regs != place.bootinfo_addr and not covered:
+        clear_boot_information(ram, found.handoff)
         ram.map.flush()

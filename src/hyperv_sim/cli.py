@@ -343,5 +343,29 @@ def dmesg(state_dir):
         click.echo(line)
 
 
+@cli.command(name="run", context_settings={"ignore_unknown_options": True,
+                                           "allow_interspersed_args": False})
+@state_dir_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run_tool(state_dir, command):
+    """Run an unmodified Xen tool against this host, as in its dom0.
+
+    \b
+    The tool (kexec-tools' kexec, kexec-lu's real-Xen backend, anything
+    built on libxenctrl) sees a PV control domain: /proc/xen/capabilities
+    says control_d, /dev/xen/privcmd's hypercalls go to the host, and Xen's
+    CPUID leaves answer.  It never reaches this machine: network-interface
+    changes (kexec's ifdown without -x), reboot and kexec_load are refused.
+    HYPERV_SIM_DIR is removed from its environment.
+
+    \b
+    Example:
+      hyperv-sim run -- kexec --load-live-update xen-4.19.elf
+      hyperv-sim run -- kexec --exec-live-update -x
+    """
+    from .bridge import run
+    run(state_dir, command)
+
+
 def main(argv=None):
     run(cli, "hyperv-sim", USER_ERRORS, argv)

@@ -8,13 +8,11 @@ at the entry and the personality notes of the image it points to.
 import os
 import threading
 
-from xen_public import bootinfo, multiboot2, xennotes
 from xen_public.abi import DOMID_INVALID, DOMID_XEN, E820_RAM, E820_RESERVED, KEXEC_TYPE_NAMES, PAGE_SIZE
-from xen_public.errors import FormatError
 from xen_public.lustream import record_name
 from xen_public.units import MiB, GiB, align_down, format_size
 
-from . import bootline
+from .entry import enter
 from .errors import BootFailure, DomainError
 from ._lu_core import lib
 from .builder import BuildError, Builder, backend_slot_addr
@@ -30,6 +28,7 @@ from .sched import Scheduler, pause_vcpus, unpause_vcpus
 from .kexec import Kexec
 
 LOW_RESERVED = 1 * MiB          # firmware, real-mode area: never allocated
+LEGACY_HOLE = (0xA0000, 1 * MiB)  # a PC's VGA and BIOS area, reserved in its E820
 CRASH_ALIGN = 16 * MiB
 FRAMETABLE_ALIGN = 2 * MiB
 _NAME_FIRST = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
@@ -41,26 +40,6 @@ def valid_domain_name(name):
     (checked by hand: `re` is not worth its import in every start)."""
     return (bool(name) and len(name) <= 64 and name[0] in _NAME_FIRST and set(name) <= _NAME_REST
             and not name.isdigit())     # xl reads an all-digit name as a domain id
-
-
-class Personality:
-    """Who this hypervisor is, read from its image's XenLU notes."""
-
-    def __init__(self, notes):
-        if xennotes.XENLU_NOTE_VERSION not in notes or xennotes.XENLU_NOTE_IMAGE not in notes:
-            raise BootFailure("image carries no hyperv-sim personality (XenLU version and "
-                              "image notes): it can be inspected and loaded, not run")
-        self.major, self.minor, self.extra = xennotes.decode_version(notes[xennotes.XENLU_NOTE_VERSION])
-        self.image_size = xennotes.decode_image(notes[xennotes.XENLU_NOTE_IMAGE])
-        if xennotes.XENLU_NOTE_STREAM in notes:
-            lo, hi, types = xennotes.decode_stream(notes[xennotes.XENLU_NOTE_STREAM])
-            self.lu_versions, self.lu_records = (lo, hi), frozenset(types)
-        else:
-            self.lu_versions, self.lu_records = None, frozenset()
-
-    @property
-    def version(self):
-        return "%d.%d%s" % (self.major, self.minor, self.extra)
 
 
 class Hypervisor:
@@ -88,25 +67,18 @@ class Hypervisor:
 
     def _boot(self, entry, nr_pcpus):
         ram = self.ram
-        try:
-            info = bootinfo.parse_page(ram.read(entry, PAGE_SIZE), entry)
-            window = ram.read(info.load_base_addr, min(xennotes.PERSONALITY_WINDOW,
-                                                       ram.size - info.load_base_addr))
-            if multiboot2.find_header(window) is None:
-                raise BootFailure("no multiboot2 header at 0x%x" % info.load_base_addr)
-            self.personality = Personality(xennotes.find_xenlu_notes(window))
-            self.opts = bootline.parse(info.cmdline)
-        except (FormatError, ValueError) as e:
-            raise BootFailure(str(e))
-        p = self.personality
+        entered = enter(ram.read, entry, ram.size)
+        self.entered = entered              # what the loader left: xen#2 clears its hand-off
+        self.personality = p = entered.personality
+        self.opts = entered.opts
         ram.sparse = self.opts.ram_sparse
-        self.cmdline = info.cmdline
-        self.xen_start = info.load_base_addr
+        self.cmdline = entered.cmdline
+        self.xen_start = entered.image_start
         self.xen_size = p.image_size
         self.nr_pcpus = self.opts.nr_cpus or nr_pcpus or os.cpu_count() or 1
         self.console.log("Xen version %s (hyperv-sim), %d MiB RAM, %d CPUs",
                          p.version, ram.size >> 20, self.nr_pcpus)
-        self.console.log("Command line: %s", info.cmdline)
+        self.console.log("Command line: %s", entered.cmdline)
         for word in self.opts.unknown:
             self.console.log("parameter \"%s\" unknown!", word)
         self.pci_assigned = {}
@@ -394,20 +366,14 @@ class Hypervisor:
     # reports
 
     def e820(self):
-        """The machine memory map [(addr, size, type)]: RAM, with Xen's own
-        image and the LU bootmem below it (one range) and the crash region
-        reserved."""
-        update_area = (self.lu_start if self.lu_size else self.xen_start, self.xen_start + self.xen_size)
-        crash = (self.crash_region[0], self.crash_region[0] + self.crash_region[1])
-        out, at = [], 0
-        for lo, hi in sorted(r for r in (update_area, crash) if r[1] > r[0]):
-            if lo > at:
-                out.append((at, lo - at, E820_RAM))
-            out.append((lo, hi - lo, E820_RESERVED))
-            at = hi
-        if self.ram.size > at:
-            out.append((at, self.ram.size - at, E820_RAM))
-        return out
+        """The machine memory map [(addr, size, type)] that dom0 asks for: the
+        firmware's, a PC's (RAM, the legacy VGA and BIOS hole, RAM).  Xen
+        reserves its own image, LU bootmem and the crash region only in its
+        boot-time copy (boot_e820 in xen/arch/x86/setup.c), so here they are
+        RAM, and kexec-tools places images in them."""
+        lo, hi = LEGACY_HOLE
+        return [(0, lo, E820_RAM), (lo, hi - lo, E820_RESERVED),
+                (hi, self.ram.size - hi, E820_RAM)]
 
     def info(self):
         with self.lock:

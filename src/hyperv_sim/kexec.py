@@ -133,6 +133,13 @@ class Kexec:
                                    "destination" % (i, s.buf_size, s.dest_size))
             if s.mapped_only:
                 pass        # only mapped: Xen checks no range for it (kimage.c)
+            elif (ktype == abi.KEXEC_TYPE_LIVEUPDATE and lo <= s.dest < hi
+                  and s.dest + s.dest_size > hi):
+                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) runs 0x%x bytes "
+                                   "past the end of the running hypervisor's image at 0x%x, into "
+                                   "memory in use: the new image does not fit in the window "
+                                   "[0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size,
+                                                     s.dest + s.dest_size - hi, hi, lo, hi))
             elif s.dest < lo or s.dest + s.dest_size > hi:
                 raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) outside the "
                                    "allowed range [0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size, lo, hi))
@@ -212,6 +219,30 @@ class Kexec:
             if len(chunk) < n:
                 self.hv.ram.zero(mfn * PAGE_SIZE + len(chunk), n - len(chunk))
             off += n
+
+    def reader(self, image):
+        """read(addr, n): machine memory as it will be once the image is
+        placed, for what lies in its loaded segments; zero elsewhere (a
+        hand-off must not depend on bytes the load does not put there)."""
+        ram = self.hv.ram
+
+        def read(addr, n):
+            out = bytearray(n)
+            for seg in image.loaded:
+                lo, hi = max(addr, seg.dest), min(addr + n, seg.dest + seg.dest_size)
+                if lo >= hi:
+                    continue
+                if not seg.staged:
+                    out[lo - addr:hi - addr] = ram.read(lo, hi - lo)
+                    continue
+                at = seg.dest       # destination address of each staging run
+                for mfn, count in sorted(seg.staged):
+                    a, b = max(lo, at), min(hi, at + count * PAGE_SIZE)
+                    if a < b:
+                        out[a - addr:b - addr] = ram.read(mfn * PAGE_SIZE + (a - at), b - a)
+                    at += count * PAGE_SIZE
+            return bytes(out)
+        return read
 
     def staged_bytes(self, seg):
         return b"".join(self.hv.ram.read(mfn * PAGE_SIZE, count * PAGE_SIZE)

@@ -96,7 +96,7 @@ class Toolstack:
 
     def lu_fault(self, r):
         """Debug: make the next live update fail at a named point."""
-        from .liveupdate.report import FAULT_POINTS, FAULT_POINTS_SUMMARY
+        from .faultpoints import FAULT_POINTS, FAULT_POINTS_SUMMARY
         point = r.get("point")
         if point is not None and point not in FAULT_POINTS:
             raise HypervSimError("unknown fault point %r: one of %s" % (point, FAULT_POINTS_SUMMARY))

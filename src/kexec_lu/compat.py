@@ -40,10 +40,10 @@ from .errors import USER_ERRORS, ImageError, KexecLuError
 
 PROG = "kexec-lu"
 
-SHORT_OPTIONS = "hvdluepSt:"
+SHORT_OPTIONS = "hvdluepSt:xy"
 LONG_OPTIONS = [
     "help", "version", "debug", "load", "load-panic", "unload", "exec", "status", "type=",
-    "load-live-update", "exec-live-update", "mem-min=", "mem-max=",
+    "load-live-update", "exec-live-update", "mem-min=", "mem-max=", "no-ifdown", "no-sync",
     # the multiboot2-x86 loader's own options
     "command-line=", "append=", "reuse-cmdline", "module=",
 ]
@@ -99,6 +99,9 @@ Options:
       --module=FILE       Refused: kexec-lu loads no multiboot2 modules.
       --mem-min=ADDR      Lowest address to load IMAGE at.
       --mem-max=ADDR      Highest address IMAGE may reach.
+  -x, --no-ifdown         Accepted: kexec-lu never takes network interfaces
+                          down (kexec does before -e/--exec-live-update).
+  -y, --no-sync           Accepted: kexec-lu never syncs file systems.
   -d, --debug             Print the load plan and progress on stderr.
   -v, --version           Print the version and exit.
   -h, --help              Print this help and exit.
@@ -201,6 +204,8 @@ def parse(argv):
             return r
         if opt in ("-d", "--debug"):
             r.debug = True
+        elif opt in ("-x", "--no-ifdown", "-y", "--no-sync"):
+            pass        # nothing of this machine is touched anyway
         elif opt in ("-l", "--load"):
             r.has_opt_load = True
             r.do_load, r.do_exec, r.do_shutdown = True, False, False

@@ -21,8 +21,14 @@ DIED = ("the hypervisor (pid %d) died during the live update; its RAM still hold
 
 
 def _hypervisor_died(client):
+    """Gone, and still gone a moment later: the kernel can show an exec
+    from a thread other than the first as that thread's exit for an
+    instant, and a host that is slow to start xen#2 is not dead."""
     gone = getattr(client.transport, "hypervisor_gone", None)
-    return bool(gone and gone())
+    if not (gone and gone()):
+        return False
+    time.sleep(0.2)
+    return gone() and _report(client) is None
 
 
 def _report(client):

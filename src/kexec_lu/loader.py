@@ -99,7 +99,7 @@ def plan_load(image, ktype, ranges, cmdline, mem_min=None, mem_max=None):
     eip = placement.image_start + (image.entry - image.load_start)
     page = bootinfo.build_page(placement.bootinfo_addr, eip=eip, cmdline=cmdline,
                                load_base_addr=placement.image_start, mem_lower_kib=640,
-                               mem_upper_kib=0, loader_name=LOADER_NAME)
+                               mem_upper_kib=0, loader_name=LOADER_NAME, image=image.path)
     plan = LoadPlan(ktype=ktype, placement=placement, cmdline=cmdline,
                     entry=placement.bootinfo_addr, eip=eip)
     plan.segments.append((image_payload(image), placement.image_start,

@@ -9,10 +9,12 @@ as it was and says what failed.
 import gc
 import threading
 
-from xen_public import abi, lustream as ls, xennotes
+from xen_public import abi, lustream as ls
 from xen_public.abi import PAGE_SIZE
 
 from .._lu_core import lib
+from ..entry import check_bootmem, enter
+from ..errors import BootFailure
 from ..kexec import KexecFailure
 from . import handover, save
 from .quiesce import Quiesce, QuiesceTimeout
@@ -52,35 +54,65 @@ class LiveUpdate:
         self.image_fingerprint = handover.image_fingerprint(hv, image)
         if not hv.kexec.image_intact(abi.KEXEC_TYPE_LIVEUPDATE):
             raise KexecFailure(abi.EIO, "the loaded image changed in memory since it was loaded")
-        notes = self._image_notes(image)
-        if xennotes.XENLU_NOTE_VERSION not in notes or xennotes.XENLU_NOTE_IMAGE not in notes:
-            raise KexecFailure(abi.ENOEXEC, "the loaded image is not a hypervisor this simulator "
-                               "can run (no XenLU personality notes)")
-        major, minor, extra = xennotes.decode_version(notes[xennotes.XENLU_NOTE_VERSION])
-        self.report.info["to_version"] = "%d.%d%s" % (major, minor, extra)
-        if xennotes.XENLU_NOTE_STREAM not in notes:
-            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore any live-update "
-                               "stream (its image has no stream note)" % (major, minor, extra))
-        lo, hi, types = xennotes.decode_stream(notes[xennotes.XENLU_NOTE_STREAM])
+        p = self._enter_xen2(image).personality
+        self.report.info["to_version"] = p.version
+        if p.lu_versions is None:
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%s) cannot restore any live-update "
+                               "stream (its image has no stream note)" % p.version)
+        lo, hi = p.lu_versions
         if not lo <= ls.LU_FORMAT_VERSION <= hi:
             raise KexecFailure(abi.EOPNOTSUPP, "xen#2 restores stream versions %d-%d, this stream "
                                "is version %d" % (lo, hi, ls.LU_FORMAT_VERSION))
-        missing = {t: why for t, why in save.needed_record_types(hv).items() if t not in set(types)}
+        missing = {t: why for t, why in save.needed_record_types(hv).items() if t not in p.lu_records}
         if missing:
             t = min(missing)
-            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%d.%d%s) cannot restore %s records, needed "
-                               "because %s" % (major, minor, extra, ls.record_name(t), missing[t]))
+            raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%s) cannot restore %s records, needed "
+                               "because %s" % (p.version, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
         handover.prefault(hv, image)
         if self.fault_point == "preflight":
             raise KexecFailure(abi.EIO, "injected fault at preflight")
         self.report.end()
 
-    def _image_notes(self, image):
-        """xen#2's personality, from the image as staged (the biggest
-        segment; the other is the boot-information page)."""
-        seg = max(image.loaded, key=lambda s: s.dest_size)
-        return xennotes.find_xenlu_notes(self.hv.kexec.staged_bytes(seg))
+    def _enter_xen2(self, image):
+        """Every check xen#2 makes when it is entered, made now on the bytes
+        the load will put in RAM (hyperv_sim/entry.py, the one reader both
+        use), and where they lie against this host: an entry xen#2 could
+        not boot from is refused here, before any domain is paused."""
+        hv = self.hv
+        try:
+            entered = enter(hv.kexec.reader(image), image.entry, hv.ram.size)
+            check_bootmem(entered)
+        except BootFailure as e:
+            raise KexecFailure(abi.ENOEXEC, "xen#2 could not boot from this load: %s" % e)
+        opts = entered.opts
+        if opts.liveupdate_base != hv.lu_start:
+            raw = entered.info.cmdline.lstrip(" ")
+            dropped = ""
+            if raw.startswith("liveupdate=") and raw != entered.cmdline:
+                dropped = (" (its liveupdate= is the first word, which Xen drops as the image's "
+                           "name from any loader but GRUB 2)")
+            where = ("names bootmem at 0x%x" % opts.liveupdate_base
+                     if opts.liveupdate_base is not None else "has no liveupdate=SIZE@BASE")
+            raise KexecFailure(abi.EINVAL, "xen#2's command line %s, not this host's LU bootmem "
+                               "at 0x%x: it would boot afresh instead of restoring%s"
+                               % (where, hv.lu_start, dropped))
+        home = next((s for s in image.loaded if s.dest <= entered.image_start < s.dest + s.dest_size),
+                    None)
+        if home is None or entered.image_end > home.dest + home.dest_size:
+            raise KexecFailure(abi.EINVAL, "xen#2's image [0x%x, 0x%x) (its IMAGE note) is not "
+                               "inside one loaded segment: the rest would land on frames the "
+                               "load did not reserve" % (entered.image_start, entered.image_end))
+        info = entered.info
+        mbi_size = int.from_bytes(hv.kexec.reader(image)(info.mbi_addr, 4), "little")
+        for what, lo, size in (("boot information", info.mbi_addr, mbi_size),
+                               ("%s's registers" % info.handoff, info.regs_addr, info.regs_size),
+                               ("breadcrumb page", hv.lu_start, PAGE_SIZE)):
+            if lo < entered.image_end and entered.image_start < lo + size:
+                raise KexecFailure(abi.EINVAL, "xen#2's image [0x%x, 0x%x) overlaps its %s at "
+                                   "[0x%x, 0x%x)" % (entered.image_start, entered.image_end,
+                                                     what, lo, lo + size))
+        return entered
 
     def _check_bootmem_clean(self):
         hv = self.hv

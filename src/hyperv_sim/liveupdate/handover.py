@@ -73,11 +73,12 @@ def clear_breadcrumb(hv):
     hv.ram.write(hv.lu_start, bytes(S.BREADCRUMB.size))
 
 
-def clear_boot_information(ram, addr):
-    """A boot information page in LU bootmem, used or replaced: no recover
-    may start from it again (hyperv_sim/pending.py looks for one beside the
+def clear_boot_information(ram, handoff):
+    """A hand-off in LU bootmem, used or replaced (a boot-information page,
+    or the register block of kexec-tools' purgatory): no recover may start
+    from it again (hyperv_sim/pending.py looks for one beside the
     breadcrumb)."""
-    ram.write(addr, bytes(PAGE_SIZE))
+    ram.write(handoff.regs_addr, bytes(handoff.regs_size))
 
 
 def image_fingerprint(hv, image):

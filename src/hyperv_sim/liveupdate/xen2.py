@@ -10,7 +10,8 @@ is released halts xen#2 with RAM and breadcrumb intact (RestoreHalted), for
 from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 
 from .._lu_core import lib
-from ..errors import RestoreHalted
+from ..entry import check_bootmem
+from ..errors import BootFailure, RestoreHalted
 from ..frametable import FrameAllocator, RefError
 from ..sched import unpause_vcpus
 from . import handover
@@ -23,6 +24,10 @@ from .stream import RestoreFailure, StreamError
 
 def boot_from_stream(hv):
     t0 = lib.lu_now_ns()
+    try:
+        check_bootmem(hv.entered)
+    except BootFailure as e:
+        raise RestoreHalted("live-update restore refused: %s (RAM and breadcrumb left intact)" % e)
     hv.lu_report = rep = Report()
     hv.lu_start = hv.opts.liveupdate_base
     # Whatever lies between the bootmem xen#1 named and this image is
@@ -39,7 +44,7 @@ def boot_from_stream(hv):
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
     rep.phase("scrub")
-    handover.clear_boot_information(hv.ram, hv.entry)
+    handover.clear_boot_information(hv.ram, hv.entered.info)
     with hv.lock:
         # Xen's own data pages (crash notes, vmcoreinfo) need no guest
         # paused: taken here, outside the blackout, with their disk.
