@@ -312,3 +312,34 @@ def test_machine_memory_map_through_a_one_entry_multicall(host):
                                      [abi.XENMEM_machine_memory_map, handle(req)])])
     assert (ret, [int(r) for r in results], req.nr_entries) == (0, [0], 3)
     assert machine_memory_map(host, 8)[2][0] == struct.unpack_from("<QQI", ffi.buffer(raw)[:20])
+
+
+# Every kexec_op and memory_op that follows a handle, with the struct it reads.
+HANDLE_CALLS = [
+    (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec_get_range, "xen_kexec_range_t"),
+    (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec_load, "xen_kexec_load_t"),
+    (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec_unload, "xen_kexec_unload_t"),
+    (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec_status, "xen_kexec_status_t"),
+    (abi.HYPERVISOR_kexec_op, abi.KEXEC_CMD_kexec, "xen_kexec_exec_t"),
+    (abi.HYPERVISOR_memory_op, abi.XENMEM_machine_memory_map, "xen_memory_map_t"),
+]
+
+
+@pytest.mark.parametrize("op, cmd, struct_name, where", [
+    call + (where,) for call in HANDLE_CALLS for where in ("unmapped", "straddles an unmapped page")
+    # A one-byte struct (unload, status) cannot straddle a page end.
+    if where == "unmapped" or ffi.sizeof(call[2]) > 1])
+def test_every_handle_that_cannot_be_followed_is_efault(host, op, cmd, struct_name, where):
+    """The struct itself at an unmapped address, or running into an
+    unmapped page: -EFAULT, nothing changes, the host answers on."""
+    c = host.client
+    before = (host.toolstack("info")["free_memory"], c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE),
+              host.toolstack("info")["incarnation"])
+    m, base = pages(2)
+    protect(base + PAGE, PROT_NONE)
+    size = ffi.sizeof(struct_name)
+    at = base + PAGE if where == "unmapped" else base + PAGE - max(1, size // 2)
+    assert hypercall(host, op, cmd, at) == -abi.EFAULT
+    assert (host.toolstack("info")["free_memory"], c.kexec_status(abi.KEXEC_TYPE_LIVEUPDATE),
+            host.toolstack("info")["incarnation"]) == before
+    assert c.get_range(abi.KEXEC_RANGE_MA_XEN)[1] == 3 * MiB

@@ -181,3 +181,23 @@ def test_debians_xen_loaded_is_refused_at_preflight(tmp_path, xen_artifacts):
         wait_steps(host, since=steps)
     finally:
         stop_host(state)
+
+
+def test_a_halted_update_from_kexec_tools_is_recovered(guest_host, elf_images, sim_images,
+                                                        xen_artifacts):
+    """xen#2 halts right after kexec-tools' hand-off (lu_fault=restore-start
+    on the command line kexec passes): `hyperv-sim recover` finds the
+    purgatory's registers above the breadcrumb, as it finds a boot page."""
+    host = guest_host
+    before, whole = domains_by_name(host), full_state(host)
+    res = tool(host, "kexec", xen_artifacts, "--load-live-update",
+               "--command-line=lu_fault=restore-start", elf_images["4.19"])
+    assert res.returncode == 0, res
+    assert tool(host, "kexec", xen_artifacts, "--exec-live-update", "-x").returncode == 0
+    wait_for(lambda: "halted" in host.hyperv_sim("info").stderr, "xen#2 to halt", timeout=60)
+    res = host.hyperv_sim("recover", "--image", str(sim_images["4.18"]))
+    assert res.returncode == 0, res
+    assert "recovered with Xen 4.18" in res.stdout
+    assert_restored_whole(whole, full_state(host))
+    assert host.toolstack("verify")["ok"]
+    wait_steps(host, since=before)
