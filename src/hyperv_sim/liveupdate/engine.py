@@ -103,15 +103,15 @@ class LiveUpdate:
             raise KexecFailure(abi.EINVAL, "xen#2's image [0x%x, 0x%x) (its IMAGE note) is not "
                                "inside one loaded segment: the rest would land on frames the "
                                "load did not reserve" % (entered.image_start, entered.image_end))
+        # Its bss would overwrite a boot information it has not read yet
+        # (kexec-tools' EBX may point anywhere; a boot page's lies in its page).
         info = entered.info
-        mbi_size = int.from_bytes(hv.kexec.reader(image)(info.mbi_addr, 4), "little")
-        for what, lo, size in (("boot information", info.mbi_addr, mbi_size),
-                               ("%s's registers" % info.handoff, info.regs_addr, info.regs_size),
-                               ("breadcrumb page", hv.lu_start, PAGE_SIZE)):
-            if lo < entered.image_end and entered.image_start < lo + size:
-                raise KexecFailure(abi.EINVAL, "xen#2's image [0x%x, 0x%x) overlaps its %s at "
-                                   "[0x%x, 0x%x)" % (entered.image_start, entered.image_end,
-                                                     what, lo, lo + size))
+        mbi_end = info.mbi_addr + int.from_bytes(hv.kexec.reader(image)(info.mbi_addr, 4), "little")
+        if info.mbi_addr < entered.image_end and entered.image_start < mbi_end:
+            raise KexecFailure(abi.EINVAL, "xen#2's image [0x%x, 0x%x) overlaps its boot "
+                               "information at [0x%x, 0x%x)" % (entered.image_start,
+                                                                 entered.image_end,
+                                                                 info.mbi_addr, mbi_end))
         return entered
 
     def _check_bootmem_clean(self):
