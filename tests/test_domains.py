@@ -104,6 +104,9 @@ def test_hvm_ioreq_server_params_and_passthrough(busy_hv):
     assert srv.dm_domid == 0 and len(srv.ports) == hvm.vcpus
     assert hvm.hvm_params[abi.HVM_PARAM_IOREQ_PFN] == srv.ioreq_gfn == hvm.layout.nr_pages - 4
     assert hvm.hvm_params[abi.HVM_PARAM_STORE_EVTCHN] in hvm.evtchn.ports
+    # What libxl 4.17 sets: neither the obsolete PAE_ENABLED (4) nor the
+    # NESTEDHVM (24) that Xen 4.15 and later refuse, and nothing zero.
+    assert not {4, 24} & set(hvm.hvm_params) and all(hvm.hvm_params.values())
     assert any(f.domid == hvm.domid and f.mapper == 0 for f in busy_hv.mappings.foreign_maps)
     assert hvm.devices == ["0000:03:00.0"] and busy_hv.pci_assigned["0000:03:00.0"] == hvm.domid
     # IOMMU tables live in Xen frames, outside LU bootmem.

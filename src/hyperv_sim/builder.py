@@ -192,10 +192,11 @@ class Builder:
             abi.HVM_PARAM_BUFIOREQ_PFN: lay.bufioreq_gfn,
             abi.HVM_PARAM_STORE_PFN: lay.store_gfn,
             abi.HVM_PARAM_CONSOLE_PFN: lay.console_gfn,
-            abi.HVM_PARAM_PAE_ENABLED: 1,
+            # What libxl 4.17 sets; not PAE_ENABLED (a CPUID policy bit
+            # since, discarded by libxc's restore) or NESTEDHVM (refused
+            # by Xen >= 4.15).
             abi.HVM_PARAM_TIMER_MODE: 1,
             abi.HVM_PARAM_HPET_ENABLED: 1,
-            abi.HVM_PARAM_NESTEDHVM: 0,
         })
 
     def dm_clients(self, dom):
