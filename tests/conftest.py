@@ -18,7 +18,8 @@ def xen_artifacts():
     every test that uses them guards behaviour users rely on."""
     cache = pathlib.Path(os.environ.get("KEXEC_LU_XEN_CACHE", REPO / ".cache" / "xen"))
     art = XenArtifacts(cache / "root")
-    missing = [p for p in (art.xen_gz, art.xen_efi, art.xen_syms, art.kexec_h) if not p.exists()]
+    missing = [p for p in (art.xen_gz, art.xen_efi, art.xen_syms, art.kexec_h, art.verify_stream)
+               if not p.exists()]
     if missing:
         pytest.fail("real Xen artifacts missing (%s): run `make fetch-xen`"
                     % ", ".join(str(p) for p in missing))

@@ -30,6 +30,9 @@ class XenArtifacts:
         self.xen_syms = root / "usr" / "lib" / "debug" / "boot" / "xen-syms-4.17-amd64"
         self.include = root / "usr" / "include"
         self.kexec_h = self.include / "xen" / "kexec.h"
+        # Xen's migration-stream verifier, from xen-utils, and its modules.
+        self.verify_stream = root / "usr" / "lib" / "xen-4.17" / "bin" / "verify-stream-v2"
+        self.xen_python = root / "usr" / "lib" / "xen-4.17" / "lib" / "python"
         version_file = root / "VERSION"
         self.deb_version = version_file.read_text().strip() if version_file.exists() else None
 

@@ -39,7 +39,7 @@ CONSTANTS = [
 
 # Every constant of these families in xen_public.abi is checked, so that one
 # added later is held to Xen's header too: {python name: C expression}.
-FAMILIES = (r"GTF_\w+", r"VIRQ_\w+", r"HVM_PARAM_\w+", r"EVTCHN_FIFO_(PENDING|MASKED|LINKED)",
+FAMILIES = (r"GTF_\w+", r"VIRQ_\w+", r"HVM_PARAM_\w+", r"HVM_NR_PARAMS", r"EVTCHN_FIFO_(PENDING|MASKED|LINKED)",
             r"DOMID_FIRST_RESERVED", r"EM_(386|X86_64)")
 ERRNO = r"E[A-Z0-9]+"          # public/errno.h names them XEN_<name>
 

@@ -86,14 +86,15 @@ def _fetched(tmp_path):
               "usr/include/xen/kexec.h", "sbin/kexec",
               "usr/lib/x86_64-linux-gnu/libxenctrl.so.4.17",
               "usr/lib/x86_64-linux-gnu/libxentoolcore.so.1",
-              "usr/lib/x86_64-linux-gnu/libyajl.so.2"):
+              "usr/lib/x86_64-linux-gnu/libyajl.so.2", "usr/lib/xen-4.17/bin/verify-stream-v2",
+              "usr/lib/xen-4.17/lib/python/xen/migration/libxc.py"):
         assert (root / p).is_file(), p
     xen, kexec = (_deb_version(tmp_path, "xen-hypervisor-4.17-amd64"),
                   _deb_version(tmp_path, "kexec-tools"))
     assert (root / "VERSION").read_text().strip() == xen
     assert (root / "KEXEC_TOOLS_VERSION").read_text().strip() == kexec
     # Xen's libraries are all of the hypervisor's build.
-    assert _deb_version(tmp_path, "libxenmisc4.17") == xen
+    assert _deb_version(tmp_path, "libxenmisc4.17") == _deb_version(tmp_path, "xen-utils-4.17") == xen
     return xen, kexec
 
 

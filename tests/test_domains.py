@@ -104,9 +104,20 @@ def test_hvm_ioreq_server_params_and_passthrough(busy_hv):
     assert srv.dm_domid == 0 and len(srv.ports) == hvm.vcpus
     assert hvm.hvm_params[abi.HVM_PARAM_IOREQ_PFN] == srv.ioreq_gfn == hvm.layout.nr_pages - 4
     assert hvm.hvm_params[abi.HVM_PARAM_STORE_EVTCHN] in hvm.evtchn.ports
-    # What libxl 4.17 sets: neither the obsolete PAE_ENABLED (4) nor the
-    # NESTEDHVM (24) that Xen 4.15 and later refuse, and nothing zero.
-    assert not {4, 24} & set(hvm.hvm_params) and all(hvm.hvm_params.values())
+    # What libxl 4.17 sets (Xen's numbers, as literals): neither the obsolete
+    # PAE_ENABLED (4) nor the NESTEDHVM (24) that Xen 4.15 and later refuse.
+    n = hvm.layout.nr_pages
+    store, console = (p for p, pt in sorted(hvm.evtchn.ports.items()) if pt.kind == "unbound")
+    assert hvm.hvm_params == {1: n - 2, 17: n - 1, 5: n - 4, 6: n - 3, 2: store, 18: console,
+                              10: 1, 11: 1}
+    # A PVH guest has the HVM container's special pages and ports, no ioreq
+    # pages and no HPET; a PV guest has no parameters at all.
+    pvh = busy_hv.find_domain("pvh")
+    n = pvh.layout.nr_pages
+    store, console = (p for p, pt in sorted(pvh.evtchn.ports.items()) if pt.kind == "unbound")
+    assert pvh.hvm_params == {1: n - 2, 17: n - 1, 2: store, 18: console, 10: 1}
+    assert (pvh.layout.store_gfn, pvh.layout.console_gfn) == (n - 2, n - 1)
+    assert busy_hv.find_domain("pv").hvm_params == {} and busy_hv.domains[0].hvm_params == {}
     assert any(f.domid == hvm.domid and f.mapper == 0 for f in busy_hv.mappings.foreign_maps)
     assert hvm.devices == ["0000:03:00.0"] and busy_hv.pci_assigned["0000:03:00.0"] == hvm.domid
     # IOMMU tables live in Xen frames, outside LU bootmem.

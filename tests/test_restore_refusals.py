@@ -432,6 +432,45 @@ def test_an_iommu_root_outside_its_tables(saved):
            "%s: d3 IOMMU root 0x%x is not among its tables" % (where(data, ls.REC_LU_IOMMU), m + n))
 
 
+def _params(data, rtype, items, nth):
+    codec = R.HVM_PARAMS if rtype == ls.REC_HVM_PARAMS else R.LU_HVM_PARAMS
+    return replace(data, codec, rtype, ((len(items), 0), items), nth=nth)
+
+
+def test_hvm_parameters_of_a_pv_domain(saved):
+    hv, data, _ = saved
+    secs = sections(data)
+    recs = secs[2][1]                                 # d1, PV
+    recs.insert(len(recs) - 1, [ls.REC_HVM_PARAMS, R.HVM_PARAMS.encode((1, 0), [(1, 7)])])
+    bad = assemble(secs)
+    refuse(hv, bad, "%s: d1 is PV and has no HVM parameters" % where(bad, ls.REC_HVM_PARAMS))
+
+
+def test_an_hvm_parameter_xen_does_not_have(saved):
+    hv, data, _ = saved
+    head, items = value(data, R.LU_HVM_PARAMS, ls.REC_LU_HVM_PARAMS, 1)       # d3, HVM
+    refuse(hv, _params(data, ls.REC_LU_HVM_PARAMS, list(items) + [(39, 1)], 1),
+           "%s: d3 HVM parameter 39 does not exist (Xen has 39)" % where(data, ls.REC_LU_HVM_PARAMS, 1))
+
+
+def test_an_hvm_parameter_in_the_wrong_record(saved):
+    hv, data, _ = saved
+    # TIMER_MODE (10) is the toolstack's, STORE_PFN (1) migration's.
+    head, items = value(data, R.HVM_PARAMS, ls.REC_HVM_PARAMS, 1)
+    refuse(hv, _params(data, ls.REC_HVM_PARAMS, list(items) + [(10, 1)], 1),
+           "%s: d3 HVM parameter 10 belongs in LU_HVM_PARAMS" % where(data, ls.REC_HVM_PARAMS, 1))
+    head, items = value(data, R.LU_HVM_PARAMS, ls.REC_LU_HVM_PARAMS, 1)
+    refuse(hv, _params(data, ls.REC_LU_HVM_PARAMS, list(items) + [(1, 5)], 1),
+           "%s: d3 HVM parameter 1 belongs in HVM_PARAMS" % where(data, ls.REC_LU_HVM_PARAMS, 1))
+
+
+def test_an_hvm_parameter_given_twice(saved):
+    hv, data, _ = saved
+    head, items = value(data, R.HVM_PARAMS, ls.REC_HVM_PARAMS, 1)
+    refuse(hv, _params(data, ls.REC_HVM_PARAMS, list(items) + [items[0]], 1),
+           "%s: d3 HVM parameter %d is given twice" % (where(data, ls.REC_HVM_PARAMS, 1), items[0][0]))
+
+
 # ---------------------------------------------------------------- links between domains
 
 def _ports(data, domid, change):
@@ -664,6 +703,10 @@ SITES = {
     "%s: the ABI must come before the ports": "test_fifo_after_the_ports",
     "%s: d%d FIFO page gfn 0x%x is not populated": "test_a_fifo_page_not_populated",
     "%s: d%d IOMMU root 0x%x is not among its tables": "test_an_iommu_root_outside_its_tables",
+    "%s: d%d is PV and has no HVM parameters": "test_hvm_parameters_of_a_pv_domain",
+    "%s: d%d HVM parameter %d does not exist (Xen has %d)": "test_an_hvm_parameter_xen_does_not_have",
+    "%s: d%d HVM parameter %d belongs in %s": "test_an_hvm_parameter_in_the_wrong_record",
+    "%s: d%d HVM parameter %d is given twice": "test_an_hvm_parameter_given_twice",
     # links between domains
     "%s: d%d port %d kind %d": "test_a_port_number_or_kind_out_of_range",
     "%s: d%d port %d is bound to d%d port %d, which does not exist or does not point back":

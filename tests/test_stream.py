@@ -88,6 +88,7 @@ ARRAYS = {          # head, then head[0] items
     ls.REC_LU_EVTCHN_PORTS: ("<II", ("count", "reserved"), "<IBBHIIII",
                              ("port", "kind", "reserved", "vcpu", "remote_domid", "remote_port", "virq", "reserved2")),
     ls.REC_HVM_PARAMS: ("<II", ("count", "reserved"), "<QQ", ("index", "value")),
+    ls.REC_LU_HVM_PARAMS: ("<II", ("count", "reserved"), "<QQ", ("index", "value")),
     ls.REC_LU_IOREQ_SERVER: ("<IHHQQI", ("nr_ports", "server_id", "dm_domid", "ioreq_gfn", "bufioreq_gfn",
                                          "reserved"), "<II", ("guest_port", "dm_port")),
     ls.REC_LU_GRANT_MAPS: ("<II", ("count", "reserved"), "<IHHIIQ",
@@ -178,7 +179,7 @@ FREE = {(n, r) for n in _KNOWN_NAMES for r in ("reserved", "reserved2", "optiona
     ("LU_TIMINGS", "body"), ("LU_TIMINGS", "type"), ("LU_TIMINGS", "optional"),
     ("LU_DOMAIN", "name"), ("LU_VCPU_STATE", "steps"), ("LU_VCPU_STATE", "paused"),
     ("LU_VCPU_STATE", "cr3_mfn"),           # checked for PV; PVH and HVM vCPUs do not use it
-    ("HVM_PARAMS", "index"), ("HVM_PARAMS", "value"), ("LU_IOMMU", "bdf"),
+    ("HVM_PARAMS", "value"), ("LU_HVM_PARAMS", "value"), ("LU_IOMMU", "bdf"),
     ("LU_IOREQ_SERVER", "server_id"), ("LU_GRANT_MAPS", "handle"),
 } | {("LU_VCPU_STATE", r) for r in _REGS}
 # Fields that matter, where check() accepts another plausible value: it has
@@ -204,6 +205,8 @@ UNCHECKED = {(n, "skipped") for n in _KNOWN_NAMES} | {
     ("LU_IOREQ_SERVER", "ioreq_gfn"), ("LU_IOREQ_SERVER", "bufioreq_gfn"),  # another gfn
     ("LU_GRANT_MAPS", "flags"), ("LU_GRANT_MAPS", "ref"), ("LU_GRANT_MAPS", "mfn"),  # another of its frames
     ("LU_IOMMU", "root_mfn"), ("LU_IOMMU", "count"),
+    # Another index Xen has, in the record that carries it, not given twice.
+    ("HVM_PARAMS", "index"), ("LU_HVM_PARAMS", "index"),
 }
 # A refusal names the record (or header, or section) at fault and its offset...
 NAMED = re.compile(r"record (?P<name>[A-Za-z0-9_|]+) at offset 0x(?P<off>[0-9a-f]+)"
@@ -489,7 +492,7 @@ def _array_count(body, head, item):
 def _expected_summary(rtype, body):
     entries = {ls.REC_LU_XEN_REGIONS: (8, 24), ls.REC_LU_PAGE_OWNERSHIP: (8, 24),
                ls.REC_LU_PV_PAGE_TYPES: (8, 16), ls.REC_LU_GRANT_STATUS: (8, 8),
-               ls.REC_LU_EVTCHN_PORTS: (8, 24), ls.REC_HVM_PARAMS: (8, 16),
+               ls.REC_LU_EVTCHN_PORTS: (8, 24), ls.REC_HVM_PARAMS: (8, 16), ls.REC_LU_HVM_PARAMS: (8, 16),
                ls.REC_LU_GRANT_MAPS: (8, 24), ls.REC_LU_FOREIGN_MAPS: (8, 24)}
     if rtype in entries:
         n = _array_count(body, *entries[rtype])
@@ -563,7 +566,7 @@ RESERVED = [
     (ls.REC_LU_P2M_EXTENTS, 4, 4), (ls.REC_LU_PAGE_OWNERSHIP, 4, 5), (ls.REC_LU_PAGE_OWNERSHIP, 28, 28),
     (ls.REC_LU_PV_PAGE_TYPES, 4, 7), (ls.REC_LU_GRANT_STATUS, 4, 4), (ls.REC_LU_EVTCHN_PORTS, 4, 4),
     (ls.REC_LU_EVTCHN_PORTS, 13, 13), (ls.REC_LU_EVTCHN_PORTS, 28, 30), (ls.REC_LU_VCPU_STATE, 12, 12),
-    (ls.REC_HVM_PARAMS, 4, 6), (ls.REC_LU_IOREQ_SERVER, 24, 27), (ls.REC_LU_GRANT_MAPS, 4, 4),
+    (ls.REC_HVM_PARAMS, 4, 6), (ls.REC_LU_HVM_PARAMS, 4, 5), (ls.REC_LU_IOREQ_SERVER, 24, 27), (ls.REC_LU_GRANT_MAPS, 4, 4),
     (ls.REC_LU_GRANT_MAPS, 20, 23), (ls.REC_LU_FOREIGN_MAPS, 4, 4), (ls.REC_LU_FOREIGN_MAPS, 10, 11),
     (ls.REC_LU_FOREIGN_MAPS, 12, 12),
 ]

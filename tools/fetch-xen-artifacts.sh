@@ -3,8 +3,11 @@
 # anything: Debian's hypervisor image (xen.gz, xen.efi), its -dbg package
 # (xen-syms), libxen-dev (public headers, for the struct-layout check), and
 # Xen's own kexec client: kexec-tools with libxenctrl (libxenmisc4.17) and
-# the libraries it loads, to run unmodified under `hyperv-sim run`.  All of
-# it is unpacked into one root; cached: a second run only says what is there.
+# the libraries it loads, to run unmodified under `hyperv-sim run`; and
+# xen-utils for Xen's migration-stream verifier (verify-stream-v2 and its
+# Python modules), the tests' oracle for the records the stream shares with
+# migration.  All of it is unpacked into one root; cached: a second run only
+# says what is there.
 #
 # The pinned builds are the ones the project last looked at.  If the
 # machine's package lists do not carry them (lists older than the build, or
@@ -23,7 +26,7 @@ kexec_pinned=${KEXEC_TOOLS_DEB_VERSION:-1:2.0.25-3+deb12u3}
 xen_pkgs=(xen-hypervisor-4.17-amd64 xen-hypervisor-4.17-amd64-dbg libxen-dev
           libxenmisc4.17 libxencall1 libxendevicemodel1 libxenevtchn1
           libxenforeignmemory1 libxengnttab1 libxenhypfs1 libxenstore4
-          libxentoollog1 libxentoolcore1)
+          libxentoollog1 libxentoolcore1 xen-utils-4.17)
 kexec_pkgs=(kexec-tools)
 # libxenmisc4.17's one dependency from outside Xen that a Debian machine
 # may lack; whatever version Debian serves.
@@ -39,7 +42,8 @@ root=$cache/root
 if [ -f "$root/boot/xen-4.17-amd64.gz" ] \
    && [ -f "$root/usr/lib/debug/boot/xen-syms-4.17-amd64" ] \
    && [ -f "$root/usr/include/xen/kexec.h" ] \
-   && [ -f "$root/sbin/kexec" ] && [ -f "$root/KEXEC_TOOLS_VERSION" ]; then
+   && [ -f "$root/sbin/kexec" ] && [ -f "$root/KEXEC_TOOLS_VERSION" ] \
+   && [ -f "$root/usr/lib/xen-4.17/bin/verify-stream-v2" ]; then
     say "Xen $(cat "$root/VERSION") and kexec-tools $(cat "$root/KEXEC_TOOLS_VERSION") cached in $root"
     exit 0
 fi

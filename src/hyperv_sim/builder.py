@@ -144,9 +144,22 @@ class Builder:
         store = ev.alloc("unbound", remote_domid=0)
         console = ev.alloc("unbound", remote_domid=0)
         ev.mask(console)
+        if dom.dtype != "pv":
+            self._hvm_params(dom, store, console)
+
+    @staticmethod
+    def _hvm_params(dom, store_port, console_port):
+        """What libxl 4.17 sets for a PVH or HVM guest (libxl_x86.c,
+        xg_dom_x86.c); not PAE_ENABLED (a CPUID policy bit now, which
+        libxc's restore discards) nor NESTEDHVM (refused by Xen >= 4.15)."""
+        lay = dom.layout
+        dom.hvm_params.update({abi.HVM_PARAM_STORE_PFN: lay.store_gfn,
+                               abi.HVM_PARAM_CONSOLE_PFN: lay.console_gfn,
+                               abi.HVM_PARAM_STORE_EVTCHN: store_port,
+                               abi.HVM_PARAM_CONSOLE_EVTCHN: console_port,
+                               abi.HVM_PARAM_TIMER_MODE: 1})      # no_delay_for_missed_ticks
         if dom.dtype == "hvm":
-            dom.hvm_params.update({abi.HVM_PARAM_STORE_EVTCHN: store,
-                                   abi.HVM_PARAM_CONSOLE_EVTCHN: console})
+            dom.hvm_params[abi.HVM_PARAM_HPET_ENABLED] = 1
 
     # vCPUs
 
@@ -187,17 +200,8 @@ class Builder:
                                 bufioreq_gfn=lay.bufioreq_gfn, ioreq_mfn=ioreq_mfn, ports=ports)
         hv.mappings.map_xen(dom, lay.ioreq_gfn, "ioreq")
         hv.mappings.map_foreign(dom0, dom, lay.ioreq_gfn, "device model ioreq page")
-        dom.hvm_params.update({
-            abi.HVM_PARAM_IOREQ_PFN: lay.ioreq_gfn,
-            abi.HVM_PARAM_BUFIOREQ_PFN: lay.bufioreq_gfn,
-            abi.HVM_PARAM_STORE_PFN: lay.store_gfn,
-            abi.HVM_PARAM_CONSOLE_PFN: lay.console_gfn,
-            # What libxl 4.17 sets; not PAE_ENABLED (a CPUID policy bit
-            # since, discarded by libxc's restore) or NESTEDHVM (refused
-            # by Xen >= 4.15).
-            abi.HVM_PARAM_TIMER_MODE: 1,
-            abi.HVM_PARAM_HPET_ENABLED: 1,
-        })
+        dom.hvm_params.update({abi.HVM_PARAM_IOREQ_PFN: lay.ioreq_gfn,
+                               abi.HVM_PARAM_BUFIOREQ_PFN: lay.bufioreq_gfn})
 
     def dm_clients(self, dom):
         dom0 = self.hv.domains[0]

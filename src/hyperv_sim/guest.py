@@ -89,9 +89,14 @@ def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages):
     lay.ws_base_gfn = nxt
     lay.ws_pages = ws_pages
     take(ws_pages * vcpus)
+    # The special pages at the top, as the toolstack places them for a guest
+    # of the HVM container: xenstore and console, and HVM's ioreq pages.
     if dtype == "hvm":
         lay.ioreq_gfn, lay.bufioreq_gfn, lay.store_gfn, lay.console_gfn = range(nr_pages - 4, nr_pages)
         top = nr_pages - 4
+    elif dtype == "pvh" and not is_dom0:
+        lay.store_gfn, lay.console_gfn = nr_pages - 2, nr_pages - 1
+        top = nr_pages - 2
     else:
         top = nr_pages
     if nxt > top:

@@ -19,6 +19,7 @@ import struct
 from collections import namedtuple
 from operator import itemgetter
 
+from . import abi
 from . import lustream as ls
 from .errors import FormatError
 
@@ -241,6 +242,19 @@ VCPU = Fixed(ls.REC_LU_VCPU_STATE, 2, [("vcpu", "I"), ("runstate", "I"), ("pause
                                        ("steps", "Q")] + [(r, "Q") for r in REG_NAMES]
              + [("cr3_mfn", "Q")])
 HVM_PARAMS = Array(ls.REC_HVM_PARAMS, 2, [("count", "I"), RES32], [("index", "Q"), ("value", "Q")])
+# The parameters libxc's save writes to HVM_PARAMS, in its order, each only
+# when non-zero (write_hvm_params in tools/libs/guest/xg_sr_save_x86_hvm.c).
+# Every other parameter (the xenstore and console ports, the timer mode,
+# HPET) is set by the toolstack on the migration target; a live update has
+# no toolstack in between, so LU_HVM_PARAMS carries those.
+MIGRATED_HVM_PARAMS = (
+    abi.HVM_PARAM_STORE_PFN, abi.HVM_PARAM_IOREQ_PFN, abi.HVM_PARAM_BUFIOREQ_PFN,
+    abi.HVM_PARAM_PAGING_RING_PFN, abi.HVM_PARAM_MONITOR_RING_PFN, abi.HVM_PARAM_SHARING_RING_PFN,
+    abi.HVM_PARAM_VM86_TSS_SIZED, abi.HVM_PARAM_CONSOLE_PFN, abi.HVM_PARAM_ACPI_IOPORTS_LOCATION,
+    abi.HVM_PARAM_VIRIDIAN, abi.HVM_PARAM_IDENT_PT, abi.HVM_PARAM_VM_GENERATION_ID_ADDR,
+    abi.HVM_PARAM_IOREQ_SERVER_PFN, abi.HVM_PARAM_NR_IOREQ_SERVER_PAGES, abi.HVM_PARAM_X87_FIP_WIDTH,
+    abi.HVM_PARAM_MCA_CAP)
+LU_HVM_PARAMS = Array(ls.REC_LU_HVM_PARAMS, 2, [("count", "I"), RES32], [("index", "Q"), ("value", "Q")])
 IOREQ_SERVER = Array(ls.REC_LU_IOREQ_SERVER, 2,
                      [("nr_ports", "I"), ("server_id", "H"), ("dm_domid", "H"), ("ioreq_gfn", "Q"),
                       ("bufioreq_gfn", "Q"), RES32],
@@ -255,6 +269,6 @@ IOMMU = Iommu(ls.REC_LU_IOMMU, 2)
 # Every record type this format defines, by number (REC_END has no body).
 TYPES = {t.rtype: t for t in (VERSION, XEN_REGIONS, M2P, TIMINGS, DOMAIN, PV_INFO, P2M_EXTENTS,
                               OWNERSHIP, PV_PAGE_TYPES, GRANT_TABLE, GRANT_STATUS, EVTCHN_FIFO,
-                              EVTCHN_PORTS, VCPU, HVM_PARAMS, IOREQ_SERVER, GRANT_MAPS, FOREIGN_MAPS,
-                              IOMMU)}
+                              EVTCHN_PORTS, VCPU, HVM_PARAMS, LU_HVM_PARAMS, IOREQ_SERVER, GRANT_MAPS,
+                              FOREIGN_MAPS, IOMMU)}
 SYSTEM_TYPES = frozenset(t for t, r in TYPES.items() if r.section == "system")

@@ -168,7 +168,7 @@ def _pass2(hv, plan):
         dom.gdt_mfns = sorted(gdts[i] for i in range(nr))
         for mfn in dom.gdt_mfns:
             ft.get_ref(mfn, lib.LU_PGT_SEG_DESC)
-    dom.hvm_params = dict(items_of(plan, ls.REC_HVM_PARAMS))
+    dom.hvm_params = dict([*items_of(plan, ls.REC_HVM_PARAMS), *items_of(plan, ls.REC_LU_HVM_PARAMS)])
     ioreq = plan.one(ls.REC_LU_IOREQ_SERVER, required=False)
     if ioreq:
         (nr, sid, dm, ioreq_gfn, buf_gfn, _), pairs = ioreq

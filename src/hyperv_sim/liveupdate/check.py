@@ -256,8 +256,9 @@ def _check_domain_records(domains):
     return by_id
 
 
-SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER, ls.REC_LU_GRANT_MAPS,
-          ls.REC_LU_FOREIGN_MAPS, ls.REC_LU_EVTCHN_FIFO, ls.REC_LU_IOMMU, ls.REC_LU_GRANT_STATUS)
+SINGLE = (ls.REC_X86_PV_INFO, ls.REC_HVM_PARAMS, ls.REC_LU_HVM_PARAMS, ls.REC_LU_IOREQ_SERVER,
+          ls.REC_LU_GRANT_MAPS, ls.REC_LU_FOREIGN_MAPS, ls.REC_LU_EVTCHN_FIFO, ls.REC_LU_IOMMU,
+          ls.REC_LU_GRANT_STATUS)
 
 
 def _check_domain(plan, by_id, claim, nr_frames):
@@ -269,6 +270,7 @@ def _check_domain(plan, by_id, claim, nr_frames):
         _check_pv_types(plan, ram_owned)
     _check_vcpus(plan)
     _check_events(plan)
+    _check_hvm_params(plan)
     _check_iommu(plan, claim)
 
 
@@ -379,6 +381,26 @@ def _check_events(plan):
                 raise StreamError("%s: d%d FIFO page gfn 0x%x is not populated" % (plan.where(ls.REC_LU_EVTCHN_FIFO), d, g))
     plan.fifo = fifo
     plan.ports = plan.one(ls.REC_LU_EVTCHN_PORTS).items
+
+
+def _check_hvm_params(plan):
+    """Each parameter once, one Xen has, in the record that carries it:
+    HVM_PARAMS what migration carries, LU_HVM_PARAMS the rest."""
+    d, seen = plan.domid, set()
+    for rtype, migrated in ((ls.REC_HVM_PARAMS, True), (ls.REC_LU_HVM_PARAMS, False)):
+        items = items_of(plan, rtype)
+        if items and plan.dtype == "pv":
+            raise StreamError("%s: d%d is PV and has no HVM parameters" % (plan.where(rtype), d))
+        for index, _ in items:
+            if index >= abi.HVM_NR_PARAMS:
+                raise StreamError("%s: d%d HVM parameter %d does not exist (Xen has %d)"
+                                  % (plan.where(rtype), d, index, abi.HVM_NR_PARAMS))
+            if (index in R.MIGRATED_HVM_PARAMS) != migrated:
+                raise StreamError("%s: d%d HVM parameter %d belongs in %s" % (
+                    plan.where(rtype), d, index, "LU_HVM_PARAMS" if migrated else "HVM_PARAMS"))
+            if index in seen:
+                raise StreamError("%s: d%d HVM parameter %d is given twice" % (plan.where(rtype), d, index))
+            seen.add(index)
 
 
 def _check_iommu(plan, claim):

@@ -44,6 +44,7 @@ SUMMARIES = {
     ls.REC_LU_EVTCHN_PORTS: _entries,
     ls.REC_LU_VCPU_STATE: lambda rec, v: "vCPU%d, %d steps, rip 0x%x" % (v.vcpu, v.steps, v.rip),
     ls.REC_HVM_PARAMS: _entries,
+    ls.REC_LU_HVM_PARAMS: _entries,
     ls.REC_LU_IOREQ_SERVER: lambda rec, v: "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (
         v.head.server_id, v.head.dm_domid, v.head.ioreq_gfn, v.head.nr_ports),
     ls.REC_LU_GRANT_MAPS: _entries,

@@ -16,6 +16,15 @@ from xen_public import lurecords as R
 from .stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter
 
 
+def split_hvm_params(params):
+    """([(index, value)] for HVM_PARAMS, as libxc's save writes it: its
+    list's order, zeros left out; [(index, value)] for LU_HVM_PARAMS: the
+    rest, by index)."""
+    migrated = [(i, params[i]) for i in R.MIGRATED_HVM_PARAMS if params.get(i)]
+    toolstack = sorted((i, v) for i, v in params.items() if v and i not in R.MIGRATED_HVM_PARAMS)
+    return migrated, toolstack
+
+
 def needed_record_types(hv):
     """{record type: why} for the stream the current state makes."""
     need = {t: "every stream carries them" for t in (ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P,
@@ -31,8 +40,11 @@ def needed_record_types(hv):
             need.setdefault(ls.REC_LU_GRANT_STATUS, who + " uses grant table v2")
         if dom.evtchn_abi == "fifo":
             need.setdefault(ls.REC_LU_EVTCHN_FIFO, who + " uses FIFO event channels")
-        if dom.hvm_params:
+        migrated, toolstack = split_hvm_params(dom.hvm_params)
+        if migrated:
             need.setdefault(ls.REC_HVM_PARAMS, who + " has HVM parameters")
+        if toolstack:
+            need.setdefault(ls.REC_LU_HVM_PARAMS, who + " has HVM parameters migration leaves to the toolstack")
         if dom.ioreq:
             need.setdefault(ls.REC_LU_IOREQ_SERVER, who + " has an IOREQ server")
         if dom.iommu_root is not None:
@@ -107,9 +119,11 @@ def _domain(w, hv, dom, paused, gmaps, fmaps):
     for i, v in enumerate(dom.vcpu_list()):
         w.record(ls.REC_LU_VCPU_STATE, R.VCPU.encode(i, v.runstate, v.pause_req, 0, v.steps,
                                                    *_regs(v.regs), cr3))
-    if dom.hvm_params:
-        params = sorted(dom.hvm_params.items())
-        w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS.encode((len(params), 0), params))
+    migrated, toolstack = split_hvm_params(dom.hvm_params)
+    if migrated:
+        w.record(ls.REC_HVM_PARAMS, R.HVM_PARAMS.encode((len(migrated), 0), migrated))
+    if toolstack:
+        w.record(ls.REC_LU_HVM_PARAMS, R.LU_HVM_PARAMS.encode((len(toolstack), 0), toolstack))
     if dom.ioreq:
         s = dom.ioreq
         w.record(ls.REC_LU_IOREQ_SERVER, R.IOREQ_SERVER.encode(
