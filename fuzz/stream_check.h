@@ -15,7 +15,7 @@ static const uint32_t stream_known_types[] = {
     0x40000000, 0x40000001, 0x40000002, 0x40000003, 0x40000004, 0x40000005,
     0x40000006, 0x40000007, 0x40000008, 0x40000009, 0x4000000a, 0x4000000b,
     0x4000000c, 0x4000000d, 0x4000000e, 0x4000000f, 0x40000010,
-    0x40000011,
+    0x40000011, 0x40000012,
 };
 #define STREAM_NR_KNOWN ((uint32_t)(sizeof(stream_known_types) / sizeof(stream_known_types[0])))
 

@@ -206,8 +206,10 @@ def full_state(host):
     """Every domain's whole state as `hyperv-sim list --long` gives it, and
     every mapping and PCI assignment, masking only what moves while guests
     run: steps, registers, run states, pending event bits.  The layout is
-    the builder's, which xen#2 does not learn (null after an update)."""
+    the builder's, which xen#2 does not learn (null after an update).  With
+    them, the loaded crash image, which a live update carries."""
     state = host.toolstack("details")
+    state["crash_image"] = loaded_images(host, "crash")
     for d in state["domains"]:
         del d["steps"], d["layout"]
         d["vcpu_states"] = [(v["vcpu"], v["paused"]) for v in d["vcpu_states"]]
@@ -224,6 +226,7 @@ def assert_restored_whole(before, after):
                 b["name"], key, b.get(key), a.get(key))
     assert after["mappings"] == before["mappings"]
     assert after["pci_assigned"] == before["pci_assigned"]
+    assert after["crash_image"] == before["crash_image"]
 
 
 # --- waiting -------------------------------------------------------------------

@@ -16,7 +16,7 @@ from hyperv_sim.liveupdate.check import check, decode
 from hyperv_sim.liveupdate.save import build_stream
 from hyperv_sim.liveupdate.stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, RestoreFailure, StreamError, \
     hash64, iter_sections
-from xen_public import lustream as ls
+from xen_public import abi, lustream as ls
 from xen_public.units import GiB, MiB
 
 from helpers import make_hypervisor, power_off
@@ -35,14 +35,28 @@ class FakeStream:
         return self._extents
 
 
+CRASH_BYTES = bytes(range(256)) * 48         # 12 KiB of a crash kernel
+
+
+def load_crash_image(hv):
+    """A crash image as kexec-tools loads one: 12 KiB in a 32 KiB segment at
+    the crash region's start, and the first MiB mapped only (a NULL buffer)."""
+    base = hv.crash_region[0]
+    hv.kexec.load(abi.KEXEC_TYPE_CRASH, abi.EM_X86_64, base + PAGE,
+                  [(1, len(CRASH_BYTES), base, 8 * PAGE), (None, 0, 0, MiB)],
+                  lambda handle, n: CRASH_BYTES[:n])
+
+
 def small_host(state_dir, image):
     """dom0 (PV, control) and four guests: PV, PVH with FIFO and grant v2,
-    HVM with a device model in dom0 and a passed-through device, a tiny PVH.
-    Between them every record type a stream can carry."""
+    HVM with a device model in dom0 and a passed-through device, a tiny PVH;
+    a crash image loaded.  Between them every record type a stream can carry."""
     # ram_sparse: the checks below compare RAM by its data extents, which
     # reserved (unwritten) extents would blur; reservation has its own tests.
-    hv = make_hypervisor(state_dir, image, memory=4 * GiB, cmdline="liveupdate=64M dom0_mem=512M ram_sparse")
+    hv = make_hypervisor(state_dir, image, memory=4 * GiB,
+                         cmdline="liveupdate=64M dom0_mem=512M crashkernel=64M ram_sparse")
     try:
+        load_crash_image(hv)
         hv.create_domain("pv", "pv", 128 * MiB, 2)
         hv.create_domain("pvh", "pvh", 128 * MiB, 1, evtchn_abi="fifo", grant_version=2)
         hv.create_domain("hvm", "hvm", 128 * MiB, 2, pci=["0000:03:00.0"])

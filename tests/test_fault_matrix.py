@@ -21,7 +21,8 @@ from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_
 
 # Between them: PV, PVH and HVM; 2-level and FIFO event channels; grant
 # tables v1 and v2; an IOREQ server; a passthrough device; dom0's backend
-# grant maps and device-model foreign maps; a paused and a dying domain.
+# grant maps and device-model foreign maps; a paused and a dying domain; and
+# a crash image loaded, which every update carries and every abort keeps.
 GUESTS = [
     dict(name="pv", type="pv", memory=96 << 20, vcpus=2),
     dict(name="pv-fifo", type="pv", memory=64 << 20, vcpus=1, event_channel_abi="fifo",
@@ -40,7 +41,9 @@ RUNNING = ["Domain-0", "pv", "pv-fifo", "pvh", "hvm"]
 def matrix_host(tmp_path_factory, sim_images):
     state = tmp_path_factory.mktemp("matrix") / "host"
     host = boot_host(state, sim_images["4.18"], memory=2 << 30,
-                     cmdline="liveupdate=64M dom0_mem=256M lu_quiesce_timeout=2000")
+                     cmdline="liveupdate=64M dom0_mem=256M crashkernel=64M lu_quiesce_timeout=2000")
+    res = host.kexec_lu("load", "--type", "crash", str(sim_images["4.18"]))
+    assert res.returncode == 0, res
     for g in GUESTS:
         host.toolstack("create", **g)
     wait_steps(host, names=RUNNING)

@@ -80,6 +80,7 @@ def test_counts_are_one_per_fixed_record_and_per_entry_otherwise():
     assert R.IOMMU.count(value) == 3
 
 
-def test_the_system_section_types_are_the_man_pages_four():
-    # LU_VERSION, LU_XEN_REGIONS, LU_M2P, LU_TIMINGS (kexec-lu-stream(5), "System section").
-    assert R.SYSTEM_TYPES == {0x40000000, 0x4000000D, 0x4000000C, 0x40000010}
+def test_the_system_section_types_are_the_man_pages_five():
+    # LU_VERSION, LU_XEN_REGIONS, LU_M2P, LU_TIMINGS, LU_KEXEC_IMAGE
+    # (kexec-lu-stream(5), "System section").
+    assert R.SYSTEM_TYPES == {0x40000000, 0x4000000D, 0x4000000C, 0x40000010, 0x40000012}

@@ -242,32 +242,122 @@ def _regions(data, regions):
     return replace(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS, ((len(regions), 0), regions))
 
 
+def _frame_table_and_crash(data):
+    """The two regions xen#1 writes: its frame table and the crash region."""
+    _, regions = value(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS)
+    (ft,) = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
+    (crash,) = [r for r in regions if r[2] == R.REGION_CRASH]
+    return ft, crash
+
+
 def test_exactly_one_frame_table_region(saved):
     hv, data, _ = saved
-    (_, (ft,)) = value(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS)
+    ft, crash = _frame_table_and_crash(data)
     w = where(data, ls.REC_LU_XEN_REGIONS)
     refuse(hv, _regions(data, [ft[:2] + (R.REGION_CRASH, 0)]), w + ": 0 frame-table regions, needs 1")
-    bad = _regions(data, [ft, (ft[0] - 4096, 4096, R.REGION_FRAMETABLE, 0)])
+    bad = _regions(data, [ft, crash, (ft[0] - 4096, 4096, R.REGION_FRAMETABLE, 0)])
     refuse(hv, bad, w + ": 2 frame-table regions, needs 1")
 
 
 def test_a_region_outside_ram(saved):
     hv, data, _ = saved
-    (_, (ft,)) = value(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS)
+    ft, crash = _frame_table_and_crash(data)
     w = where(data, ls.REC_LU_XEN_REGIONS)
     nr = hv.ram.nr_frames
     refuse(hv, _regions(data, [ft, (nr - 2, 4, R.REGION_CRASH, 0)]),
            w + ": frames 0x%x+4 are not inside RAM" % (nr - 2))
-    refuse(hv, _regions(data, [ft, (0x1000, 0, 7, 0)]), w + ": frames 0x1000+0 are not inside RAM")
+    refuse(hv, _regions(data, [ft, crash, (0x1000, 0, 7, 0)]), w + ": frames 0x1000+0 are not inside RAM")
 
 
 def test_a_frame_table_region_too_small(saved):
     hv, data, _ = saved
-    (_, (ft,)) = value(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS)
+    ft, crash = _frame_table_and_crash(data)
     assert ft[1] * PAGE == FrameTable.bytes_for(hv.ram.nr_frames)
-    refuse(hv, _regions(data, [(ft[0], ft[1] - 1) + ft[2:]]),
+    refuse(hv, _regions(data, [(ft[0], ft[1] - 1) + ft[2:], crash]),
            "%s: the frame-table region is too small for %d frames"
            % (where(data, ls.REC_LU_XEN_REGIONS), hv.ram.nr_frames))
+
+
+# ---------------------------------------------------------------- the crash image
+
+KI = ls.REC_LU_KEXEC_IMAGE
+
+
+def _kexec_image(data, head=None, segments=None):
+    """The stream with LU_KEXEC_IMAGE's head fields and segments changed
+    (head: {field: value}; segments: the new list)."""
+    (nr, ktype, res, arch, entry, digest), segs = value(data, R.KEXEC_IMAGE, KI)
+    fields = dict(ktype=ktype, arch=arch, entry=entry)
+    fields.update(head or {})
+    segs = segs if segments is None else segments
+    return replace(data, R.KEXEC_IMAGE, KI, ((len(segs), fields["ktype"], res, fields["arch"],
+                                             fields["entry"], digest), segs))
+
+
+def test_a_crash_image_given_twice(saved):
+    hv, data, _ = saved
+    secs = sections(data)
+    secs[0][1].insert(3, [KI, at(data, KI)[1]])
+    bad = assemble(secs)
+    refuse(hv, bad, "%s: the system section has it more than once" % where(bad, KI, 1))
+
+
+def test_a_carried_image_that_is_not_a_crash_image(saved):
+    hv, data, _ = saved
+    for ktype in (0, 2, 7):       # default, live update, no such type
+        refuse(hv, _kexec_image(data, {"ktype": ktype}),
+               "%s: image type %d, only a crash image (1) is carried" % (where(data, KI), ktype))
+
+
+def test_a_crash_image_of_another_architecture_or_segment_count(saved):
+    hv, data, _ = saved
+    (_, _, _, _, entry, _), segs = value(data, R.KEXEC_IMAGE, KI)
+    refuse(hv, _kexec_image(data, {"arch": 40}), "%s: architecture 40 with 2 segments" % where(data, KI))
+    refuse(hv, _kexec_image(data, segments=[]), "%s: architecture 62 with 0 segments" % where(data, KI))
+    # KEXEC_SEGMENT_MAX (16) is the most; 17 refused before any segment is read.
+    refuse(hv, _kexec_image(data, segments=segs * 8 + segs[:1]),
+           "%s: architecture 62 with 17 segments" % where(data, KI))
+
+
+def test_a_crash_image_without_a_crash_region(saved):
+    hv, data, _ = saved
+    ft, crash = _frame_table_and_crash(data)
+    bad = _regions(data, [ft])
+    refuse(hv, bad, "%s: LU_XEN_REGIONS has 0 crash regions, needs 1" % where(bad, KI))
+    bad = _regions(data, [ft, crash, (crash[0] + crash[1], 16, R.REGION_CRASH, 0)])
+    refuse(hv, bad, "%s: LU_XEN_REGIONS has 2 crash regions, needs 1" % where(bad, KI))
+
+
+def test_a_crash_image_segment_with_unknown_flags(saved):
+    hv, data, _ = saved
+    _, segs = value(data, R.KEXEC_IMAGE, KI)
+    refuse(hv, _kexec_image(data, segments=[segs[0][:3] + (2, 0)] + segs[1:]),
+           "%s: unknown segment flags" % where(data, KI))
+
+
+def test_crash_image_segments_xen_would_not_load(saved):
+    """Xen's load checks, against the crash region the stream keeps."""
+    hv, data, _ = saved
+    (_, _, _, _, entry, _), ((dest, size, buf, flags, _), low) = value(data, R.KEXEC_IMAGE, KI)
+    _, (start, n, _, _) = _frame_table_and_crash(data)
+    lo, hi = start * PAGE, (start + n) * PAGE
+    w = where(data, KI)
+    cases = {
+        "segment 0: destination 0x%x+0x%x is not page-aligned" % (dest + 8, size): [(dest + 8, size, buf, 0, 0), low],
+        "segment 0: %d bytes do not fit in its %d-byte destination" % (size + 1, size):
+            [(dest, size, size + 1, 0, 0), low],
+        "segment 0: [0x%x, 0x%x) outside the allowed range [0x%x, 0x%x)" % (lo - PAGE, lo - PAGE + size, lo, hi):
+            [(lo - PAGE, size, buf, 0, 0), low],
+        "segment 0: [0x%x, 0x%x) outside the allowed range [0x%x, 0x%x)" % (hi - PAGE, hi - PAGE + size, lo, hi):
+            [(hi - PAGE, size, buf, 0, 0), low],
+        "segments overlap at 0x%x" % (dest + PAGE): [(dest, size, buf, 0, 0), (dest + PAGE, PAGE, 0, 0, 0)],
+    }
+    for message, segs in cases.items():
+        refuse(hv, _kexec_image(data, segments=segs), "%s: %s" % (w, message))
+    refuse(hv, _kexec_image(data, {"entry": dest + size}), "%s: entry 0x%x lies in no segment" % (w, dest + size))
+    # The region's last page is inside; mapped-only segments are not ranged.
+    accept_at_end = _kexec_image(data, {"entry": hi - PAGE}, [(hi - PAGE, PAGE, 0, 0, 0), low])
+    K.accept(hv, accept_at_end)
 
 
 def test_an_m2p_of_the_wrong_size(saved):
@@ -315,10 +405,11 @@ def test_an_unknown_ownership_kind(saved):
 
 def test_a_gfn_mapped_twice(saved):
     hv, data, _ = saved
-    head, p2m = value(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, 0)     # dom0: two extents
-    (g0, m0, n0), (g1, m1, n1) = p2m
+    head, p2m = value(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, 0)     # dom0: two extents or more
+    (g0, m0, n0), (g1, m1, n1), *rest = p2m
     overlap = g0 + n0 // 2
-    bad = replace(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, (head, [(g0, m0, n0), (overlap, m1, n1)]), nth=0)
+    bad = replace(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS,
+                  (head, [(g0, m0, n0), (overlap, m1, n1)] + rest), nth=0)
     refuse(hv, bad, "%s: d0 gfn 0x%x mapped twice" % (where(data, ls.REC_LU_P2M_EXTENTS, 0), overlap))
 
 
@@ -648,6 +739,13 @@ def test_the_state_snapshot_sees_a_changed_byte_or_attribute(saved):
 
 # Each refusal of xen#2's restore (mapped, check, apply), by its message format, and the test that makes it.
 SITES = {
+    # the crash image
+    "record LU_KEXEC_IMAGE at offset 0x%x: the system section has it more than once": "test_a_crash_image_given_twice",
+    "%s: image type %d, only a crash image (%d) is carried": "test_a_carried_image_that_is_not_a_crash_image",
+    "%s: architecture %d with %d segments": "test_a_crash_image_of_another_architecture_or_segment_count",
+    "%s: LU_XEN_REGIONS has %d crash regions, needs 1": "test_a_crash_image_without_a_crash_region",
+    "%s: unknown segment flags": "test_a_crash_image_segment_with_unknown_flags",
+    "%s: %s": "test_crash_image_segments_xen_would_not_load",
     # mapping the stream
     "no live-update breadcrumb at 0x%x: nothing to restore": "test_no_breadcrumb_nothing_to_restore",
     "breadcrumb: %d stream pages for %d bytes is not a stream": "test_a_breadcrumb_whose_size_and_length_disagree",

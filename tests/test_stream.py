@@ -79,6 +79,8 @@ FIXED = {
     ls.REC_LU_VCPU_STATE: ("<IIIIQ18QQ", ("vcpu", "runstate", "paused", "reserved", "steps") + _REGS + ("cr3_mfn",)),
 }
 ARRAYS = {          # head, then head[0] items
+    ls.REC_LU_KEXEC_IMAGE: ("<IBBHQ32s", ("nr_segments", "ktype", "reserved", "arch", "entry", "sha256"),
+                            "<QQQII", ("dest", "dest_size", "buf_size", "flags", "reserved")),
     ls.REC_LU_XEN_REGIONS: ("<II", ("count", "reserved"), "<QQII", ("start_mfn", "nr_frames", "kind", "reserved")),
     ls.REC_LU_P2M_EXTENTS: ("<II", ("count", "reserved"), "<QQQ", ("gfn", "mfn", "count")),
     ls.REC_LU_PAGE_OWNERSHIP: ("<II", ("count", "reserved"), "<QQII", ("mfn", "count", "kind", "reserved")),
@@ -119,7 +121,7 @@ def _body_fields(base, body):
     return out
 
 
-SYSTEM = {ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P}
+SYSTEM = {ls.REC_LU_VERSION, ls.REC_LU_XEN_REGIONS, ls.REC_LU_M2P, ls.REC_LU_KEXEC_IMAGE}
 
 
 def stream_fields(data):
@@ -190,6 +192,8 @@ UNCHECKED = {(n, "skipped") for n in _KNOWN_NAMES} | {
     # (A record turned into an optional type xen#2 does not know is skipped,
     # as the optional bit says it may be: only the stream's hash can tell.)
     ("LU_XEN_REGIONS", "start_mfn"), ("LU_M2P", "start_mfn"),     # moved to free frames
+    ("LU_XEN_REGIONS", "nr_frames"),        # a crash region grown into free frames, or shrunk
+                                            # still holding the crash image
     ("LU_DOMAIN", "flags"),                 # paused, dying, control, unknown bits
     ("LU_DOMAIN", "shared_info_mfn"),       # another of its shared frames
     ("X86_PV_INFO", "guest_width"), ("X86_PV_INFO", "pt_levels"),   # not checked
@@ -207,7 +211,10 @@ UNCHECKED = {(n, "skipped") for n in _KNOWN_NAMES} | {
     ("LU_IOMMU", "root_mfn"), ("LU_IOMMU", "count"),
     # Another index Xen has, in the record that carries it, not given twice.
     ("HVM_PARAMS", "index"), ("LU_HVM_PARAMS", "index"),
-}
+    # The crash image: xen#2 checks its digest against the crash region once
+    # the guests run, and drops it on a mismatch (test_crash_image.py); an
+    # entry elsewhere in its segment, or the other x86 architecture, passes.
+} | {("LU_KEXEC_IMAGE", f) for f in ("sha256", "entry", "arch", "dest", "dest_size", "buf_size", "flags")}
 # A refusal names the record (or header, or section) at fault and its offset...
 NAMED = re.compile(r"record (?P<name>[A-Za-z0-9_|]+) at offset 0x(?P<off>[0-9a-f]+)"
                    r"|(image|domain) header at offset 0x[0-9a-f]+"
@@ -509,6 +516,11 @@ def _expected_summary(rtype, body):
         n = _array_count(body, 16, 32)
         names = [body[16 + 32 * i:16 + 32 * i + 16].rstrip(b"\0").decode() for i in range(n)]
         return "update 0x%x: %s" % (_u("Q", body, 8), ", ".join(names))
+    if rtype == ls.REC_LU_KEXEC_IMAGE:
+        n = _array_count(body, 48, 32)
+        assert _u("I", body, 0) == n
+        return "type %d, %d segments, entry 0x%x, sha256 %s..." % (body[4], n, _u("Q", body, 8),
+                                                                   body[16:24].hex())
     if rtype == ls.REC_LU_DOMAIN:
         flags = _u("H", body, 2)
         named = [n for bit, n in ((1, "control"), (2, "paused"), (4, "dying")) if flags & bit]
@@ -568,7 +580,7 @@ RESERVED = [
     (ls.REC_LU_EVTCHN_PORTS, 13, 13), (ls.REC_LU_EVTCHN_PORTS, 28, 30), (ls.REC_LU_VCPU_STATE, 12, 12),
     (ls.REC_HVM_PARAMS, 4, 6), (ls.REC_LU_HVM_PARAMS, 4, 5), (ls.REC_LU_IOREQ_SERVER, 24, 27), (ls.REC_LU_GRANT_MAPS, 4, 4),
     (ls.REC_LU_GRANT_MAPS, 20, 23), (ls.REC_LU_FOREIGN_MAPS, 4, 4), (ls.REC_LU_FOREIGN_MAPS, 10, 11),
-    (ls.REC_LU_FOREIGN_MAPS, 12, 12),
+    (ls.REC_LU_FOREIGN_MAPS, 12, 12), (ls.REC_LU_KEXEC_IMAGE, 5, 5), (ls.REC_LU_KEXEC_IMAGE, 76, 79),
 ]
 
 

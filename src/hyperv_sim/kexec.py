@@ -80,6 +80,41 @@ def _digest(segs, datas):
     return digest.hexdigest()
 
 
+def check_segments(ktype, segs, entry, lo, hi):
+    """Xen's checks of an image's segments against [lo, hi), the memory its
+    type may use (kimage.c): raises KexecFailure.  Also xen#2's, on the
+    crash image a live update carries."""
+    spans = []
+    for i, s in enumerate(segs):
+        if s.dest % PAGE_SIZE or s.dest_size % PAGE_SIZE:
+            # Xen's errno for this (kimage.c), not -EINVAL.
+            raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: destination 0x%x+0x%x is not "
+                               "page-aligned" % (i, s.dest, s.dest_size))
+        if s.buf_size > s.dest_size:
+            raise KexecFailure(abi.EINVAL, "segment %d: %d bytes do not fit in its %d-byte "
+                               "destination" % (i, s.buf_size, s.dest_size))
+        if s.mapped_only:
+            pass        # only mapped: Xen checks no range for it (kimage.c)
+        elif (ktype == abi.KEXEC_TYPE_LIVEUPDATE and lo <= s.dest < hi
+              and s.dest + s.dest_size > hi):
+            raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) runs 0x%x bytes "
+                               "past the end of the running hypervisor's image at 0x%x, into "
+                               "memory in use: the new image does not fit in the window "
+                               "[0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size,
+                                                 s.dest + s.dest_size - hi, hi, lo, hi))
+        elif s.dest < lo or s.dest + s.dest_size > hi:
+            raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) outside the "
+                               "allowed range [0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size, lo, hi))
+        spans.append((s.dest, s.dest + s.dest_size))
+    loaded = [(s.dest, s.dest + s.dest_size) for s in segs if not s.mapped_only]
+    spans.sort()
+    for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise KexecFailure(abi.EINVAL, "segments overlap at 0x%x" % b0)
+    if not any(a <= entry < b for a, b in loaded):
+        raise KexecFailure(abi.EINVAL, "entry 0x%x lies in no segment" % entry)
+
+
 class Kexec:
     def __init__(self, hv):
         self.hv = hv
@@ -107,50 +142,20 @@ class Kexec:
 
     # load / unload / status
 
-    def _check_segments(self, ktype, segs, entry):
+    def _region(self, ktype):
+        """[lo, hi) an image of this type may be loaded into."""
         hv = self.hv
         if ktype == abi.KEXEC_TYPE_CRASH:
-            region = hv.crash_region
-            if not region[1]:
+            if not hv.crash_region[1]:
                 raise KexecFailure(abi.EINVAL, "no crash region reserved (crashkernel=)")
-        elif ktype == abi.KEXEC_TYPE_LIVEUPDATE:
+            return hv.crash_region[0], hv.crash_region[0] + hv.crash_region[1]
+        if ktype == abi.KEXEC_TYPE_LIVEUPDATE:
             if not hv.lu_size:
                 raise KexecFailure(abi.EINVAL, "no live-update bootmem reserved (liveupdate=)")
             # The window: LU bootmem and the running image, minus the
             # breadcrumb page at its bottom.
-            region = (hv.lu_start + PAGE_SIZE, hv.xen_start + hv.xen_size - hv.lu_start - PAGE_SIZE)
-        else:
-            region = (0, hv.ram.size)
-        lo, hi = region[0], region[0] + region[1]
-        spans = []
-        for i, s in enumerate(segs):
-            if s.dest % PAGE_SIZE or s.dest_size % PAGE_SIZE:
-                # Xen's errno for this (kimage.c), not -EINVAL.
-                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: destination 0x%x+0x%x is not "
-                                   "page-aligned" % (i, s.dest, s.dest_size))
-            if s.buf_size > s.dest_size:
-                raise KexecFailure(abi.EINVAL, "segment %d: %d bytes do not fit in its %d-byte "
-                                   "destination" % (i, s.buf_size, s.dest_size))
-            if s.mapped_only:
-                pass        # only mapped: Xen checks no range for it (kimage.c)
-            elif (ktype == abi.KEXEC_TYPE_LIVEUPDATE and lo <= s.dest < hi
-                  and s.dest + s.dest_size > hi):
-                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) runs 0x%x bytes "
-                                   "past the end of the running hypervisor's image at 0x%x, into "
-                                   "memory in use: the new image does not fit in the window "
-                                   "[0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size,
-                                                     s.dest + s.dest_size - hi, hi, lo, hi))
-            elif s.dest < lo or s.dest + s.dest_size > hi:
-                raise KexecFailure(abi.EADDRNOTAVAIL, "segment %d: [0x%x, 0x%x) outside the "
-                                   "allowed range [0x%x, 0x%x)" % (i, s.dest, s.dest + s.dest_size, lo, hi))
-            spans.append((s.dest, s.dest + s.dest_size))
-        loaded = [(s.dest, s.dest + s.dest_size) for s in segs if not s.mapped_only]
-        spans.sort()
-        for (a0, a1), (b0, _b1) in zip(spans, spans[1:]):
-            if b0 < a1:
-                raise KexecFailure(abi.EINVAL, "segments overlap at 0x%x" % b0)
-        if not any(a <= entry < b for a, b in loaded):
-            raise KexecFailure(abi.EINVAL, "entry 0x%x lies in no segment" % entry)
+            return hv.lu_start + PAGE_SIZE, hv.xen_start + hv.xen_size
+        return 0, hv.ram.size
 
     def load(self, ktype, arch, entry, segments, read_buf):
         """segments: [(buf_handle, buf_size, dest, dest_size)]; read_buf(handle, n)
@@ -164,7 +169,7 @@ class Kexec:
                                % (len(segments), abi.KEXEC_SEGMENT_MAX))
         segs = [Segment(dest=d, dest_size=ds, buf_size=bs, mapped_only=not h)
                 for h, bs, d, ds in segments]
-        self._check_segments(ktype, segs, entry)
+        check_segments(ktype, segs, entry, *self._region(ktype))
         if ktype != abi.KEXEC_TYPE_CRASH:
             need = sum(s.dest_size for s in segs if not s.mapped_only) // PAGE_SIZE
             if need > self.hv.allocator.free_frames:
@@ -274,6 +279,16 @@ class Kexec:
         if ktype not in abi.KEXEC_TYPE_NAMES:
             raise KexecFailure(abi.EINVAL, "status: unknown image type %d" % ktype)
         return 1 if ktype in self.images else 0
+
+    def adopt(self, image):
+        """Take over the crash image a live update carried, whose bytes
+        xen#1 left in the crash region: -> True, or False (and not loaded)
+        if they no longer match the digest it was loaded with."""
+        self.images[image.ktype] = image
+        if self.image_intact(image.ktype):
+            return True
+        del self.images[image.ktype]
+        return False
 
     def image_intact(self, ktype):
         """Recompute the loaded image's digest from RAM (pre-flight check)."""

@@ -41,6 +41,9 @@ def _report(client):
 def run_live_update(client, timeout=120.0, progress=None):
     """The final report.  progress (kexec_lu.render.LiveUpdateProgress, or
     None for silence) is told the start, each phase as it ends, and the end."""
+    # What the update will carry, asked before it starts: the report may
+    # already be xen#2's when it is first read.
+    loaded = {t: client.kexec_status(t) for t in (abi.KEXEC_TYPE_CRASH, abi.KEXEC_TYPE_DEFAULT)}
     try:
         client.kexec_exec(abi.KEXEC_TYPE_LIVEUPDATE)
     except HypercallError as e:
@@ -57,7 +60,8 @@ def run_live_update(client, timeout=120.0, progress=None):
     shown = 0
     deadline = time.monotonic() + timeout
     if progress:
-        progress.started(first)
+        progress.started(first, crash_loaded=loaded[abi.KEXEC_TYPE_CRASH],
+                         reboot_loaded=loaded[abi.KEXEC_TYPE_DEFAULT])
     while time.monotonic() < deadline:
         rep = _report(client)
         if rep is None and _hypervisor_died(client):

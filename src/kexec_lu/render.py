@@ -90,9 +90,14 @@ class LiveUpdateProgress:
     def triggered(self):
         self.out.print("live update triggered (Xen reports its progress on its console)")
 
-    def started(self, first):
+    def started(self, first, crash_loaded=False, reboot_loaded=False):
         self.out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version"), first.get("to_version"))
                        if first else "live update started")
+        if crash_loaded:
+            self.out.print("  carries the loaded crash image")
+        if reboot_loaded:
+            self.out.print("  does not carry the loaded reboot image (it lives in xen#1's heap): "
+                           "load it again after the update")
 
     def phase(self, p):
         self.out.print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
@@ -104,5 +109,9 @@ class LiveUpdateProgress:
                            "%d-byte stream"
                            % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
                               rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
+            if rep.get("crash_image") == "carried":
+                self.out.print("crash image: carried over, still loaded")
+            elif rep.get("crash_image") == "dropped":
+                self.out.print("[red]crash image: dropped[/red]: %s" % escape(rep.get("crash_image_why", "")))
         else:
             self.out.print("[red]%s[/red]: %s" % (rep["state"], escape(str(rep.get("error")))))

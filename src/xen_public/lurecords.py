@@ -211,6 +211,15 @@ XEN_REGIONS = Array(ls.REC_LU_XEN_REGIONS, None, [("count", "I"), RES32],
 M2P = Fixed(ls.REC_LU_M2P, None, [("start_mfn", "Q"), ("nr_entries", "Q")])
 TIMINGS = Array(ls.REC_LU_TIMINGS, None, [("count", "I"), RES32, ("update_id", "Q")],
                 [("name", "16s"), ("start_ns", "Q"), ("end_ns", "Q")])
+# The loaded crash image (type KEXEC_TYPE_CRASH, the one kind a live update
+# carries: its bytes lie in the crashkernel= region both hypervisors keep).
+# sha256 covers each loaded segment as Xen places it: its destination (u64
+# little-endian), then its bytes, zero-filled to dest_size.
+SEG_MAPPED_ONLY = 1                      # a NULL buffer: mapped, holds nothing
+KEXEC_IMAGE = Array(ls.REC_LU_KEXEC_IMAGE, None,
+                    [("nr_segments", "I"), ("ktype", "B"), ("reserved", "B"), ("arch", "H"),
+                     ("entry", "Q"), ("sha256", "32s")],
+                    [("dest", "Q"), ("dest_size", "Q"), ("buf_size", "Q"), ("flags", "I"), RES32])
 
 # Domain section.
 DOM_CONTROL, DOM_PAUSED, DOM_DYING = 1, 2, 4
@@ -267,7 +276,7 @@ FOREIGN_MAPS = Array(ls.REC_LU_FOREIGN_MAPS, 2, [("count", "I"), RES32],
 IOMMU = Iommu(ls.REC_LU_IOMMU, 2)
 
 # Every record type this format defines, by number (REC_END has no body).
-TYPES = {t.rtype: t for t in (VERSION, XEN_REGIONS, M2P, TIMINGS, DOMAIN, PV_INFO, P2M_EXTENTS,
+TYPES = {t.rtype: t for t in (VERSION, XEN_REGIONS, M2P, TIMINGS, KEXEC_IMAGE, DOMAIN, PV_INFO, P2M_EXTENTS,
                               OWNERSHIP, PV_PAGE_TYPES, GRANT_TABLE, GRANT_STATUS, EVTCHN_FIFO,
                               EVTCHN_PORTS, VCPU, HVM_PARAMS, LU_HVM_PARAMS, IOREQ_SERVER, GRANT_MAPS,
                               FOREIGN_MAPS, IOMMU)}

@@ -44,6 +44,7 @@ REC_LU_VCPU_STATE = 0x4000000E     # pass 2: registers, run state, step count
 REC_LU_FOREIGN_MAPS = 0x4000000F   # pass 2: foreign pages this domain maps
 REC_LU_TIMINGS = 0x40000010        # system, optional: xen#1's phase timings
 REC_LU_HVM_PARAMS = 0x40000011     # pass 2: HVM parameters migration leaves to the toolstack
+REC_LU_KEXEC_IMAGE = 0x40000012    # system: the loaded crash image, which xen#2 takes over
 
 RECORD_NAMES = {
     value: name[len("REC_"):]

@@ -15,6 +15,7 @@ from .. import guest
 from .._lu_core import ffi, lib
 from ..evtchn import FIFO_PORTS
 from ..frametable import FrameTable
+from ..kexec import KexecFailure, KexecImage, Segment, check_segments
 from ..guest import P2M
 from ..m2p import M2P
 from .stream import DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, RECORD_HEADER, StreamError, iter_sections, \
@@ -114,8 +115,10 @@ class Facts:
     """What check() found that restore() and the report need: the frame
     table's region (start, frames, kind, 0), every Xen region, the M2P
     (start, entries), the frames nobody claims, xen#1's timings and update
-    id, and its version."""
-    __slots__ = ("frametable", "regions", "m2p", "free", "timings", "update_id", "xen1_version")
+    id, its version, and the crash image it carried (a KexecImage whose
+    bytes are not checked yet, or None)."""
+    __slots__ = ("frametable", "regions", "m2p", "free", "timings", "update_id", "xen1_version",
+                 "crash_image")
 
     def __init__(self, **fields):
         for k, v in fields.items():
@@ -129,6 +132,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     major, minor = _check_version(hv, system, domains)
     regions, ft_region = _check_regions(system, claims, nr_frames)
     m2p = _check_m2p(system, claims, nr_frames)
+    crash_image = _check_kexec_image(system, regions)
     claims.add(lu_range[0], lu_range[1], "LU bootmem", "this hypervisor's command line")
     claims.add(xen_range[0], xen_range[1], "hypervisor image", "this hypervisor")
     claims.add(0, LOW_RESERVED_FRAMES, "low memory", "this hypervisor")
@@ -145,7 +149,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     return Facts(frametable=ft_region, regions=regions, m2p=m2p, free=claims.unclaimed(),
                  timings=[t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
                  update_id=next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
-                 xen1_version="%d.%d" % (major, minor))
+                 xen1_version="%d.%d" % (major, minor), crash_image=crash_image)
 
 
 class Claims:
@@ -228,6 +232,38 @@ def _check_m2p(system, claims, nr_frames):
         raise StreamError("record LU_M2P at offset 0x%x: %d entries for %d frames" % (off, m2p_entries, nr_frames))
     claims.add(m2p_start, M2P.bytes_for(nr_frames) // PAGE_SIZE, "M2P", "record LU_M2P at offset 0x%x" % off)
     return m2p_start, m2p_entries
+
+
+def _check_kexec_image(system, regions):
+    """LU_KEXEC_IMAGE, if any: a crash image whose segments pass Xen's load
+    checks against the crash region LU_XEN_REGIONS keeps.  -> KexecImage
+    (its digest is checked against RAM once the guests run) or None."""
+    got = system.get(ls.REC_LU_KEXEC_IMAGE, [])
+    if not got:
+        return None
+    if len(got) > 1:
+        raise StreamError("record LU_KEXEC_IMAGE at offset 0x%x: the system section has it more than once"
+                          % got[1][0])
+    off, ((_, ktype, _, arch, entry, digest), items) = got[0]
+    where = "record LU_KEXEC_IMAGE at offset 0x%x" % off
+    if ktype != abi.KEXEC_TYPE_CRASH:
+        raise StreamError("%s: image type %d, only a crash image (%d) is carried"
+                          % (where, ktype, abi.KEXEC_TYPE_CRASH))
+    if arch not in (abi.EM_386, abi.EM_X86_64) or not 0 < len(items) <= abi.KEXEC_SEGMENT_MAX:
+        raise StreamError("%s: architecture %d with %d segments" % (where, arch, len(items)))
+    crash = [(start, n) for start, n, kind, _ in regions if kind == R.REGION_CRASH]
+    if len(crash) != 1:
+        raise StreamError("%s: LU_XEN_REGIONS has %d crash regions, needs 1" % (where, len(crash)))
+    (start, n), = crash
+    if any(flags & ~R.SEG_MAPPED_ONLY for *_, flags, _ in items):
+        raise StreamError("%s: unknown segment flags" % where)
+    segs = [Segment(dest, dest_size, buf_size, mapped_only=bool(flags))
+            for dest, dest_size, buf_size, flags, _ in items]
+    try:
+        check_segments(ktype, segs, entry, start * PAGE_SIZE, (start + n) * PAGE_SIZE)
+    except KexecFailure as e:
+        raise StreamError("%s: %s" % (where, e))
+    return KexecImage(ktype, arch, entry, segs, digest.hex())
 
 
 def _check_domain_records(domains):

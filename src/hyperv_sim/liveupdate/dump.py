@@ -33,6 +33,8 @@ SUMMARIES = {
     ls.REC_LU_M2P: lambda rec, v: "at mfn 0x%x, %d entries" % v,
     ls.REC_LU_TIMINGS: lambda rec, v: "update 0x%x: %s" % (v.head.update_id,
                                                           ", ".join(R.cstr(p.name) for p in v.items)),
+    ls.REC_LU_KEXEC_IMAGE: lambda rec, v: "type %d, %d segments, entry 0x%x, sha256 %s..." % (
+        v.head.ktype, v.head.nr_segments, v.head.entry, v.head.sha256[:8].hex()),
     ls.REC_LU_DOMAIN: _domain,
     ls.REC_X86_PV_INFO: lambda rec, v: "%d-byte guest, %d-level page tables" % (v.guest_width, v.pt_levels),
     ls.REC_LU_P2M_EXTENTS: _p2m,

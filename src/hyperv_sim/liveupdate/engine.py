@@ -69,6 +69,7 @@ class LiveUpdate:
             raise KexecFailure(abi.EOPNOTSUPP, "xen#2 (%s) cannot restore %s records, needed "
                                "because %s" % (p.version, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
+        self._note_kexec_images()
         handover.prefault(hv, image)
         if self.fault_point == "preflight":
             raise KexecFailure(abi.EIO, "injected fault at preflight")
@@ -113,6 +114,18 @@ class LiveUpdate:
                                                                  entered.image_end,
                                                                  info.mbi_addr, mbi_end))
         return entered
+
+    def _note_kexec_images(self):
+        """What becomes of the other loaded images: the crash image's bytes
+        lie in the crash region both hypervisors keep, and the stream
+        carries it; a reboot image lives in xen#1's heap, which xen#2
+        reclaims, as Xen's kimage pages would be: it is not carried."""
+        images, info = self.hv.kexec.images, self.report.info
+        info["crash_image"] = "to carry" if abi.KEXEC_TYPE_CRASH in images else "none"
+        info["reboot_image"] = "not carried" if abi.KEXEC_TYPE_DEFAULT in images else "none"
+        if abi.KEXEC_TYPE_DEFAULT in images:
+            self.hv.console.log("live update: the loaded reboot image is not carried (it lives in "
+                                "xen#1's heap): load it again after the update")
 
     def _check_bootmem_clean(self):
         hv = self.hv

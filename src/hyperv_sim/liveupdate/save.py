@@ -7,7 +7,7 @@ frames get per-page records.  No page contents: memory stays where it is.
 """
 import operator
 
-from xen_public import lustream as ls
+from xen_public import abi, lustream as ls
 from xen_public.abi import PAGE_SIZE
 
 from .. import frametable as fts
@@ -49,6 +49,8 @@ def needed_record_types(hv):
             need.setdefault(ls.REC_LU_IOREQ_SERVER, who + " has an IOREQ server")
         if dom.iommu_root is not None:
             need.setdefault(ls.REC_LU_IOMMU, who + " has a passthrough device")
+    if abi.KEXEC_TYPE_CRASH in hv.kexec.images:
+        need[ls.REC_LU_KEXEC_IMAGE] = "a crash image is loaded (kexec-lu unload -t crash to update without it)"
     for m in hv.mappings.grant_maps:
         need.setdefault(ls.REC_LU_GRANT_MAPS, "d%d maps other domains' grants" % m.mapper)
     for m in hv.mappings.foreign_maps:
@@ -71,6 +73,9 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
         regions.append((hv.crash_region[0] // PAGE_SIZE, hv.crash_region[1] // PAGE_SIZE, R.REGION_CRASH, 0))
     w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS.encode((len(regions), 0), regions))
     w.record(ls.REC_LU_M2P, R.M2P.encode(hv.m2p.base_maddr // PAGE_SIZE, hv.m2p.nr_frames))
+    crash = hv.kexec.images.get(abi.KEXEC_TYPE_CRASH)
+    if crash:
+        w.record(ls.REC_LU_KEXEC_IMAGE, _kexec_image(crash))
     w.record(ls.REC_LU_TIMINGS | ls.REC_OPTIONAL,
              R.TIMINGS.encode((len(timings), 0, update_id), [(n.encode()[:16], a, b) for n, a, b in timings]))
     w.end()
@@ -87,6 +92,15 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
 
 
 _regs = operator.attrgetter(*R.REG_NAMES)
+
+
+def _kexec_image(image):
+    """LU_KEXEC_IMAGE: what xen#1 knows of the crash image, whose bytes stay
+    where they are, with the digest taken when it was loaded."""
+    segs = [(s.dest, s.dest_size, s.buf_size, R.SEG_MAPPED_ONLY if s.mapped_only else 0, 0)
+            for s in image.segments]
+    return R.KEXEC_IMAGE.encode((len(segs), image.ktype, 0, image.arch, image.entry,
+                                 bytes.fromhex(image.digest)), segs)
 
 
 def _domain(w, hv, dom, paused, gmaps, fmaps):

@@ -51,7 +51,26 @@ def boot_from_stream(hv):
         hv.allocate_xen_data_pages()
         for mfn, count in hv.allocator.free_extents():
             hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+        _adopt_crash_image(hv, rep, facts.crash_image)
     _report_complete(hv, rep, facts, t0, done, first_pause)
+
+
+def _adopt_crash_image(hv, rep, image):
+    """The crash image xen#1 carried is loaded here too if the crash region
+    still holds its bytes (a digest over them, taken with the guests
+    running); otherwise it is dropped, said once, and the update goes on."""
+    if image is None:
+        rep.info["crash_image"] = "none"
+        return
+    if hv.kexec.adopt(image):
+        rep.info["crash_image"] = "carried"
+        hv.console.log("kexec: crash image carried over: %d segments, %d KiB, entry 0x%x",
+                       len(image.segments), image.size >> 10, image.entry)
+    else:
+        rep.info["crash_image"] = "dropped"
+        rep.info["crash_image_why"] = ("the crash region no longer holds the bytes it was loaded "
+                                       "with (SHA-256 differs): load it again")
+        hv.console.log("kexec: crash image dropped: %s", rep.info["crash_image_why"])
 
 
 def _restore_or_halt(hv, rep, t0):
