@@ -179,13 +179,15 @@ def test_an_image_that_is_not_there_is_named(host, tmp_path):
 
 def test_load_live_update_is_load_type_liveupdate(host, sim_images):
     img = sim_images["4.19"]
+    # kexec carries none of the running hypervisor's options; kexec-lu's
+    # load does unless --command-line says otherwise.
     same_image_both_ways(host, "liveupdate", ["--load-live-update", img],
-                         ["load", "--type", "liveupdate", img])
+                         ["load", "--type", "liveupdate", "--command-line", "", img])
 
 
 def test_load_is_load_type_default(host, sim_images):
     img = sim_images["4.19"]
-    same_image_both_ways(host, "default", ["-l", img], ["load", img])
+    same_image_both_ways(host, "default", ["-l", img], ["load", "-t", "default", img])
     same_image_both_ways(host, "default", [img, "--load"], ["load", "--type", "default", img])
 
 
@@ -204,9 +206,9 @@ def test_load_panic_is_load_type_crash(crash_host, sim_images):
     (["--reuse-cmdline"], ["--reuse-cmdline"]),
     (["--reuse-cmdline", "--append=console=vga"], ["--reuse-cmdline", "--append", "console=vga"]),
     (["--append=console=vga", "--reuse-cmdline"], ["--reuse-cmdline", "--append", "console=vga"]),
-    (["--mem-max=0x7ff00000"], ["--mem-max", "0x7ff00000"]),
-    (["-t", "multiboot2-x86"], []),
-    (["--type=elf-x86"], []),                        # sim images are ELF32 i386, like xen.gz
+    (["--mem-max=0x7ff00000"], ["--command-line", "", "--mem-max", "0x7ff00000"]),
+    (["-t", "multiboot2-x86"], ["--command-line", ""]),
+    (["--type=elf-x86"], ["--command-line", ""]),                        # sim images are ELF32 i386, like xen.gz
 ])
 def test_load_options_mean_what_the_subcommand_options_mean(host, sim_images, classic, subcommand):
     img = sim_images["4.19"]
@@ -217,7 +219,7 @@ def test_load_options_mean_what_the_subcommand_options_mean(host, sim_images, cl
 def test_mem_min_and_max_for_a_default_load(host, sim_images):
     img = sim_images["4.19"]
     got = same_image_both_ways(host, "default", ["-l", "--mem-min", "0x10000000", img],
-                               ["load", "--mem-min", "0x10000000", img])
+                               ["load", "-t", "default", "--mem-min", "0x10000000", img])
     image = max(got["segments"], key=lambda s: s["dest_size"])
     assert image["dest"] >= 0x10000000
     res = host.kexec_lu("-l", "--mem-min=0x10000000", "--mem-max=0x10001000", img)
@@ -227,7 +229,7 @@ def test_mem_min_and_max_for_a_default_load(host, sim_images):
 
 def test_debug_prints_the_load_plan_on_stderr(host, sim_images):
     img = sim_images["4.19"]
-    plan = host.kexec_lu("load", "--type", "liveupdate", "--dry-run", img).stdout
+    plan = host.kexec_lu("load", "--type", "liveupdate", "--command-line", "", "--dry-run", img).stdout
     res = host.kexec_lu("-d", "--load-live-update", img)
     assert res.returncode == 0 and res.stdout == "", res
     assert res.stderr == plan.replace("not loaded (--dry-run)", "loaded")
@@ -243,8 +245,9 @@ def test_type_elf_x86_64_refuses_the_elf32_xen_gz(host, xen_artifacts):
 
 def test_type_elf_x86_accepts_the_elf32_xen_gz(host, xen_artifacts):
     gz = xen_artifacts.xen_gz
-    same_image_both_ways(host, "default", ["-t", "elf-x86", "-l", gz], ["load", gz])
-    same_image_both_ways(host, "default", ["--type", "multiboot2-x86", "-l", gz], ["load", gz])
+    same_image_both_ways(host, "default", ["-t", "elf-x86", "-l", gz], ["load", "-t", "default", gz])
+    same_image_both_ways(host, "default", ["--type", "multiboot2-x86", "-l", gz],
+                         ["load", "-t", "default", gz])
 
 
 def test_type_elf_x86_refuses_the_elf64_xen_syms(host, xen_artifacts):

@@ -284,6 +284,9 @@ def test_exec_on_real_xen_reports_triggered():
     class Client:
         transport = Transport()
 
+        def kexec_status(self, ktype):
+            return 0
+
         def kexec_exec(self, ktype):
             self.executed = ktype
 

@@ -180,7 +180,8 @@ def test_a_device_model_that_never_answers_times_the_quiesce_out(lu_host, sim_im
     rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "aborted"
     assert "d3 (hvm) never reached a restartable boundary" in rep["error"]
-    assert "waiting for its device model" in rep["error"]
+    assert rep["error"].endswith(": waiting for its device model in d0 (Domain-0), which the "
+                                 "administrator paused (unpause it and retry)"), rep["error"]
     host.toolstack("unpause", domain="0")
     assert all(d["state"] == "running" for d in host.toolstack("list"))
     assert_healthy(host)

@@ -95,6 +95,10 @@ def _lu(case):
 @example((64 * MiB, 8 * MiB, 72 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 72 * MiB, None, None, None))
 @example((64 * MiB, 8 * MiB, 72 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 72 * MiB + 1, None, None, None))
 @example((64 * MiB, 8 * MiB, 72 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 0, 0x4A00000 - 1, None, None))
+# The image's max_addr one byte short of, and exactly at, a fit below the
+# window's end (an aligned start lower).
+@example((64 * MiB, 8 * MiB, 72 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 0, 72 * MiB - 2, None, None))
+@example((64 * MiB, 8 * MiB, 72 * MiB, 2 * MiB, 2 * MiB, 2 * MiB, 0, 72 * MiB - 1, None, None))
 def test_live_update_placement_is_the_highest_that_fits(case):
     assert _lu(case) == oracle_liveupdate(*case)
 
@@ -122,6 +126,9 @@ def region_cases(draw):
 @example((256 * MiB, 2 * MiB + PAGE, 2 * MiB, PAGE, 0, None, None, None))
 @example((256 * MiB, 2 * MiB + PAGE - 1, 2 * MiB, PAGE, 0, None, None, None))
 @example((256 * MiB, 4 * MiB, 2 * MiB, 2 * MiB, 0, None, None, 260 * MiB - 1))
+# The same with the image's max_addr: at the image's last byte, and one short.
+@example((256 * MiB, 4 * MiB, 2 * MiB, 2 * MiB, 0, 260 * MiB - 1, None, None))
+@example((256 * MiB, 4 * MiB, 2 * MiB, 2 * MiB, 0, 260 * MiB - 2, None, None))
 def test_crash_and_default_placement_is_the_lowest_that_fits(case):
     start, size, load, align = case[:4]
     for kind in ("crash", "default"):

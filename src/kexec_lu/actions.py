@@ -61,9 +61,13 @@ def plan_image(xc, image, ktype, command_line=None, append=None, reuse_cmdline=F
     from .image import load_image
     from .loader import compose_cmdline, plan_load
     img = load_image(image)
-    reused = xc.commandline() if reuse_cmdline else None
-    cmdline = compose_cmdline(ktype, command_line, append, reused)
-    return img, plan_load(img, ktype, ranges_for(xc, ktype), cmdline, mem_min, mem_max)
+    lu = ktype == abi.KEXEC_TYPE_LIVEUPDATE
+    running = xc.commandline() if reuse_cmdline or lu else None
+    cmdline = compose_cmdline(ktype, command_line, append, running if reuse_cmdline else None)
+    plan = plan_load(img, ktype, ranges_for(xc, ktype), cmdline, mem_min, mem_max)
+    if lu:
+        plan.running_cmdline = running
+    return img, plan
 
 
 def load(xc, plan):

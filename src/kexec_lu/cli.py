@@ -35,8 +35,9 @@ def cli():
 
     \b
     Typical use:
-      kexec-lu load --type liveupdate xen-new.gz
-      kexec-lu status --type liveupdate
+      kexec-lu load xen-new.gz      (a live-update image, xen#1's command line carried)
+      kexec-lu status
+      kexec-lu exec                 (live-update into it)
     """
 
 
@@ -73,13 +74,13 @@ def ranges(as_json):
 
 @cli.command()
 @click.argument("image", type=click.Path(dir_okay=False))
-@click.option("-t", "--type", "ktype", type=TYPE_CHOICE, default="default", show_default=True,
+@click.option("-t", "--type", "ktype", type=TYPE_CHOICE, default="liveupdate", show_default=True,
               help="kexec image type: liveupdate, default or crash.")
 @click.option("--command-line", "command_line", metavar="STRING",
-              help="Command line for the new hypervisor.")
+              help="Command line for the new hypervisor (a live update's replaces the running one's).")
 @click.option("--append", metavar="STRING", help="Append STRING to the command line.")
 @click.option("--reuse-cmdline", is_flag=True,
-              help="Start from the running hypervisor's command line.")
+              help="Start from the running hypervisor's command line (a live update's default).")
 @click.option("--mem-min", callback=_address, metavar="ADDR",
               help="Lowest address to load the image at.")
 @click.option("--mem-max", callback=_address, metavar="ADDR",
@@ -89,12 +90,15 @@ def ranges(as_json):
 def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dry_run, as_json):
     """Load IMAGE (xen.gz or an ELF Xen) for a later exec.
 
-    For --type liveupdate the image goes at the top of the window formed by
-    the LU bootmem and the running Xen, and its command line gets
+    A live-update image (the default type) goes at the top of the window
+    formed by the LU bootmem and the running Xen; its command line is the
+    running hypervisor's unless --command-line gives another, and gets
     liveupdate=<size>M@0x<base> naming its own LU bootmem.
     """
     if command_line is not None and reuse_cmdline:
         raise click.UsageError("--command-line and --reuse-cmdline exclude each other")
+    if actions.kexec_type(ktype) == abi.KEXEC_TYPE_LIVEUPDATE and command_line is None:
+        reuse_cmdline = True
     xc = actions.client()
     img, plan = actions.plan_image(xc, image, actions.kexec_type(ktype), command_line, append,
                                    reuse_cmdline, mem_min, mem_max)
@@ -107,7 +111,7 @@ def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dr
 
 
 @cli.command()
-@click.option("-t", "--type", "ktype", type=TYPE_CHOICE, default="default", show_default=True,
+@click.option("-t", "--type", "ktype", type=TYPE_CHOICE, default="liveupdate", show_default=True,
               help="Which image to unload.")
 def unload(ktype):
     """Unload the image of a type (nothing loaded is not an error)."""
@@ -176,7 +180,7 @@ def map_(image, svg_file, width, as_json):
 
 @cli.command(name="exec")
 @click.option("-t", "--type", "ktype", type=click.Choice(["liveupdate"]), default="liveupdate",
-              show_default=True, help="Only a live update can be executed on a running host.")
+              hidden=True, help="Only a live update can be executed on a running host.")
 @click.option("--timeout", default=120.0, show_default=True, type=FiniteFloatRange(1, 3600),
               help="Seconds to wait for the new hypervisor to report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")

@@ -27,12 +27,22 @@ class LoadPlan:
     eip: int                    # where that page sends it: the image's entry
     arch: int = abi.EM_X86_64
     segments: list = field(default_factory=list)   # [(bytes, dest, dest_size)]
+    running_cmdline: str = None  # a live update's: the running hypervisor's, to compare with
+
+    def cmdline_changes(self):
+        """(words added, words dropped) against the running hypervisor's
+        command line, for a live update; None for other loads."""
+        if self.running_cmdline is None:
+            return None
+        old, new = self.running_cmdline.split(), self.cmdline.split()
+        return [w for w in new if w not in old], [w for w in old if w not in new]
 
     def to_json(self):
         return {
             "type": abi.KEXEC_TYPE_NAMES[self.ktype],
             "placement": self.placement.to_json(),
             "cmdline": self.cmdline,
+            "running_cmdline": self.running_cmdline,
             "entry": self.entry,
             "image_entry": self.eip,
             "arch": self.arch,

@@ -53,6 +53,17 @@ def ranges_table(rows):
     print_table(["range", "id", "start", "end", "size"], table)
 
 
+def _cmdline_changes(plan):
+    """A live update's row saying how xen#2's command line differs from
+    the running hypervisor's."""
+    changes = plan.cmdline_changes()
+    if changes is None:
+        return []
+    added, dropped = changes
+    words = ["+" + w for w in added] + ["-" + w for w in dropped]
+    return [("vs running Xen", " ".join(words) if words else "(the same)")]
+
+
 def plan(plan, loaded, file=None):
     p = plan.placement
     rows = [("type", abi.KEXEC_TYPE_NAMES[plan.ktype])]
@@ -73,6 +84,7 @@ def plan(plan, loaded, file=None):
         ("boot info page", hexa(p.bootinfo_addr)),
         ("entry", "%s -> image entry %s" % (hexa(plan.entry), hexa(plan.eip))),
         ("command line", plan.cmdline or "(empty)"),
+        *_cmdline_changes(plan),
         ("segments", ", ".join("%s+%s" % (hexa(d), hexa(ds)) for _, d, ds in plan.segments)),
         ("result", "loaded" if loaded else "not loaded (--dry-run)"),
     ]
@@ -113,5 +125,5 @@ class LiveUpdateProgress:
                 self.out.print("crash image: carried over, still loaded")
             elif rep.get("crash_image") == "dropped":
                 self.out.print("[red]crash image: dropped[/red]: %s" % escape(rep.get("crash_image_why", "")))
-        else:
-            self.out.print("[red]%s[/red]: %s" % (rep["state"], escape(str(rep.get("error")))))
+        # A failed update's reason is the one error line on stderr
+        # (actions.require_done), not repeated here.

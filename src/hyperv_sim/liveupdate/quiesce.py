@@ -59,8 +59,26 @@ class Quiesce:
                 d, i, v = waiting[0] if waiting else vcpus[first[0]]
                 raise QuiesceTimeout("vCPU %d of d%d (%s) never reached a restartable boundary "
                                      "within %d ms: %s" % (i, d.domid, d.name, timeout_s * 1000,
-                                                           RUNSTATE.get(v.runstate, v.runstate)))
+                                                           self._why(d, v, group)))
             time.sleep(POLL_S)
+
+    def _why(self, dom, vcpu, quiesced):
+        """What the vCPU waits for, naming its device model's domain when
+        that domain cannot answer: paused by the administrator, or by this
+        quiesce (a device model in an HVM or PVH domain)."""
+        what = RUNSTATE.get(vcpu.runstate, vcpu.runstate)
+        if vcpu.runstate != lib.LU_RUN_BLOCKED_IO or not dom.ioreq:
+            return what
+        dm = self.hv.domains.get(dom.ioreq.dm_domid)
+        if dm is None:
+            return "%s, whose domain d%d no longer exists" % (what, dom.ioreq.dm_domid)
+        if dm.domid in self.paused_before:
+            return "%s in d%d (%s), which the administrator paused (unpause it and retry)" % (
+                what, dm.domid, dm.name)
+        if dm in quiesced:
+            return "%s in d%d (%s), which this update paused first: it is an HVM or PVH domain" % (
+                what, dm.domid, dm.name)
+        return "%s in d%d (%s)" % (what, dm.domid, dm.name)
 
     def pv_last(self, fault=None):
         """Then the PV guests and dom0."""
