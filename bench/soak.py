@@ -93,7 +93,7 @@ def main(argv=None):
         write_image(images[0], xen_version="4.18")
         write_image(images[1], xen_version="4.19")
         state = os.path.join(work, "host")
-        boot(images[0], state, 4 << 30, "liveupdate=64M dom0_mem=512M")
+        boot(images[0], state, 4 << 30, "liveupdate=64M dom0_mem=512M workload_rate=max")
         ts = SocketPrivcmd(state)
         client = XenClient(ts)
         try:

@@ -222,6 +222,8 @@ struct lu_vcpu {
     uint32_t ring_every;     /* PV frontend requests; 0: none */
     uint32_t ws_pages;
     uint32_t idle;           /* no workload: never runs steps */
+    uint64_t rate;           /* steps per second; 0: as many as it gets */
+    uint64_t budget_ns, budget_steps;   /* the rate counts from here */
     uint8_t *ram;
     uint64_t *ws_mfns;       /* ws_pages frames of the working set */
     struct lu_ioreq *ioreq;  /* HVM: this vCPU's slot */
@@ -260,6 +262,7 @@ struct lu_sched {
     struct lu_backend *be;
     uint32_t nr_be;
     uint32_t dom0_running;   /* a dom0 vCPU is running dom0's software */
+    uint64_t idle_max_ns;    /* longest sleep when nothing can run (short while quiescing) */
 };
 
 uint64_t lu_workload_value(uint64_t seed, uint32_t vcpu_id, uint64_t k);

@@ -56,10 +56,13 @@ struct lu_sring {
 enum lu_ring { LU_RING_SIZE = 128 };
 
 /* Per-vCPU clock a guest keeps: when its last step ran, and the longest
- * wait it has seen between two steps (what a guest notices of a pause). */
+ * wait it has seen between two steps (what a guest notices of a pause);
+ * and, as Xen keeps a vCPU's runstate times in a guest-registered area,
+ * the time the hypervisor has run it, across live updates. */
 struct lu_guest_vcpu {
     uint64_t last_step_ns;
     uint64_t max_gap_ns;
+    uint64_t running_ns;
 };
 
 /* Software state a guest keeps in its own memory (its "info page", gfn 0):
@@ -78,7 +81,7 @@ struct lu_guest_info {
     uint32_t flags;          /* LU_GUEST_IDLE */
     uint64_t backend_gfn;    /* dom0: first page of its backends' state */
     uint32_t backend_pages;
-    uint32_t reserved;
+    uint32_t rate;           /* steps per second per vCPU its kernel allows; 0: flat out */
     struct lu_guest_vcpu vcpu[128];
 };
 enum lu_guest_flags { LU_GUEST_IDLE = 1 };

@@ -19,7 +19,8 @@
 #define SHINFO_MASK 2560u        /* evtchn_mask[] */
 #define FIFO_PENDING (1u << 31)
 #define FIFO_MASKED (1u << 30)
-#define IDLE_SLEEP_NS 20000
+#define IDLE_SLEEP_NS 20000        /* the first sleep when nothing can run; doubled up to idle_max_ns */
+#define RATE_BURST_NS 100000000ull  /* a vCPU behind its rate catches up at most this much */
 
 static inline uint64_t mix64(uint64_t z)
 {
@@ -346,9 +347,36 @@ static void dom0_software(struct lu_sched *s)
 
 /* ---- the pCPU loop ---- */
 
+/* Steps a rate-limited vCPU may run now (UINT32_MAX: no limit).  Its
+ * budget grows at `rate` steps a second; one that fell far behind (paused,
+ * or starved) catches up one RATE_BURST_NS worth, not all it missed. */
+static uint32_t rate_allows(struct lu_vcpu *v, uint64_t now)
+{
+    uint64_t due, burst;
+
+    if ( !v->rate )
+        return UINT32_MAX;
+    if ( !v->budget_ns || now < v->budget_ns )
+    {
+        v->budget_ns = now;
+        v->budget_steps = v->steps;
+    }
+    due = v->budget_steps + (uint64_t)((unsigned __int128)v->rate * (now - v->budget_ns) / 1000000000u);
+    burst = (uint64_t)((unsigned __int128)v->rate * RATE_BURST_NS / 1000000000u);
+    if ( due > v->steps + burst )
+    {
+        v->budget_ns = now;
+        v->budget_steps = due = v->steps + burst;
+    }
+    if ( due <= v->steps )
+        return 0;
+    return due - v->steps > UINT32_MAX ? UINT32_MAX : (uint32_t)(due - v->steps);
+}
+
 void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
 {
     uint32_t fruitless = 0;
+    uint64_t idle_ns = IDLE_SLEEP_NS;
     (void)pcpu;
 
     while ( !__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE) )
@@ -370,12 +398,15 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
             __atomic_store_n(&v->pause_req, 1, __ATOMIC_RELEASE);
         if ( !__atomic_load_n(&v->pause_req, __ATOMIC_ACQUIRE) )
         {
-            uint64_t before = v->steps;
+            uint64_t before = v->steps, start = lu_now_ns();
             /* Asked to quiesce, it runs only to finish its I/O request: the
              * step that completes it ends at the boundary it pauses at, not
              * a slice later (a domain paused mid-request would run on). */
             uint32_t slice = __atomic_load_n(&v->quiesce_req, __ATOMIC_ACQUIRE) ? 1 : s->slice;
+            uint32_t allowed = rate_allows(v, start);
 
+            if ( slice > allowed )
+                slice = allowed;
             if ( !v->idle )
                 for ( j = 0; j < slice && !vcpu_step(v); j++ )
                     ;
@@ -400,23 +431,31 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
                 if ( clock->last_step_ns && now - clock->last_step_ns > clock->max_gap_ns )
                     clock->max_gap_ns = now - clock->last_step_ns;
                 clock->last_step_ns = now;
-                progressed = 1;
+                clock->running_ns += now - start;
+                /* One that used up its rate's budget leaves the pCPU free to
+                 * sleep: only work still waiting keeps it awake. */
+                progressed = !v->rate || slice < allowed;
             }
         }
         __atomic_store_n(&v->on_cpu, 0, __ATOMIC_RELEASE);
         if ( progressed )
         {
             fruitless = 0;
+            idle_ns = IDLE_SLEEP_NS;
             continue;
         }
         if ( ++fruitless < 2 * n )
             continue;
     idle:
         {
-            struct timespec ts = { 0, IDLE_SLEEP_NS };
+            /* Nothing could run: sleep, longer each time nothing can, so
+             * that an idle or rate-limited host costs next to no CPU. */
+            uint64_t most = __atomic_load_n(&s->idle_max_ns, __ATOMIC_RELAXED);
+            struct timespec ts = { 0, (long)idle_ns };
 
             fruitless = 0;
             nanosleep(&ts, NULL);
+            idle_ns = idle_ns * 2 > most ? (most > IDLE_SLEEP_NS ? most : IDLE_SLEEP_NS) : idle_ns * 2;
         }
     }
 }

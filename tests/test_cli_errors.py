@@ -37,8 +37,9 @@ def snapshot(host):
         "lu_bootmem": info["lu_bootmem"],
         "xen": info["xen"],
         "pid": info["pid"],
-        # Guests keep running: their step counts move, nothing else may.
-        "list": [{k: v for k, v in d.items() if k != "steps"} for d in host.toolstack("list")],
+        # Guests keep running: their step counts and CPU time move, nothing else may.
+        "list": [{k: v for k, v in d.items() if k not in ("steps", "cpu_time_s")}
+                 for d in host.toolstack("list")],
     }
 
 

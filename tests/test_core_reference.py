@@ -505,9 +505,9 @@ class FakeVcpus:
                 arr[i].on_cpu, arr[i].runstate, arr[i].pause_req = on_cpu, runstate, pause_req
             self._keep.append(arr)
             self.domains[domid] = types.SimpleNamespace(
-                domid=domid, name="d%d" % domid, dtype=dtype, dying=False, paused=False,
+                domid=domid, name="d%d" % domid, dtype=dtype, dying=False, paused=False, ioreq=None,
                 vcpu_list=lambda arr=arr, n=len(states): [arr + i for i in range(n)])
-        self.sched = types.SimpleNamespace(set_slice=lambda steps: None)
+        self.sched = types.SimpleNamespace(set_slice=lambda steps: None, set_idle_max=lambda ns: None)
 
 
 def test_quiesce_pauses_hvm_and_pvh_vcpus_at_boundaries_only():
@@ -525,6 +525,25 @@ def test_quiesce_pauses_hvm_and_pvh_vcpus_at_boundaries_only():
             Quiesce(hv).hvm_first(timeout_s=0.01)
         v0, v1 = hv.domains[1].vcpu_list()
         assert (v0.pause_req, v1.pause_req) == (1, 0)
+
+
+def test_a_quiesce_timeout_names_the_device_model_that_cannot_answer():
+    """An HVM vCPU stuck on I/O names its device model's domain, and who
+    stopped it: the administrator, this update's own quiesce (a device
+    model in a PVH domain), or no one because it is gone."""
+    RUN, IO, _ = RUNSTATES
+    base = "waiting for its device model"
+    cases = [(1, False, "%s in d1 (d1), which this update paused first: it is an HVM or PVH domain" % base),
+             (1, True, "%s in d1 (d1), which the administrator paused (unpause it and retry)" % base),
+             (0, False, "%s in d0 (d0)" % base),
+             (9, False, "%s, whose domain d9 no longer exists" % base)]
+    for dm_domid, admin_paused, why in cases:
+        hv = FakeVcpus(("pv", [(0, RUN, 0)]), ("pvh", [(0, RUN, 0)]), ("hvm", [(0, IO, 0)]))
+        hv.domains[1].paused = admin_paused
+        hv.domains[2].ioreq = types.SimpleNamespace(dm_domid=dm_domid)
+        with pytest.raises(QuiesceTimeout) as e:
+            Quiesce(hv).hvm_first(timeout_s=0.01)
+        assert str(e.value) == "vCPU 0 of d2 (d2) never reached a restartable boundary within 10 ms: " + why
 
 
 def test_the_reference_does_not_call_the_core():

@@ -172,7 +172,8 @@ def test_unknown_hypercall_is_enosys(host):
 
 def test_xen_version_and_command_line(host):
     assert host.client.version() == (4, 18, "")
-    assert host.client.commandline() == "liveupdate=64M dom0_mem=256M"
+    # As booted (the tests' helpers run guests flat out).
+    assert host.client.commandline() == "liveupdate=64M dom0_mem=256M workload_rate=max"
 
 
 def test_crash_image_goes_straight_to_its_destination(tmp_path, sim_images):

@@ -23,6 +23,7 @@ pci = [ "0000:03:00.0",
       ]
 workload = "idle"
 workload_pages = 0x40
+workload_rate = "250k"
 seed = 0xdeadbeef
 on_crash = "restart"
 disk = [ 'format=raw, vdev=xvda, target=/srv/web.img' ]
@@ -41,7 +42,7 @@ def test_full_config():
     assert cfg == DomainConfig(
         name="web-01", type="hvm", memory=2048 * MiB, vcpus=4, event_channel_abi="fifo",
         grant_version=2, pci=["0000:03:00.0", "0000:04:1f.7"], workload="idle",
-        workload_pages=64, seed=0xdeadbeef,
+        workload_pages=64, workload_rate=250000, seed=0xdeadbeef,
         ignored={"on_crash": "restart",
                  "disk": ["format=raw, vdev=xvda, target=/srv/web.img"],
                  "extra": 'console=hvc0 root="/dev/xvda1"\n'})
@@ -49,7 +50,7 @@ def test_full_config():
         "name": "web-01", "type": "hvm", "memory": 2048 * MiB, "vcpus": 4,
         "event_channel_abi": "fifo", "grant_version": 2,
         "pci": ["0000:03:00.0", "0000:04:1f.7"], "workload": "idle", "workload_pages": 64,
-        "seed": 0xdeadbeef}
+        "workload_rate": 250000, "seed": 0xdeadbeef}
 
 
 def test_defaults_and_small_forms():
@@ -57,7 +58,7 @@ def test_defaults_and_small_forms():
     assert DomainConfig(name="g").to_request() == {
         "name": "g", "type": "pv", "memory": 512 * MiB, "vcpus": 1,
         "event_channel_abi": "2-level", "grant_version": 1, "pci": [], "workload": "busy",
-        "workload_pages": 16, "seed": None}
+        "workload_pages": 16, "workload_rate": None, "seed": None}
     cfg = parse_config("name='g';memory=\"1G\";;event_channel_abi='2l';pci=[];seed=0\n\n")
     assert (cfg.memory, cfg.event_channel_abi, cfg.pci, cfg.seed) == (1 << 30, "2-level", [], 0)
     assert parse_config("name='g'\nseed = %d" % (2**64 - 1)).seed == 2**64 - 1

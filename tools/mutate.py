@@ -38,7 +38,7 @@ MODULES = {
                ["tests/test_window_oracle.py", "tests/test_window.py", "tests/test_loader.py"]),
     "abi": ("xen_public/abi.py", ["tests/test_abi_layout.py", "tests/test_breadcrumb.py"]),
     "multiboot2": ("xen_public/multiboot2.py", ["tests/test_multiboot2.py", "tests/test_image.py"]),
-    "image": ("kexec_lu/image.py", ["tests/test_image.py", "tests/test_multiboot2.py",
+    "image": ("kexec_lu/image.py", ["tests/test_image_edges.py", "tests/test_image.py", "tests/test_multiboot2.py",
                                     "tests/test_debian_xen.py::test_recorded_facts_are_what_binutils_reads"]),
     "lustream": ("xen_public/lustream.py", ["tests/test_stream.py", "tests/test_image.py"]),
     "stream": ("hyperv_sim/liveupdate/stream.py",

@@ -8,15 +8,16 @@ from xen_public.errors import FormatError
 from xen_public.units import MiB, parse_address, parse_size
 
 from .errors import HypervSimError
+from .guest import DEFAULT_WORKLOAD_RATE, parse_workload_rate
 
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
-         "lu_quiesce_timeout", "lu_fault", "lu_stop", "ram_sparse",
+         "lu_quiesce_timeout", "lu_fault", "lu_stop", "ram_sparse", "workload_rate",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
 MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
 VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
-          "lu_quiesce_timeout", "lu_fault", "lu_stop")
+          "lu_quiesce_timeout", "lu_fault", "lu_stop", "workload_rate")
 
 
 class BootLineError(HypervSimError):
@@ -37,6 +38,7 @@ class BootOptions:
         self.lu_fault = None            # debug: fail a live update at this named point
         self.lu_stop = None             # debug: stop (SIGSTOP) xen#2 there, for a debugger or a kill
         self.ram_sparse = False         # frames not reserved on disk: hosts larger than the disk
+        self.workload_rate = DEFAULT_WORKLOAD_RATE   # steps/s of a new domain's vCPUs; 0: max
         self.unknown = []
 
 
@@ -120,6 +122,11 @@ def parse(text):
                 if has_value:
                     raise BootLineError("ram_sparse takes no value")
                 opts.ram_sparse = True
+            elif name == "workload_rate":
+                try:
+                    opts.workload_rate = parse_workload_rate(value)
+                except ValueError as e:
+                    raise BootLineError("workload_rate=%s: %s" % (value, str(e).split(": ", 1)[1]))
             elif name == "lu_stop":
                 from .faultpoints import FAULTS_AFTER_PONR
                 if value not in FAULTS_AFTER_PONR:

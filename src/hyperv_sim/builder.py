@@ -49,8 +49,10 @@ class Builder:
         self._taken = []
 
     def build(self, domid, name, dtype, memory, vcpus, control=False, evtchn_abi="2-level",
-              grant_version=1, pci=(), workload="busy", workload_pages=16, seed=None):
+              grant_version=1, pci=(), workload="busy", workload_pages=16, seed=None,
+              workload_rate=None):
         hv = self.hv
+        rate = hv.opts.workload_rate if workload_rate is None else workload_rate
         if memory < MIN_MEMORY:
             raise BuildError("memory %d MiB: at least %d MiB" % (memory >> 20, MIN_MEMORY >> 20))
         nr_pages = memory // PAGE_SIZE
@@ -86,7 +88,7 @@ class Builder:
         dom.grants = GrantTable(hv.ram, grant_version, gt_frames, status)
         guest.write_info(hv.ram, p2m.mfn(lay.info_gfn), dom.seed, lay,
                          guest.IO_EVERY if dtype == "hvm" else 0,
-                         guest.RING_EVERY if frontend else 0, idle=workload == "idle")
+                         guest.RING_EVERY if frontend else 0, idle=workload == "idle", rate=rate)
         if dtype == "pv":
             self._build_pv_tables(dom, p2m)
         self._bind_ports(dom, p2m)
@@ -176,6 +178,7 @@ class Builder:
             v.ram, v.ws_mfns, v.ws_pages = hv.ram.base, mfns, lay.ws_pages
             v.info = info
             v.idle = 1 if dom.workload == "idle" else 0
+            v.rate = info.rate
             regs = ffi.new("struct lu_regs *")
             lib.lu_workload_regs(dom.seed, i, lay.ws_pages, 0, 0, 0, regs)   # the state at step 0
             v.regs = regs[0]

@@ -176,7 +176,7 @@ def info(state_dir, as_json):
 @state_dir_option
 @json_option
 def list_(domain, long_, state_dir, as_json):
-    """List domains (like xl list): type, memory, vCPUs, state, steps run."""
+    """List domains (like xl list): type, memory, vCPUs, state, CPU time, steps run."""
     if long_:
         print_json(_toolstack(state_dir, "details", domain=domain))
         return
@@ -188,9 +188,9 @@ def list_(domain, long_, state_dir, as_json):
     if as_json:
         print_json(doms)
         return
-    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State", "Steps"],
+    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State", "Time(s)", "Steps"],
                 [[d["name"], d["domid"], d["type"], d["memory"] // MiB, d["vcpus"], d["state"],
-                  d["steps"]] for d in doms])
+                  "%.1f" % d["cpu_time_s"], d["steps"]] for d in doms])
 
 
 @cli.command()
@@ -213,19 +213,22 @@ def list_(domain, long_, state_dir, as_json):
               help="What the vCPUs run.  [default: busy]")
 @click.option("--workload-pages", type=click.IntRange(1, 4096), default=None,
               help="Guest pages each vCPU's workload writes.  [default: 16]")
+@click.option("--workload-rate", metavar="RATE", default=None,
+              help="Steps a second per vCPU (100k, 2M, ...) or max.  [default: the host's "
+                   "workload_rate=, 100k]")
 @click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=None,
               help="Workload seed (default: random).")
 @state_dir_option
 @json_option
 def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_version, pci,
-           workload, workload_pages, seed, state_dir, as_json):
+           workload, workload_pages, workload_rate, seed, state_dir, as_json):
     """Create and start a domain: from a config file (-f), flags, or both."""
     from .xlcfg import load_config, merge_flags
     cfg = load_config(config_file, name) if config_file else None
     cfg = merge_flags(cfg, name=name, type=dtype, memory=memory, vcpus=vcpus,
                       event_channel_abi=event_channel_abi, grant_version=grant_version,
                       pci=list(pci) or None, workload=workload, workload_pages=workload_pages,
-                      seed=seed)
+                      workload_rate=workload_rate, seed=seed)
     dom = _toolstack(state_dir, "create", **cfg.to_request())
     if as_json:
         print_json(dom)

@@ -94,6 +94,17 @@ class Domain:
             return 0
         return sum(self.vcpu_state[i].steps for i in range(self.vcpus))
 
+    @property
+    def cpu_time_ns(self):
+        """Time the hypervisors have run its vCPUs, kept in its info page's
+        vCPU clocks (as Xen's runstate area): across live updates."""
+        return sum(v.info.vcpu[v.vcpu_id].running_ns for v in self.vcpu_list())
+
+    @property
+    def workload_rate(self):
+        """Steps a second each vCPU may run; 0: as fast as it can."""
+        return self.vcpu_state[0].rate if self.vcpu_state is not None else 0
+
     def vcpu_list(self):
         return [self.vcpu_state + i for i in range(self.vcpus)] if self.vcpu_state is not None else []
 
@@ -110,7 +121,9 @@ class Domain:
             "state": self.state,
             "control": self.control,
             "steps": self.steps,
+            "cpu_time_s": self.cpu_time_ns / 1e9,
             "workload": self.workload,
+            "workload_rate": self.workload_rate,
             "event_channel_abi": self.evtchn_abi,
             "grant_version": self.grant_version,
             "pci": list(self.devices),

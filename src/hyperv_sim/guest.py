@@ -24,6 +24,25 @@ RING_EVERY = 1 << 15                  # PV frontends: a backend request every 32
 
 
 INFO_GFN = 0
+# Steps a second per vCPU unless the boot line (workload_rate=) or the
+# domain says otherwise: enough to see every guest move, little enough that
+# an idle host costs next to no CPU.  0 ("max"): as fast as a pCPU runs it.
+DEFAULT_WORKLOAD_RATE = 100000
+MAX_WORKLOAD_RATE = 4000000000          # the info page holds it in a u32
+RATE_UNITS = {"": 1, "k": 1000, "M": 1000000, "G": 1000000000}
+
+
+def parse_workload_rate(text):
+    """"max" (or 0) -> 0, or steps a second: a whole number with an
+    optional k, M or G (powers of 1000).  ValueError says what is accepted."""
+    text = str(text).strip()
+    if text in ("max", "0"):
+        return 0
+    number, unit = (text[:-1], text[-1]) if text[-1:] in RATE_UNITS and text[-1:] else (text, "")
+    if not number.isdigit() or not 1 <= int(number) * RATE_UNITS[unit] <= MAX_WORKLOAD_RATE:
+        raise ValueError("workload rate %r: steps a second from 1 to 4G (e.g. 100k, 2M), or max"
+                         % text)
+    return int(number) * RATE_UNITS[unit]
 
 
 class LayoutError(Exception):
@@ -181,7 +200,7 @@ def build_tables(ram, table_mfns, levels, p2m, read_only=(), leaf_flags=PTE_PRES
     return l4
 
 
-def write_info(ram, info_mfn, seed, lay, io_every, ring_every, idle=False):
+def write_info(ram, info_mfn, seed, lay, io_every, ring_every, idle=False, rate=0):
     """The guest's own bookkeeping page (what its kernel would keep)."""
     info = ram.pointer(info_mfn * PAGE_SIZE, "struct lu_guest_info *")
     info.magic = GUEST_MAGIC
@@ -196,4 +215,5 @@ def write_info(ram, info_mfn, seed, lay, io_every, ring_every, idle=False):
     info.flags = lib.LU_GUEST_IDLE if idle else 0
     info.backend_gfn = lay.backend_gfns[0] if lay.backend_gfns else 0
     info.backend_pages = len(lay.backend_gfns)
+    info.rate = rate
     return info

@@ -191,7 +191,8 @@ class Hypervisor:
     # domains
 
     def create_domain(self, name, dtype, memory, vcpus, control=False, evtchn_abi="2-level",
-                      grant_version=1, pci=(), workload="busy", workload_pages=16, seed=None):
+                      grant_version=1, pci=(), workload="busy", workload_pages=16, seed=None,
+                      workload_rate=None):
         with self.lock:
             if not valid_domain_name(name):
                 raise DomainError("invalid domain name %r: use letters, digits and _.:- "
@@ -217,7 +218,8 @@ class Hypervisor:
                     dom = builder.build(domid, name, dtype, memory, vcpus, control=control,
                                         evtchn_abi=evtchn_abi, grant_version=grant_version,
                                         pci=tuple(pci), workload=workload,
-                                        workload_pages=workload_pages, seed=seed)
+                                        workload_pages=workload_pages, seed=seed,
+                                        workload_rate=workload_rate)
                 except Exception as e:      # whatever failed, nothing stays half-built
                     self._forget_partial(domid)
                     builder.undo()

@@ -13,6 +13,12 @@ from ._lu_core import ffi, lib
 
 SLICE_STEPS = 4096
 POLL_S = 0.00002
+# The longest a pCPU sleeps when nothing can run (it doubles its sleep up to
+# this from 20 us): an idle or rate-limited host then costs next to no CPU.
+# While a live update quiesces, pCPUs sleep no longer than they first did,
+# so that a device model answers the requests in flight at once.
+IDLE_MAX_NS = 1000000
+QUIESCE_IDLE_MAX_NS = 20000
 
 
 class Scheduler:
@@ -20,6 +26,7 @@ class Scheduler:
         self.nr_pcpus = nr_pcpus
         self.s = ffi.new("struct lu_sched *")
         self.s.slice = SLICE_STEPS
+        self.s.idle_max_ns = IDLE_MAX_NS
         self._keep = []          # the C arrays s points into
         self._threads = []
         self._lock = threading.RLock()
@@ -43,6 +50,10 @@ class Scheduler:
         """Steps per turn on a pCPU; the pCPUs read it at every turn, so it
         may change while they run."""
         self.s.slice = steps
+
+    def set_idle_max(self, ns):
+        """The longest an idle pCPU sleeps; read at every sleep."""
+        self.s.idle_max_ns = ns
 
     @property
     def running(self):

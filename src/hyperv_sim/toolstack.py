@@ -114,7 +114,7 @@ class Toolstack:
             evtchn_abi=c.get("event_channel_abi", "2-level"),
             grant_version=c.get("grant_version", 1), pci=c.get("pci", []),
             workload=c.get("workload", "busy"), workload_pages=c.get("workload_pages", 16),
-            seed=c.get("seed"))
+            seed=c.get("seed"), workload_rate=c.get("workload_rate"))
         return dom.describe()
 
     def details(self, r):

@@ -19,6 +19,7 @@ from xen_public.errors import FormatError
 from xen_public.units import KiB, MiB, format_size, parse_size
 
 from .errors import HypervSimError
+from .guest import parse_workload_rate
 
 MAX_MEMORY = 16 << 40           # the largest host `hyperv-sim boot` makes
 
@@ -38,6 +39,7 @@ class DomainConfig:
     pci: list = field(default_factory=list)   # normalised "dddd:bb:dd.f"
     workload: str = "busy"
     workload_pages: int = 16
+    workload_rate: Optional[int] = None         # steps/s per vCPU, 0 max; None: the host's default
     seed: Optional[int] = None
     ignored: dict = field(default_factory=dict)  # accepted xl keys the simulator has no use for
 
@@ -47,7 +49,7 @@ class DomainConfig:
                 "vcpus": self.vcpus, "event_channel_abi": self.event_channel_abi,
                 "grant_version": self.grant_version, "pci": list(self.pci),
                 "workload": self.workload, "workload_pages": self.workload_pages,
-                "seed": self.seed}
+                "workload_rate": self.workload_rate, "seed": self.seed}
 
 
 # ------------------------------------------------------------ tokenizer
@@ -265,6 +267,18 @@ def _int_range(lo, hi):
     return check
 
 
+def _rate(value):
+    """Steps a second: a number, or a string such as "100k", "2M", "max"."""
+    if value is None:
+        return None
+    if type(value) is int:
+        value = str(value)
+    try:
+        return parse_workload_rate(_expect(value, str))
+    except ValueError:
+        raise _Invalid("must be steps a second from 1 to 4G (e.g. 100k, 2M) or max, not %r" % value)
+
+
 def _choice(*names, aliases=None):
     accepted = dict({n: n for n in names}, **(aliases or {}))
     shown = ", ".join('"%s"' % n for n in names[:-1]) + ' or "%s"' % names[-1]
@@ -350,6 +364,7 @@ _CHECKS = {
     "pci": _pci,
     "workload": _choice("busy", "idle"),
     "workload_pages": _int_range(1, 4096),
+    "workload_rate": _rate,
     "seed": _int_range(0, 2**64 - 1),
 }
 _FLAG_CHECKS = dict(_CHECKS, memory=_memory(1))

@@ -227,6 +227,7 @@ def resume_software(hv, dom, slot_of, granted):
         dom.ws_mfns.append(mfns)
         v.seed, v.ram, v.ws_mfns, v.ws_pages, v.info = dom.seed, hv.ram.base, mfns, info.ws_pages, info
         v.idle = 1 if info.flags & lib.LU_GUEST_IDLE else 0
+        v.rate = info.rate
     if dom.ioreq:
         for i, (gport, dport) in enumerate(dom.ioreq.ports):
             v = dom.vcpu_state[i]

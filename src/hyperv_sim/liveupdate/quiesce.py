@@ -8,7 +8,7 @@ everything is resumed and the vCPUs that never got there are named.
 import time
 
 from .._lu_core import ffi, lib
-from ..sched import POLL_S, SLICE_STEPS, pause_vcpus
+from ..sched import IDLE_MAX_NS, POLL_S, QUIESCE_IDLE_MAX_NS, SLICE_STEPS, pause_vcpus
 
 QUIESCE_SLICE_STEPS = 256      # a few microseconds of guest work
 RUNSTATE = {lib.LU_RUN_RUNNABLE: "runnable", lib.LU_RUN_BLOCKED_IO: "waiting for its device model",
@@ -39,6 +39,7 @@ class Quiesce:
         # sooner, and dom0's device model comes round sooner to answer the
         # I/O requests in flight.
         self.hv.sched.set_slice(QUIESCE_SLICE_STEPS)
+        self.hv.sched.set_idle_max(QUIESCE_IDLE_MAX_NS)
         for d, _, v in vcpus:
             v.quiesce_req = 1
             if v.pause_req and v.runstate == lib.LU_RUN_BLOCKED_IO:
@@ -89,10 +90,12 @@ class Quiesce:
             self.first_pause_ns = self._now()
         pause_vcpus([v for d in group for v in d.vcpu_list()])
         self.hv.sched.set_slice(SLICE_STEPS)
+        self.hv.sched.set_idle_max(IDLE_MAX_NS)
 
     def resume(self):
         """Undo: everything runs again exactly as before."""
         self.hv.sched.set_slice(SLICE_STEPS)
+        self.hv.sched.set_idle_max(IDLE_MAX_NS)
         for d in self.doms:
             keep = d.domid in self.paused_before
             for v in d.vcpu_list():
