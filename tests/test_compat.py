@@ -160,6 +160,17 @@ def test_mistakes_are_one_line_and_status_1(tmp_path, argv, words):
     one_line_error(res, "kexec-lu", *words, status=1)
 
 
+def test_an_image_alone_is_kexecs_load_and_reboot_refused_and_a_typo_is_not(tmp_path, sim_images):
+    """`kexec-lu xen.gz` is kexec's spelling of load-and-reboot, refused in
+    kexec's terms; a word that names no file is a mistyped subcommand."""
+    for image in (sim_images["4.19"], "./not-there.gz"):
+        res = run_cli("kexec-lu", image, state_dir=tmp_path)
+        one_line_error(res, "kexec-lu", "no action given", "loading and rebooting in one step is "
+                       "not supported")
+    res = run_cli("kexec-lu", "lod", state_dir=tmp_path)
+    one_line_error(res, "kexec-lu", "No such command 'lod'", "'load'")
+
+
 @pytest.mark.parametrize("argv", [["-S", "--bogus"], ["--bogus", "-S"], ["-S", "x"],
                                   ["--status", "--append=x"], ["-S"]])
 def test_every_failure_of_status_is_255(tmp_path, argv):

@@ -496,6 +496,11 @@ def _array_count(body, head, item):
 # What `stream dump` must say of each record, read from its bytes at the
 # offsets kexec-lu-stream(5) gives (head size, item size and fields written
 # here as literals, not taken from the codecs under test).
+def _n(n, one, many):
+    """A count as English writes it: "1 entry", "0 entries"."""
+    return "%d %s" % (n, one if n == 1 else many)
+
+
 def _expected_summary(rtype, body):
     entries = {ls.REC_LU_XEN_REGIONS: (8, 24), ls.REC_LU_PAGE_OWNERSHIP: (8, 24),
                ls.REC_LU_PV_PAGE_TYPES: (8, 16), ls.REC_LU_GRANT_STATUS: (8, 8),
@@ -504,51 +509,56 @@ def _expected_summary(rtype, body):
     if rtype in entries:
         n = _array_count(body, *entries[rtype])
         assert _u("I", body, 0) == n
-        return "%d entries" % n
+        return _n(n, "entry", "entries")
     if rtype == ls.REC_LU_P2M_EXTENTS:
         n = _array_count(body, 8, 24)
-        return "%d entries, %d frames" % (n, sum(_u("Q", body, 8 + 24 * i + 16) for i in range(n)))
+        return "%s, %s" % (_n(n, "entry", "entries"),
+                           _n(sum(_u("Q", body, 8 + 24 * i + 16) for i in range(n)), "frame", "frames"))
     if rtype == ls.REC_LU_VERSION:
-        return "xen %d.%d, format %d, %d domains" % struct.unpack("<4I", body)
+        major, minor, fmt, n = struct.unpack("<4I", body)
+        return "xen %d.%d, format %d, %s" % (major, minor, fmt, _n(n, "domain", "domains"))
     if rtype == ls.REC_LU_M2P:
-        return "at mfn 0x%x, %d entries" % struct.unpack("<2Q", body)
+        start, n = struct.unpack("<2Q", body)
+        return "at mfn 0x%x, %s" % (start, _n(n, "entry", "entries"))
     if rtype == ls.REC_LU_TIMINGS:
         n = _array_count(body, 16, 32)
         names = [body[16 + 32 * i:16 + 32 * i + 16].rstrip(b"\0").decode() for i in range(n)]
-        return "update 0x%x: %s" % (_u("Q", body, 8), ", ".join(names))
+        return "update 0x%x" % _u("Q", body, 8) + (": " + ", ".join(names) if names else "")
     if rtype == ls.REC_LU_KEXEC_IMAGE:
         n = _array_count(body, 48, 32)
         assert _u("I", body, 0) == n
-        return "type %d, %d segments, entry 0x%x, sha256 %s..." % (body[4], n, _u("Q", body, 8),
-                                                                   body[16:24].hex())
+        return "type %d, %s, entry 0x%x, sha256 %s..." % (body[4], _n(n, "segment", "segments"),
+                                                          _u("Q", body, 8), body[16:24].hex())
     if rtype == ls.REC_LU_DOMAIN:
         flags = _u("H", body, 2)
         named = [n for bit, n in ((1, "control"), (2, "paused"), (4, "dying")) if flags & bit]
-        return "d%d %s %s, %d vCPUs, shared info 0x%x%s" % (
+        return "d%d %s %s, %s, shared info 0x%x%s" % (
             _u("H", body, 0), body[24:88].rstrip(b"\0").decode(), ("pv", "pvh", "hvm")[_u("I", body, 4)],
-            _u("I", body, 8), _u("Q", body, 16), " (%s)" % ",".join(named) if named else "")
+            _n(_u("I", body, 8), "vCPU", "vCPUs"), _u("Q", body, 16), " (%s)" % ",".join(named) if named else "")
     if rtype == ls.REC_X86_PV_INFO:
         return "%d-byte guest, %d-level page tables" % (body[0], body[1])
     if rtype == ls.REC_LU_GRANT_TABLE:
         n = _array_count(body, 8, 8)
         assert _u("I", body, 0) == n
-        return "v%d, %d frames" % (_u("I", body, 4), n)
+        return "v%d, %s" % (_u("I", body, 4), _n(n, "frame", "frames"))
     if rtype == ls.REC_LU_EVTCHN_FIFO:
         return "event array gfn 0x%x, control gfn 0x%x" % struct.unpack("<2Q", body)
     if rtype == ls.REC_LU_VCPU_STATE:
         assert len(body) == 176
-        return "vCPU%d, %d steps, rip 0x%x" % (_u("I", body, 0), _u("Q", body, 16), _u("Q", body, 24 + 8 * 16))
+        return "vCPU%d, %s, rip 0x%x" % (_u("I", body, 0), _n(_u("Q", body, 16), "step", "steps"),
+                                         _u("Q", body, 24 + 8 * 16))
     if rtype == ls.REC_LU_IOREQ_SERVER:
         n = _array_count(body, 28, 8)
         assert _u("I", body, 0) == n
-        return "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (
-            _u("H", body, 4), _u("H", body, 6), _u("Q", body, 8), n)
+        return "server %d, device model in d%d, ioreq gfn 0x%x, %s" % (
+            _u("H", body, 4), _u("H", body, 6), _u("Q", body, 8), _n(n, "port", "ports"))
     if rtype == ls.REC_LU_IOMMU:
         n_ext, n_dev, root = struct.unpack_from("<IIQ", body)
         assert len(body) == 16 + 16 * n_ext + 16 * n_dev
         frames = sum(_u("Q", body, 16 + 16 * i + 8) for i in range(n_ext))
         devs = [body[16 + 16 * n_ext + 16 * i:][:16].rstrip(b"\0").decode() for i in range(n_dev)]
-        return "root 0x%x, %d table frames, devices %s" % (root, frames, " ".join(devs))
+        return "root 0x%x, %s" % (root, _n(frames, "table frame", "table frames")) + (
+            ", devices " + " ".join(devs) if devs else "")
     assert rtype == ls.REC_END
     return ""
 

@@ -249,3 +249,13 @@ def test_any_text_gives_a_config_or_one_line_config_error(text):
         assert isinstance(parse_config(text, "f.cfg"), DomainConfig)
     except ConfigError as e:
         assert str(e).startswith("f.cfg") and "\n" not in str(e)
+
+
+def test_a_create_operand_is_a_config_file_when_it_looks_like_one(tmp_path, monkeypatch):
+    """As `xl create FILE`: an existing file, a path, or *.cfg; any other
+    word is a domain name."""
+    from hyperv_sim.xlcfg import looks_like_config
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "web").write_text('name = "web"')
+    assert [looks_like_config(w) for w in ("web", "./db", "db.cfg", "/etc/xen/db", "db", "db.cfgx")] == \
+        [True, True, True, True, False, False]

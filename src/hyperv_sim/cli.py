@@ -6,7 +6,7 @@ from importlib.metadata import version
 from cli_common import hexa, print_fields, print_json, print_table, run
 from xen_public.errors import FormatError
 from xen_public.privcmd import SocketPrivcmd, default_state_dir
-from xen_public.units import MiB, format_size, human_size, parse_size
+from xen_public.units import MiB, count, format_size, human_size, parse_size
 
 from .errors import USER_ERRORS, HypervSimError
 
@@ -222,8 +222,11 @@ def list_(domain, long_, state_dir, as_json):
 @json_option
 def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_version, pci,
            workload, workload_pages, workload_rate, seed, state_dir, as_json):
-    """Create and start a domain: from a config file (-f), flags, or both."""
-    from .xlcfg import load_config, merge_flags
+    """Create and start a domain: from a config file (-f FILE, or FILE as
+    xl create takes it), flags, or both."""
+    from .xlcfg import load_config, looks_like_config, merge_flags
+    if config_file is None and name is not None and looks_like_config(name):
+        config_file, name = name, None          # `hyperv-sim create web.cfg`, as xl create
     cfg = load_config(config_file, name) if config_file else None
     cfg = merge_flags(cfg, name=name, type=dtype, memory=memory, vcpus=vcpus,
                       event_channel_abi=event_channel_abi, grant_version=grant_version,
@@ -233,8 +236,8 @@ def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_ver
     if as_json:
         print_json(dom)
     else:
-        click.echo("created d%d %s (%s, %s, %d vCPUs)" % (dom["domid"], dom["name"], dom["type"],
-                                                         format_size(dom["memory"]), dom["vcpus"]))
+        click.echo("created d%d %s (%s, %s, %s)" % (dom["domid"], dom["name"], dom["type"],
+                                                    format_size(dom["memory"]), count(dom["vcpus"], "vCPU")))
 
 
 @cli.command()

@@ -488,6 +488,12 @@ def load_config(path, name=None):
     return parse_config(text, source, name)
 
 
+def looks_like_config(word):
+    """Whether create's operand names a config file (as `xl create FILE`
+    takes it) rather than a domain: an existing file, a path, or *.cfg."""
+    return "/" in word or word.endswith(".cfg") or os.path.isfile(word)
+
+
 def merge_flags(cfg, **flags):
     """Apply command-line flags (field name -> value, None = not given) over
     cfg, or build a config from the flags alone when cfg is None.  Flag values

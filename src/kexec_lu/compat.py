@@ -162,7 +162,9 @@ def is_classic(args, commands):
     than the subcommand one: it starts with an option that is not the
     group's own (-h/--help, -v/--version alone stay the group's), or, since
     GNU getopt lets the image come first (`kexec-lu xen.gz -l`), its first
-    word is no subcommand and a classic action follows."""
+    word is no subcommand and a classic action follows, or names a file
+    (`kexec-lu xen.gz`, kexec's load-and-reboot, which compat refuses
+    saying so) rather than a mistyped subcommand."""
     leading = []
     for a in args:
         if not a.startswith("-"):
@@ -176,7 +178,8 @@ def is_classic(args, commands):
         opts, _ = getopt.gnu_getopt(list(args), SHORT_OPTIONS, LONG_OPTIONS)
     except getopt.GetoptError:
         return False                # a mistyped subcommand: let the group say so
-    return any(opt in ACTIONS for opt, _ in opts)
+    import os
+    return any(opt in ACTIONS for opt, _ in opts) or "/" in args[0] or os.path.exists(args[0])
 
 
 def _address(opt, value):

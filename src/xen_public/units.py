@@ -75,3 +75,8 @@ def align_down(value, align):
 
 def align_up(value, align):
     return align_down(value + align - 1, align)
+
+
+def count(n, one, many=None):
+    """"1 entry", "2 entries", "0 frames": a count with its noun agreeing."""
+    return "%d %s" % (n, one if n == 1 else many or one + "s")

@@ -56,4 +56,10 @@ hyperv-sim unpause Domain-0
 grep -q "never reached a restartable boundary within 200 ms: waiting for its device model in d0 (Domain-0), which the administrator paused (unpause it and retry)" \
     "$work/abort.err" || fail "$(cat "$work/abort.err")"
 if grep -q "restartable boundary" "$work/abort.out"; then fail "the reason is printed twice"; fi
+echo "== xl's habits: create FILE, kexec-lu FILE"
+printf 'name = "web"\ntype = "pvh"\nmemory = 64\n' > "$work/web.cfg"
+hyperv-sim create "$work/web.cfg" | grep -qx 'created d[0-9]* web (pvh, 64M, 1 vCPU)' || fail "create FILE"
+hyperv-sim list web >/dev/null || fail "create FILE made no domain web"
+rc=0; kexec-lu "$work/xen-4.19.gz" 2> "$work/bare.err" || rc=$?
+[ "$rc" = 1 ] && grep -q "no action given" "$work/bare.err" || fail "kexec-lu FILE: $(cat "$work/bare.err")"
 echo ok

@@ -3,6 +3,7 @@ Xen's verify-stream: one line per header and record with its offset, type,
 length and what it says.  Records are decoded as xen#2 decodes them
 (xen_public.lurecords), so a record dump accepts, xen#2's decode accepts."""
 from xen_public import lurecords as R, lustream as ls
+from xen_public.units import count
 
 from .stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, StreamError, iter_sections, validate
 
@@ -12,47 +13,57 @@ FLAG_NAMES = ((R.DOM_CONTROL, "control"), (R.DOM_PAUSED, "paused"), (R.DOM_DYING
 
 
 def _entries(rec, value):
-    return "%d entries" % rec.count(value)
+    return count(rec.count(value), "entry", "entries")
 
 
 def _domain(rec, d):
     flags = [name for bit, name in FLAG_NAMES if d.flags & bit]
-    return "d%d %s %s, %d vCPUs, shared info 0x%x%s" % (
-        d.domid, R.cstr(d.name), R.DTYPE_NAMES.get(d.dtype, d.dtype), d.vcpus, d.shared_info_mfn,
-        " (%s)" % ",".join(flags) if flags else "")
+    return "d%d %s %s, %s, shared info 0x%x%s" % (
+        d.domid, R.cstr(d.name), R.DTYPE_NAMES.get(d.dtype, d.dtype), count(d.vcpus, "vCPU"),
+        d.shared_info_mfn, " (%s)" % ",".join(flags) if flags else "")
 
 
 def _p2m(rec, v):
-    return "%s, %d frames" % (_entries(rec, v), sum(e.count for e in v.items))
+    return "%s, %s" % (_entries(rec, v), count(sum(e.count for e in v.items), "frame"))
 
 
-# What each record says, from its named fields.
+def _timings(rec, v):
+    names = ", ".join(R.cstr(p.name) for p in v.items)
+    return "update 0x%x%s" % (v.head.update_id, ": " + names if names else "")
+
+
+def _iommu(rec, v):
+    devices = " ".join(v.devices)
+    return "root 0x%x, %s%s" % (v.root, count(sum(n for _, n in v.extents), "table frame"),
+                                ", devices " + devices if devices else "")
+
+
+# What each record says, from its named fields; a field with nothing in it
+# says nothing.
 SUMMARIES = {
-    ls.REC_LU_VERSION: lambda rec, v: "xen %d.%d, format %d, %d domains" % v,
+    ls.REC_LU_VERSION: lambda rec, v: "xen %d.%d, format %d, %s" % (v[0], v[1], v[2], count(v[3], "domain")),
     ls.REC_LU_XEN_REGIONS: _entries,
-    ls.REC_LU_M2P: lambda rec, v: "at mfn 0x%x, %d entries" % v,
-    ls.REC_LU_TIMINGS: lambda rec, v: "update 0x%x: %s" % (v.head.update_id,
-                                                          ", ".join(R.cstr(p.name) for p in v.items)),
-    ls.REC_LU_KEXEC_IMAGE: lambda rec, v: "type %d, %d segments, entry 0x%x, sha256 %s..." % (
-        v.head.ktype, v.head.nr_segments, v.head.entry, v.head.sha256[:8].hex()),
+    ls.REC_LU_M2P: lambda rec, v: "at mfn 0x%x, %s" % (v[0], count(v[1], "entry", "entries")),
+    ls.REC_LU_TIMINGS: _timings,
+    ls.REC_LU_KEXEC_IMAGE: lambda rec, v: "type %d, %s, entry 0x%x, sha256 %s..." % (
+        v.head.ktype, count(v.head.nr_segments, "segment"), v.head.entry, v.head.sha256[:8].hex()),
     ls.REC_LU_DOMAIN: _domain,
     ls.REC_X86_PV_INFO: lambda rec, v: "%d-byte guest, %d-level page tables" % (v.guest_width, v.pt_levels),
     ls.REC_LU_P2M_EXTENTS: _p2m,
     ls.REC_LU_PAGE_OWNERSHIP: _entries,
     ls.REC_LU_PV_PAGE_TYPES: _entries,
-    ls.REC_LU_GRANT_TABLE: lambda rec, v: "v%d, %d frames" % (v.head.version, v.head.nr_frames),
+    ls.REC_LU_GRANT_TABLE: lambda rec, v: "v%d, %s" % (v.head.version, count(v.head.nr_frames, "frame")),
     ls.REC_LU_GRANT_STATUS: _entries,
     ls.REC_LU_EVTCHN_FIFO: lambda rec, v: "event array gfn 0x%x, control gfn 0x%x" % v,
     ls.REC_LU_EVTCHN_PORTS: _entries,
-    ls.REC_LU_VCPU_STATE: lambda rec, v: "vCPU%d, %d steps, rip 0x%x" % (v.vcpu, v.steps, v.rip),
+    ls.REC_LU_VCPU_STATE: lambda rec, v: "vCPU%d, %s, rip 0x%x" % (v.vcpu, count(v.steps, "step"), v.rip),
     ls.REC_HVM_PARAMS: _entries,
     ls.REC_LU_HVM_PARAMS: _entries,
-    ls.REC_LU_IOREQ_SERVER: lambda rec, v: "server %d, device model in d%d, ioreq gfn 0x%x, %d ports" % (
-        v.head.server_id, v.head.dm_domid, v.head.ioreq_gfn, v.head.nr_ports),
+    ls.REC_LU_IOREQ_SERVER: lambda rec, v: "server %d, device model in d%d, ioreq gfn 0x%x, %s" % (
+        v.head.server_id, v.head.dm_domid, v.head.ioreq_gfn, count(v.head.nr_ports, "port")),
     ls.REC_LU_GRANT_MAPS: _entries,
     ls.REC_LU_FOREIGN_MAPS: _entries,
-    ls.REC_LU_IOMMU: lambda rec, v: "root 0x%x, %d table frames, devices %s" % (
-        v.root, sum(n for _, n in v.extents), " ".join(v.devices)),
+    ls.REC_LU_IOMMU: _iommu,
 }
 
 
