@@ -203,6 +203,7 @@ def _session(out, host, d, sim_images, xen_artifacts, write_image):
         out.add("kexec-lu-info", "info " + label, kl("info", "--json", path))
 
     out.add("kexec-lu-ranges", "ranges", kl("ranges", "--json"))
+    out.add("kexec-lu-check", "check, nothing loaded", kl("check", "--json"), rc=1)
     for t in ("liveupdate", "default", "crash"):
         out.add("kexec-lu-load", "load --dry-run " + t,
                 kl("load", "--type", t, "--dry-run", "--json", img19))
@@ -213,6 +214,8 @@ def _session(out, host, d, sim_images, xen_artifacts, write_image):
     out.add("kexec-lu-status", "status not loaded", kl("status", "--type", "default", "--json"))
     out.add("kexec-lu-map", "map", kl("map", "--json"))
     out.add("kexec-lu-map", "map IMAGE", kl("map", "--json", img19))
+    out.add("kexec-lu-check", "check, ready", kl("check", "--json"))
+    out.add("kexec-lu-check", "exec --dry-run", kl("exec", "--dry-run", "--json"))
     info = out.add("hyperv-sim-info", "info, images loaded", hs("info", "--json"))
     assert info["kexec"]["liveupdate"] and info["kexec"]["crash"]
 

@@ -59,6 +59,7 @@ class Toolstack:
             "dmesg": lambda r: hv.console.lines(),
             "shutdown": self.shutdown,
             "lu-report": lambda r: hv.lu_report.to_json() if hv.lu_report else None,
+            "lu-check": self.lu_check,
             "lu-fault": self.lu_fault,
             "stream-save": self.stream_save,
             "stream-read": self.stream_read,
@@ -93,6 +94,13 @@ class Toolstack:
     def stream_read(self, r):
         raise HypervSimError("no stream to read: the hypervisor is running, not halted "
                            "(hyperv-sim stream save writes its state as a stream)")
+
+    def lu_check(self, r):
+        """A live update's pre-flight, and what would block its quiesce,
+        changing nothing (kexec-lu check)."""
+        from .liveupdate.engine import dry_run
+        with self.hv.lock:
+            return dry_run(self.hv)
 
     def lu_fault(self, r):
         """Debug: make the next live update fail at a named point."""

@@ -95,6 +95,16 @@ def live_update(xc, timeout=120.0, progress=None):
     return run_live_update(xc, timeout=timeout, progress=progress)
 
 
+def preflight_check(xc):
+    """Every pre-flight check of a live update, and what would block its
+    quiesce, with nothing paused (the simulator's toolstack request: real
+    Xen makes its checks only inside KEXEC_CMD_kexec)."""
+    if not getattr(xc.transport, "has_reports", True):
+        raise KexecLuError("a pre-flight check needs a simulated host: real Xen checks a live "
+                           "update only inside KEXEC_CMD_kexec, as it starts it")
+    return xc.transport.toolstack("lu-check")
+
+
 def require_done(report):
     """Raise unless the update completed (or, on real Xen, was triggered)."""
     if report["state"] not in ("complete", "triggered"):

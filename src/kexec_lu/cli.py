@@ -178,18 +178,41 @@ def map_(image, svg_file, width, as_json):
         click.echo("\n".join(lines))
 
 
+def _check(as_json):
+    result = actions.preflight_check(actions.client())
+    if as_json:
+        print_json(result)
+    else:
+        render.preflight(result)
+    return 0 if result["ready"] else 1
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def check(as_json):
+    """Run every pre-flight check of a live update, pausing nothing.
+
+    Exit status 0: the update would start; 1: it would be refused, or a
+    vCPU waits on something that cannot answer during the quiesce; 2: busy.
+    """
+    return _check(as_json)
+
+
 @cli.command(name="exec")
 @click.option("-t", "--type", "ktype", type=click.Choice(["liveupdate"]), default="liveupdate",
               hidden=True, help="Only a live update can be executed on a running host.")
 @click.option("--timeout", default=120.0, show_default=True, type=FiniteFloatRange(1, 3600),
               help="Seconds to wait for the new hypervisor to report.")
+@click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only, as `check`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
-def exec_(ktype, timeout, as_json):
+def exec_(ktype, timeout, dry_run, as_json):
     """Live-update into the loaded image: quiesce, save, exec, restore.
 
     Shows each phase as it happens and, once the new hypervisor has restored
     every domain, the blackout (first vCPU paused to last one unpaused).
     """
+    if dry_run:
+        return _check(as_json)
     report = actions.live_update(actions.client(), timeout,
                                  progress=None if as_json else render.LiveUpdateProgress())
     if as_json:

@@ -91,6 +91,26 @@ def plan(plan, loaded, file=None):
     print_fields(rows, title="load plan", file=file)
 
 
+def preflight(result, file=None):
+    """kexec-lu check: the verdict, then what the update carries and what
+    its quiesce would wait for."""
+    if result["error"]:
+        verdict = "refused: %s" % result["error"]
+    elif not result["ready"]:
+        verdict = "would not complete: a vCPU waits on something that cannot answer"
+    else:
+        verdict = "ready: live update %s -> %s" % (result["from_version"], result["to_version"])
+    rows = [("pre-flight", verdict)]
+    if result.get("crash_image") == "to carry":
+        rows.append(("carries", "the loaded crash image"))
+    if result.get("reboot_image") == "not carried":
+        rows.append(("not carried", "the loaded reboot image (load it again after the update)"))
+    for w in result["waiting"]:
+        rows.append(("blocks" if w["blocks"] else "in flight",
+                     "vCPU %d of d%d (%s): %s" % (w["vcpu"], w["domid"], w["name"], w["waits_for"])))
+    print_fields(rows, file=file)
+
+
 class LiveUpdateProgress:
     """Each phase of a live update as it ends, then the outcome: styled on a
     terminal, plain text when piped."""

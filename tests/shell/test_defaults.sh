@@ -27,15 +27,20 @@ kexec-lu load --dry-run --command-line "dom0_mem=512M" "$work/xen-4.19.gz" > "$w
 grep -Eq '^command line: +dom0_mem=512M liveupdate=' "$work/plan2.txt" || fail "--command-line did not replace it"
 grep -q -- '-dom0_mem=256M' "$work/plan2.txt" || fail "the dropped option is not shown: $(cat "$work/plan2.txt")"
 
-echo "== a crash image is carried over"
+echo "== a crash image is carried over, and check says so first"
 kexec-lu load -t crash "$work/xen-4.19.gz" >/dev/null
 [ "$(status_of kexec-lu status -t crash)" = 1 ] || fail "crash image not loaded"
+[ "$(status_of kexec-lu check)" = 1 ] || fail "check is ready with nothing loaded"
 kexec-lu load "$work/xen-4.19.gz" >/dev/null
+kexec-lu check > "$work/check.txt" || fail "check is not ready: $(cat "$work/check.txt")"
+grep -Eq '^pre-flight: +ready: live update 4.18 -> 4.19$' "$work/check.txt" || fail "$(cat "$work/check.txt")"
+grep -Eq '^carries: +the loaded crash image$' "$work/check.txt" || fail "$(cat "$work/check.txt")"
 kexec-lu exec > "$work/exec.txt" || fail "exec failed: $(cat "$work/exec.txt")"
 grep -qx '  carries the loaded crash image' "$work/exec.txt" || fail "exec did not say it carries it"
 grep -qx 'crash image: carried over, still loaded' "$work/exec.txt" || fail "$(cat "$work/exec.txt")"
 [ "$(status_of kexec-lu status -t crash)" = 1 ] || fail "the crash image was lost in the update"
-hyperv-sim info | grep -q 'dom0_mem=256M' || fail "xen#2 does not run with xen#1's options"
+hyperv-sim info > "$work/info.txt"
+grep -q "dom0_mem=256M" "$work/info.txt" || fail "xen#2 does not run with xen#1's options"
 
 echo "== a failed update says why, once"
 hyperv-sim create --type hvm --memory 128 hvm >/dev/null
@@ -58,7 +63,8 @@ grep -q "never reached a restartable boundary within 200 ms: waiting for its dev
 if grep -q "restartable boundary" "$work/abort.out"; then fail "the reason is printed twice"; fi
 echo "== xl's habits: create FILE, kexec-lu FILE"
 printf 'name = "web"\ntype = "pvh"\nmemory = 64\n' > "$work/web.cfg"
-hyperv-sim create "$work/web.cfg" | grep -qx 'created d[0-9]* web (pvh, 64M, 1 vCPU)' || fail "create FILE"
+out=$(hyperv-sim create "$work/web.cfg") && grep -qx 'created d[0-9]* web (pvh, 64M, 1 vCPU)' <<< "$out" \
+    || fail "create FILE: $out"
 hyperv-sim list web >/dev/null || fail "create FILE made no domain web"
 rc=0; kexec-lu "$work/xen-4.19.gz" 2> "$work/bare.err" || rc=$?
 [ "$rc" = 1 ] && grep -q "no action given" "$work/bare.err" || fail "kexec-lu FILE: $(cat "$work/bare.err")"

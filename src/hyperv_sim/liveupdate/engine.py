@@ -35,7 +35,9 @@ class LiveUpdate:
 
     # pre-flight: changes nothing; raises KexecFailure naming what blocks
 
-    def preflight(self):
+    def preflight(self, dry_run=False):
+        """dry_run: the checks alone (kexec-lu check), without warming the
+        image's pages or an injected fault."""
         hv = self.hv
         self.report.begin("preflight")
         image = hv.kexec.images.get(abi.KEXEC_TYPE_LIVEUPDATE)
@@ -70,6 +72,9 @@ class LiveUpdate:
                                "because %s" % (p.version, ls.record_name(t), missing[t]))
         self._check_bootmem_clean()
         self._note_kexec_images()
+        if dry_run:
+            self.report.end()
+            return
         handover.prefault(hv, image)
         if self.fault_point == "preflight":
             raise KexecFailure(abi.EIO, "injected fault at preflight")
@@ -218,3 +223,21 @@ class LiveUpdate:
         hv.lu_active = False
         hv.console.log("live update aborted, every domain resumed: %s", why)
 
+
+def dry_run(hv):
+    """`kexec-lu check`: every pre-flight check of a live update, then what
+    would keep the quiesce from completing, as it stands now.  Pauses
+    nothing, changes nothing; -> the answer as JSON-able data."""
+    lu = LiveUpdate(hv)
+    try:
+        lu.preflight(dry_run=True)
+        error = None
+    except KexecFailure as e:
+        error = str(e)
+    waiting = [{"domid": d.domid, "name": d.name, "vcpu": i, "waits_for": why, "blocks": blocks}
+               for d, i, why, blocks in Quiesce(hv).waiting()]
+    info = lu.report.info
+    return {"ready": error is None and not any(w["blocks"] for w in waiting), "error": error,
+            "from_version": info["from_version"], "to_version": info.get("to_version"),
+            "crash_image": info.get("crash_image"), "reboot_image": info.get("reboot_image"),
+            "waiting": waiting}

@@ -32,8 +32,7 @@ class Quiesce:
 
     def hvm_first(self, timeout_s, fault=None):
         """Pause HVM and PVH guests at restartable boundaries."""
-        group = [d for d in self.doms if d.dtype in ("hvm", "pvh")]
-        vcpus = [(d, i, v) for d in group for i, v in enumerate(d.vcpu_list())]
+        vcpus = [(d, i, v) for d in self.first_group() for i, v in enumerate(d.vcpu_list())]
         self.first_pause_ns = self._now()
         # Short turns until everything is paused: a vCPU leaves its pCPU
         # sooner, and dom0's device model comes round sooner to answer the
@@ -60,26 +59,38 @@ class Quiesce:
                 d, i, v = waiting[0] if waiting else vcpus[first[0]]
                 raise QuiesceTimeout("vCPU %d of d%d (%s) never reached a restartable boundary "
                                      "within %d ms: %s" % (i, d.domid, d.name, timeout_s * 1000,
-                                                           self._why(d, v, group)))
+                                                           self.waits_for(d, v)[0]))
             time.sleep(POLL_S)
 
-    def _why(self, dom, vcpu, quiesced):
-        """What the vCPU waits for, naming its device model's domain when
-        that domain cannot answer: paused by the administrator, or by this
-        quiesce (a device model in an HVM or PVH domain)."""
+    def first_group(self):
+        """The domains paused first, at restartable boundaries: HVM and PVH."""
+        return [d for d in self.doms if d.dtype in ("hvm", "pvh")]
+
+    def waits_for(self, dom, vcpu):
+        """(what the vCPU waits for, whether that can never end during the
+        quiesce): its device model's domain is gone, paused by the
+        administrator, or paused by this quiesce (a device model in an HVM
+        or PVH domain)."""
         what = RUNSTATE.get(vcpu.runstate, vcpu.runstate)
         if vcpu.runstate != lib.LU_RUN_BLOCKED_IO or not dom.ioreq:
-            return what
+            return what, False
         dm = self.hv.domains.get(dom.ioreq.dm_domid)
         if dm is None:
-            return "%s, whose domain d%d no longer exists" % (what, dom.ioreq.dm_domid)
+            return "%s, whose domain d%d no longer exists" % (what, dom.ioreq.dm_domid), True
         if dm.domid in self.paused_before:
             return "%s in d%d (%s), which the administrator paused (unpause it and retry)" % (
-                what, dm.domid, dm.name)
-        if dm in quiesced:
+                what, dm.domid, dm.name), True
+        if dm in self.first_group():
             return "%s in d%d (%s), which this update paused first: it is an HVM or PVH domain" % (
-                what, dm.domid, dm.name)
-        return "%s in d%d (%s)" % (what, dm.domid, dm.name)
+                what, dm.domid, dm.name), True
+        return "%s in d%d (%s)" % (what, dm.domid, dm.name), False
+
+    def waiting(self):
+        """Now, pausing nothing: every vCPU of the first group with an I/O
+        request in flight, as [(domain, vCPU index, what it waits for,
+        whether the quiesce would time out on it)]."""
+        return [(d, i) + self.waits_for(d, v) for d in self.first_group()
+                for i, v in enumerate(d.vcpu_list()) if v.runstate == lib.LU_RUN_BLOCKED_IO]
 
     def pv_last(self, fault=None):
         """Then the PV guests and dom0."""
