@@ -60,6 +60,24 @@ class PrivateMemorySampler(threading.Thread):
             self.stop.wait(0.005)
 
 
+def running_hosts():
+    """[(pid, state directory)] of every simulated hypervisor running on
+    this machine, anyone's: their guests take CPU from what is measured."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "hyperv_sim.xen" in argv and "-m" in argv:
+            state = argv[argv.index("--state-dir") + 1] if "--state-dir" in argv[:-1] else "?"
+            out.append((int(entry), state))
+    return sorted(out)
+
+
 def max_gaps(ts):
     return [v["max_gap_ns"] for d in ts.toolstack("details")["domains"] for v in d["vcpu_states"]]
 
@@ -274,7 +292,15 @@ def main(argv=None):
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-core", action="store_true", help="skip the C-against-Python comparison")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--allow-others", action="store_true",
+                    help="measure even while other simulated hosts run (marked in the report)")
     args = ap.parse_args(argv)
+    others = running_hosts()
+    if others and not args.allow_others:
+        sys.exit("bench: %d simulated host(s) already running on this machine (%s): their guests take "
+                 "CPU and the numbers would be noise; shut them down (HYPERV_SIM_DIR=DIR hyperv-sim "
+                 "shutdown), or pass --allow-others to measure anyway"
+                 % (len(others), ", ".join("pid %d in %s" % o for o in others)))
     names = args.hosts.split(",")
     for n in names:
         if n not in HOSTS:
@@ -297,6 +323,8 @@ def main(argv=None):
         core = core_bench.run()
     machine = "%s, %d CPUs, %s, Python %s" % (platform.machine(), os.cpu_count(), _cpu_model(),
                                               platform.python_version())
+    if others:
+        machine += " (NOT IDLE: %d other simulated host(s) ran beside the benchmark)" % len(others)
     marginal = marginal_costs(results)
     checks = [("idle host (dom0 alone, defaults) <= 10 % of one CPU", "%.1f %% (dom0 %.0f steps/s)"
                % (idle["cpu_pct"], idle["dom0_steps_per_s"]), idle["cpu_pct"] <= TARGETS["idle_cpu_pct"])]
