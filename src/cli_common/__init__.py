@@ -106,3 +106,10 @@ def print_fields(pairs, title=None, file=None):
     width = max((len(k) for k, _ in pairs), default=0)
     for k, v in pairs:
         print("%s  %s" % ((k + ":").ljust(width + 1), v), file=file)
+
+
+def state_dir_option(default=None):
+    """--state-dir, as both programs take it: which simulated host."""
+    return click.option("--state-dir", envvar="HYPERV_SIM_DIR", default=default, metavar="DIR",
+                        type=click.Path(file_okay=False),
+                        help="The simulated host's directory [$HYPERV_SIM_DIR].")

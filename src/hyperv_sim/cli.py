@@ -4,6 +4,7 @@ import click
 from importlib.metadata import version
 
 from cli_common import hexa, print_fields, print_json, print_table, run
+from cli_common import state_dir_option as cli_state_dir_option
 from xen_public.errors import FormatError
 from xen_public.privcmd import SocketPrivcmd, default_state_dir
 from xen_public.units import MiB, count, format_size, human_size, parse_size
@@ -24,9 +25,7 @@ def _size(default_unit):
     return convert
 
 
-state_dir_option = click.option(
-    "--state-dir", envvar="HYPERV_SIM_DIR", default=default_state_dir, show_default="$HYPERV_SIM_DIR, else $XDG_STATE_HOME/hyperv-sim or ~/.local/state/hyperv-sim",
-    type=click.Path(file_okay=False), help="The simulated host's directory (RAM, privcmd socket, console log).")
+state_dir_option = cli_state_dir_option(default_state_dir)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 

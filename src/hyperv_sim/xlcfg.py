@@ -509,7 +509,8 @@ def merge_flags(cfg, **flags):
         try:
             given[key] = _FLAG_CHECKS[key](value)
         except _Invalid as e:
-            raise ConfigError("--%s %s" % (key.replace("_", "-"), e))
+            # The name is create's operand, not an option.
+            raise ConfigError("%s %s" % ("the name" if key == "name" else "--" + key.replace("_", "-"), e))
     if cfg is None:
         if "name" not in given:
             raise ConfigError("no domain name: give one on the command line or as name = \"...\" "

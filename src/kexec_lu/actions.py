@@ -16,9 +16,12 @@ LOAD_HINTS = {
 }
 
 
-def client():
+def client(state_dir=None):
+    """A hypercall client: the simulated host in state_dir (or named by
+    HYPERV_SIM_DIR), else Xen's privcmd in a control domain."""
     from .hypercall import XenClient
-    return XenClient()
+    from .xenprivcmd import open_transport
+    return XenClient(open_transport(state_dir))
 
 
 def kexec_type(name):

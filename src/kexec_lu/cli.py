@@ -7,7 +7,7 @@ and the printing kexec_lu.render's, which kexec's classic spellings
 """
 import click
 
-from cli_common import STATUS_ERROR, FiniteFloatRange, print_json, run
+from cli_common import STATUS_ERROR, FiniteFloatRange, print_json, run, state_dir_option
 from xen_public import abi
 from xen_public.units import parse_address
 
@@ -31,7 +31,9 @@ def cli():
     """Load a new Xen hypervisor and live-update the running one into it.
 
     kexec-lu talks to the hypervisor through privcmd: the simulated host
-    named by HYPERV_SIM_DIR (default ~/.local/state/hyperv-sim).
+    named by --state-dir or HYPERV_SIM_DIR (default
+    ~/.local/state/hyperv-sim), or Xen's /dev/xen/privcmd in a control
+    domain.
 
     \b
     Typical use:
@@ -61,9 +63,10 @@ def info(image, as_json):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the ranges as JSON.")
-def ranges(as_json):
+@state_dir_option()
+def ranges(as_json, state_dir):
     """Show the hypervisor's KEXEC_RANGE_MA_* memory ranges."""
-    rows = actions.all_ranges(actions.client())
+    rows = actions.all_ranges(actions.client(state_dir))
     if as_json:
         print_json(render.ranges_json(rows))
     else:
@@ -87,7 +90,9 @@ def ranges(as_json):
               help="Highest address the image may reach.")
 @click.option("--dry-run", is_flag=True, help="Compute and show the plan; load nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dry_run, as_json):
+@state_dir_option()
+def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dry_run, as_json,
+         state_dir):
     """Load IMAGE (xen.gz or an ELF Xen) for a later exec.
 
     A live-update image (the default type) goes at the top of the window
@@ -99,7 +104,7 @@ def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dr
         raise click.UsageError("--command-line and --reuse-cmdline exclude each other")
     if actions.kexec_type(ktype) == abi.KEXEC_TYPE_LIVEUPDATE and command_line is None:
         reuse_cmdline = True
-    xc = actions.client()
+    xc = actions.client(state_dir)
     img, plan = actions.plan_image(xc, image, actions.kexec_type(ktype), command_line, append,
                                    reuse_cmdline, mem_min, mem_max)
     if not dry_run:
@@ -113,9 +118,10 @@ def load(image, ktype, command_line, append, reuse_cmdline, mem_min, mem_max, dr
 @cli.command()
 @click.option("-t", "--type", "ktype", type=TYPE_CHOICE, default="liveupdate", show_default=True,
               help="Which image to unload.")
-def unload(ktype):
+@state_dir_option()
+def unload(ktype, state_dir):
     """Unload the image of a type (nothing loaded is not an error)."""
-    actions.unload(actions.client(), actions.kexec_type(ktype))
+    actions.unload(actions.client(state_dir), actions.kexec_type(ktype))
 
 
 @cli.command()
@@ -123,11 +129,12 @@ def unload(ktype):
               help="Which image to ask about.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 @click.pass_context
-def status(ctx, ktype, as_json):
+@state_dir_option()
+def status(ctx, ktype, as_json, state_dir):
     """Is an image of a type loaded?  Exit status as kexec -S: 1 if
     loaded, 0 if not, 255 on error."""
     try:
-        loaded = actions.is_loaded(actions.client(), actions.kexec_type(ktype))
+        loaded = actions.is_loaded(actions.client(state_dir), actions.kexec_type(ktype))
     except USER_ERRORS as e:
         click.echo("kexec-lu: %s" % e, err=True)
         ctx.exit(STATUS_ERROR)
@@ -148,12 +155,13 @@ status.error_status = STATUS_ERROR
 @click.option("--width", default=None, type=click.IntRange(20, 400),
               help="Characters per bar (default: the terminal's width).")
 @click.option("--json", "as_json", is_flag=True, help="Print the map as JSON.")
-def map_(image, svg_file, width, as_json):
+@state_dir_option()
+def map_(image, svg_file, width, as_json, state_dir):
     """Draw the host's memory to scale: RAM, Xen, LU bootmem, the window,
     the breadcrumb page and, given an IMAGE, where a live update would put it."""
     import shutil
     from . import memmap
-    xc = actions.client()
+    xc = actions.client(state_dir)
     plan = actions.plan_image(xc, image, abi.KEXEC_TYPE_LIVEUPDATE)[1] if image else None
     m = memmap.collect(xc, plan)
     if svg_file:
@@ -178,8 +186,8 @@ def map_(image, svg_file, width, as_json):
         click.echo("\n".join(lines))
 
 
-def _check(as_json):
-    result = actions.preflight_check(actions.client())
+def _check(as_json, state_dir):
+    result = actions.preflight_check(actions.client(state_dir))
     if as_json:
         print_json(result)
     else:
@@ -189,13 +197,14 @@ def _check(as_json):
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
-def check(as_json):
+@state_dir_option()
+def check(as_json, state_dir):
     """Run every pre-flight check of a live update, pausing nothing.
 
     Exit status 0: the update would start; 1: it would be refused, or a
     vCPU waits on something that cannot answer during the quiesce; 2: busy.
     """
-    return _check(as_json)
+    return _check(as_json, state_dir)
 
 
 @cli.command(name="exec")
@@ -205,15 +214,16 @@ def check(as_json):
               help="Seconds to wait for the new hypervisor to report.")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks only, as `check`.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
-def exec_(ktype, timeout, dry_run, as_json):
+@state_dir_option()
+def exec_(ktype, timeout, dry_run, as_json, state_dir):
     """Live-update into the loaded image: quiesce, save, exec, restore.
 
     Shows each phase as it happens and, once the new hypervisor has restored
     every domain, the blackout (first vCPU paused to last one unpaused).
     """
     if dry_run:
-        return _check(as_json)
-    report = actions.live_update(actions.client(), timeout,
+        return _check(as_json, state_dir)
+    report = actions.live_update(actions.client(state_dir), timeout,
                                  progress=None if as_json else render.LiveUpdateProgress())
     if as_json:
         print_json(report)

@@ -68,4 +68,7 @@ out=$(hyperv-sim create "$work/web.cfg") && grep -qx 'created d[0-9]* web (pvh, 
 hyperv-sim list web >/dev/null || fail "create FILE made no domain web"
 rc=0; kexec-lu "$work/xen-4.19.gz" 2> "$work/bare.err" || rc=$?
 [ "$rc" = 1 ] && grep -q "no action given" "$work/bare.err" || fail "kexec-lu FILE: $(cat "$work/bare.err")"
+echo "== --state-dir on kexec-lu, as on hyperv-sim"
+[ "$(status_of env -u HYPERV_SIM_DIR kexec-lu status -t crash --state-dir "$HYPERV_SIM_DIR")" = 1 ] \
+    || fail "kexec-lu --state-dir does not reach the host"
 echo ok
