@@ -341,10 +341,12 @@ def stream_dump(file, state_dir, as_json):
 
 
 @cli.command()
+@click.option("-c", "--clear", is_flag=True, help="Clear the console after showing it (as xl dmesg -c).")
 @state_dir_option
-def dmesg(state_dir):
-    """Show the hypervisor's console log (like xl dmesg)."""
-    for line in _toolstack(state_dir, "dmesg"):
+def dmesg(clear, state_dir):
+    """Show the hypervisor's console (like xl dmesg): every hypervisor's
+    lines since the last clear, earlier ones' across live updates."""
+    for line in _toolstack(state_dir, "dmesg", **({"clear": True} if clear else {})):
         click.echo(line)
 
 

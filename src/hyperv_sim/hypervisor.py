@@ -10,8 +10,9 @@ import threading
 
 from xen_public.abi import DOMID_INVALID, DOMID_XEN, E820_RAM, E820_RESERVED, KEXEC_TYPE_NAMES, PAGE_SIZE
 from xen_public.lustream import record_name
-from xen_public.units import MiB, GiB, align_down, format_size
+from xen_public.units import MiB, GiB, align_down, count, format_size
 
+from .console import POWERED_ON
 from .entry import enter
 from .errors import BootFailure, DomainError
 from ._lu_core import lib
@@ -76,6 +77,9 @@ class Hypervisor:
         self.xen_start = entered.image_start
         self.xen_size = p.image_size
         self.nr_pcpus = self.opts.nr_cpus or nr_pcpus or os.cpu_count() or 1
+        if self.opts.liveupdate_base is None:
+            self.console.log(POWERED_ON)
+        self.console.log("---- hypervisor incarnation %016x ----", self.incarnation)
         self.console.log("Xen version %s (hyperv-sim), %d MiB RAM, %d CPUs",
                          p.version, ram.size >> 20, self.nr_pcpus)
         self.console.log("Command line: %s", entered.cmdline)
@@ -230,8 +234,8 @@ class Hypervisor:
                     self._next_domid += 1
                 self.domains[domid] = dom
                 self._reschedule()
-            self.console.log("d%d: created %s %s, %s, %d vCPUs, %s event channels, grant v%d%s",
-                             domid, dtype.upper(), name, format_size(memory), vcpus, evtchn_abi,
+            self.console.log("d%d: created %s %s, %s, %s, %s event channels, grant v%d%s",
+                             domid, dtype.upper(), name, format_size(memory), count(vcpus, "vCPU"), evtchn_abi,
                              grant_version, ", pci " + " ".join(pci) if pci else "")
             return dom
 

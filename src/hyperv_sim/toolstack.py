@@ -19,7 +19,7 @@ READ_ONLY = ("ping", "lu-report", "dmesg")
 _ARGUMENTS = {"destroy": {"domain": (str, int), "detach": (bool,)},
               "detach": {"domain": (str, int)}, "pause": {"domain": (str, int)},
               "unpause": {"domain": (str, int)}, "details": {"domain": (str, int, type(None))},
-              "lu-fault": {"point": (str, type(None))}}
+              "lu-fault": {"point": (str, type(None))}, "dmesg": {"clear": (bool,)}}
 _REQUIRED = {"destroy": ("domain",), "detach": ("domain",), "pause": ("domain",),
              "unpause": ("domain",)}
 
@@ -56,7 +56,7 @@ class Toolstack:
             "verify": lambda r: hv.verify(),
             "pause": lambda r: hv.set_paused(r["domain"], True).describe(),
             "unpause": lambda r: hv.set_paused(r["domain"], False).describe(),
-            "dmesg": lambda r: hv.console.lines(),
+            "dmesg": lambda r: hv.console.lines(clear=r.get("clear", False)),
             "shutdown": self.shutdown,
             "lu-report": lambda r: hv.lu_report.to_json() if hv.lu_report else None,
             "lu-check": self.lu_check,
@@ -154,7 +154,7 @@ class HaltedToolstack:
         if op == "ping":
             return {"pid": os.getpid(), "halted": self.reason}
         if op == "dmesg":
-            return self.console.lines()
+            return self.console.lines(clear=request.get("clear", False) is True)
         if op == "lu-report":
             if self.facts and self.facts.get("report"):
                 return dict(self.facts["report"], state="halted", error=self.reason)
