@@ -234,6 +234,8 @@ def _session(out, host, d, sim_images, xen_artifacts, write_image):
     assert res.returncode == 1 and res.stdout == "" and "refused" in res.stderr, res
     info = out.add("hyperv-sim-info", "info after a refusal", hs("info", "--json"))
     assert info["live_update"]["state"] == "refused"
+    rows = out.add("hyperv-sim-history", "history", hs("history", "--json"))
+    assert [r["outcome"] for r in rows] == ["aborted", "complete", "refused"]
 
 
 SCHEMA_NAMES = [schema_name(p) for p in SCHEMA_FILES]
@@ -272,6 +274,9 @@ def halted_outputs(tmp_path_factory, sim_images):
             info = out.add("hyperv-sim-info", "info after a recovery",
                            host.hyperv_sim("info", "--json"))
             assert info["live_update"]["state"] == "complete"
+            rows = out.add("hyperv-sim-history", "history after a recovery",
+                           host.hyperv_sim("history", "--json"))
+            assert [r["outcome"] for r in rows] == ["halted", "recover", "complete"]
     finally:
         stop_host(state)
     return out.docs

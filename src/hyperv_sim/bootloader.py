@@ -22,7 +22,7 @@ from xen_public.abi import PAGE_SIZE
 from xen_public.errors import Busy, HypervisorUnavailable
 from xen_public.units import MiB, align_down, align_up
 
-from . import bootline, pending, statedir
+from . import bootline, history, pending, statedir
 from .errors import HypervSimError
 from .liveupdate.handover import clear_boot_information
 from .xlcfg import MAX_MEMORY
@@ -187,6 +187,7 @@ def _start_hypervisor(state_dir, ram_path, entry, fresh_console=True):
     console = os.path.join(state_dir, CONSOLE_FILE)
     if fresh_console:
         statedir.open_text(console, "w").close()   # a new machine, a new log
+        history.start_afresh(state_dir)             # and a history of its own
     # Its last words are in what this start adds (recover keeps the old log).
     console_from = os.path.getsize(console) if os.path.exists(console) else 0
     with statedir.open_text(err_path, "w") as err:
@@ -267,6 +268,10 @@ def recover(image_path, state_dir):
             raise LoaderError("nothing to recover in %s: %s" % (state_dir, e)) from None
         finally:
             ram.close()
+        # In the history before xen#2's own line (complete, or halted again).
+        history.History(os.path.join(state_dir, history.HISTORY_FILE)).record(
+            {"state": "recover", "to_version": str(image.xen_version)}, image=str(image_path),
+            halted=reason)
         try:
             pid = _start_hypervisor(state_dir, ram_path, place.bootinfo_addr, fresh_console=False)
         except LoaderError as e:

@@ -341,6 +341,26 @@ def stream_dump(file, state_dir, as_json):
 
 
 @cli.command()
+@state_dir_option
+@json_option
+def history(state_dir, as_json):
+    """Every live update of this host since it booted: refused, aborted,
+    complete, halted, and each recovery, oldest first."""
+    from . import history as hist
+    from . import statedir
+    statedir.check(state_dir, create=False)
+    entries = hist.read(state_dir)
+    if as_json:
+        print_json(entries)
+        return
+    print_table(["ID", "Time (UTC)", "From", "To", "Outcome", "Blackout(ms)"],
+                [["%016x" % e["id"] if e["id"] is not None else "-", e["time"].replace("T", " ")[:-1],
+                  e["from_version"] or "-", e["to_version"] or "-", e["outcome"],
+                  "%.1f" % e["blackout_ms"] if e["blackout_ms"] is not None else "-"]
+                 for e in entries])
+
+
+@cli.command()
 @click.option("-c", "--clear", is_flag=True, help="Clear the console after showing it (as xl dmesg -c).")
 @state_dir_option
 def dmesg(clear, state_dir):

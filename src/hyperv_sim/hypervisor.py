@@ -46,10 +46,12 @@ def valid_domain_name(name):
 class Hypervisor:
     CRASH_NOTE_SIZE = 512
 
-    def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None, started_ns=None):
+    def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None, started_ns=None,
+                 history=None):
         self.ram = ram
         self.started_ns = started_ns        # CLOCK_MONOTONIC: when this program began
         self.console = console
+        self.history = history              # history.History, or None (a hypervisor in a test)
         self.lock = threading.RLock()
         self.domains = {}
         self._next_domid = 1

@@ -7,7 +7,7 @@ import sys
 
 from cli_common import hexa, print_fields, print_table
 from xen_public import abi
-from xen_public.units import format_size, human_size
+from xen_public.units import count, format_size, human_size
 
 
 def image_info(img):
@@ -137,10 +137,10 @@ class LiveUpdateProgress:
     def finished(self, rep):
         from rich.markup import escape
         if rep["state"] == "complete":
-            self.out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %d domains, "
+            self.out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %s, "
                            "%d-byte stream"
                            % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
-                              rep.get("restored_domains", 0), rep.get("stream_bytes", 0)))
+                              count(rep.get("restored_domains", 0), "domain"), rep.get("stream_bytes", 0)))
             if rep.get("crash_image") == "carried":
                 self.out.print("crash image: carried over, still loaded")
             elif rep.get("crash_image") == "dropped":
