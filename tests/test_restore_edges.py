@@ -58,6 +58,42 @@ def test_the_first_mib_and_the_hypervisor_image_are_claimed_from_their_first_fra
            % (xen_first, w))
 
 
+def test_the_stream_pages_and_the_iommu_tables_are_claimed_too(saved):
+    hv, data, _ = saved
+    m2p_start, _ = value(data, R.M2P, ls.REC_LU_M2P)
+    with pytest.raises(StreamError) as e:
+        K.accept(hv, data, stream=K.FakeStream([(m2p_start, 1)]))
+    assert str(e.value) == ("%s: frame 0x%x is claimed twice (M2P, and live-update stream in the MFN array)"
+                            % (where(data, ls.REC_LU_M2P), m2p_start))
+    # d3's IOMMU tables moved onto its own memory.
+    root, extents, devices = R.IOMMU.decode(at(data, ls.REC_LU_IOMMU)[1])
+    _, ((_, m3, _),) = value(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, 3)
+    bad = K.replace_body(data, ls.REC_LU_IOMMU, R.IOMMU.encode(m3, [(m3, 1)], devices))
+    with pytest.raises(StreamError, match="frame 0x%x is claimed twice" % m3):
+        K.accept(hv, bad)
+
+
+def test_low_memory_ends_at_the_first_mib(saved):
+    hv, data, _ = saved
+    ft, crash = _frame_table_and_crash(data)
+    K.accept(hv, _regions(data, [ft, crash, (0x100, 1, 7, 0)]))
+
+
+@pytest.mark.parametrize("domid, rtype", [(3, ls.REC_HVM_PARAMS), (1, ls.REC_X86_PV_INFO)])
+def test_a_record_a_domain_may_have_once_given_twice(saved, domid, rtype):
+    """Refused by the check, before anything changes: X86_PV_INFO no later
+    check reads, so only this one would stop it."""
+    hv, data, _ = saved
+    secs = sections(data)
+    recs = secs[domid + 1][1]
+    rec = next(r for r in recs if r[0] == rtype)
+    recs.insert(recs.index(rec) + 1, list(rec))
+    bad = assemble(secs)
+    start = offset(bad, ls.REC_LU_DOMAIN, domid)
+    second = [off for off, t, _ in K.records(bad) if t == rtype and off > start][1]
+    refuse(hv, bad, "record %s at offset 0x%x: a domain has it more than once" % (ls.record_name(rtype), second))
+
+
 # ---------------------------------------------------------------- one frame past an extent
 
 def test_pages_one_past_an_extent_are_not_the_domains(saved):
@@ -73,6 +109,16 @@ def test_pages_one_past_an_extent_are_not_the_domains(saved):
     bad = replace(data, R.IOREQ_SERVER, ls.REC_LU_IOREQ_SERVER, ((nr, sid, dm, g3 + n3, buf, res), pairs))
     with pytest.raises(StreamError, match=r"d3 .*gfn 0x%x" % (g3 + n3)):
         K.accept(hv, bad)
+
+
+def test_shared_info_one_past_its_shared_pages_is_refused(saved):
+    hv, data, _ = saved
+    _, own = value(data, R.OWNERSHIP, ls.REC_LU_PAGE_OWNERSHIP, 4)
+    (m, n, _, _), = [o for o in own if o[2] == R.OWN_SHARED]
+    d = domain(data, 4)
+    d[5] = m + n
+    refuse(hv, replace(data, R.DOMAIN, ls.REC_LU_DOMAIN, d, nth=4),
+           "%s: d4 shared info 0x%x is not a page it shares" % (where(data, ls.REC_LU_DOMAIN, 4), m + n))
 
 
 def test_a_grant_frame_one_past_its_shared_pages_is_refused(saved):
@@ -104,6 +150,10 @@ def test_the_last_frame_of_a_run_is_inside_it(saved):
     root, extents, devices = R.IOMMU.decode(at(data, ls.REC_LU_IOMMU)[1])
     (m, n), = extents
     K.accept(hv, K.replace_body(data, ls.REC_LU_IOMMU, R.IOMMU.encode(m + n - 1, extents, devices)))
+    # A FIFO page may be its extent's first page.
+    _, ((g0, _, _),) = value(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, 2)
+    _, control = value(data, R.EVTCHN_FIFO, ls.REC_LU_EVTCHN_FIFO)
+    K.accept(hv, replace(data, R.EVTCHN_FIFO, ls.REC_LU_EVTCHN_FIFO, (g0, control)))
     # Shared info may be its last shared page.
     _, own = value(data, R.OWNERSHIP, ls.REC_LU_PAGE_OWNERSHIP, 4)
     (sm, sn, _, _), = [o for o in own if o[2] == R.OWN_SHARED]
