@@ -289,6 +289,9 @@ void lu_port_clear_pending(const struct lu_port *p);
 /* A pCPU: runs vCPUs in turn until s->stop.  Called on its own thread, with
  * the GIL released (cffi does that). */
 void lu_sched_run(struct lu_sched *s, uint32_t pcpu);
+/* Steps a vCPU with a rate may run at `now` (CLOCK_MONOTONIC ns), which
+ * anchors its budget on first use; UINT32_MAX when it has no rate. */
+uint32_t lu_rate_allows(struct lu_vcpu *v, uint64_t now);
 uint64_t lu_now_ns(void);
 
 /* ------------------------------------------------------------------------

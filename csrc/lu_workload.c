@@ -350,7 +350,7 @@ static void dom0_software(struct lu_sched *s)
 /* Steps a rate-limited vCPU may run now (UINT32_MAX: no limit).  Its
  * budget grows at `rate` steps a second; one that fell far behind (paused,
  * or starved) catches up one RATE_BURST_NS worth, not all it missed. */
-static uint32_t rate_allows(struct lu_vcpu *v, uint64_t now)
+uint32_t lu_rate_allows(struct lu_vcpu *v, uint64_t now)
 {
     uint64_t due, burst;
 
@@ -403,7 +403,7 @@ void lu_sched_run(struct lu_sched *s, uint32_t pcpu)
              * step that completes it ends at the boundary it pauses at, not
              * a slice later (a domain paused mid-request would run on). */
             uint32_t slice = __atomic_load_n(&v->quiesce_req, __ATOMIC_ACQUIRE) ? 1 : s->slice;
-            uint32_t allowed = rate_allows(v, start);
+            uint32_t allowed = lu_rate_allows(v, start);
 
             if ( slice > allowed )
                 slice = allowed;

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from hyperv_sim._lu_core import ffi, lib
 from hyperv_sim.guest import parse_workload_rate
 from kexec_lu.liveupdate import run_live_update
 
@@ -27,6 +28,35 @@ def test_anything_else_is_refused_saying_what_a_rate_is(text):
         parse_workload_rate(text)
     assert str(e.value) == ("workload rate %r: steps a second from 1 to 4G (e.g. 100k, 2M), or max"
                             % text)
+
+
+S = 10 ** 9                 # a second, in the limiter's nanoseconds
+
+
+def test_the_limiter_gives_a_vcpu_its_rate_and_one_burst_of_arrears():
+    """lu_rate_allows with the clock given: the arithmetic the scheduler
+    runs every turn (lu_workload.c), independent of how fast this machine is."""
+    v = ffi.new("struct lu_vcpu *")
+    v.rate, v.steps = 1000, 0
+    t = 5 * S
+    assert lib.lu_rate_allows(v, t) == 0                    # the first look anchors the budget
+    assert lib.lu_rate_allows(v, t + S // 20) == 50         # 50 ms: 50 steps
+    v.steps = 50
+    assert lib.lu_rate_allows(v, t + S // 20) == 0          # spent
+    assert lib.lu_rate_allows(v, t + S // 20 + S // 1000) == 1
+    # Ten seconds behind (paused, starved): it catches up 100 ms, not 10 s.
+    assert lib.lu_rate_allows(v, t + 10 * S) == 100
+    v.steps = 150
+    assert lib.lu_rate_allows(v, t + 10 * S) == 0
+    assert lib.lu_rate_allows(v, t + 10 * S + S // 10) == 100   # and then its rate again
+    # A clock that went back re-anchors; no rate is no limit.
+    assert lib.lu_rate_allows(v, t) == 0
+    v.rate = 0
+    assert lib.lu_rate_allows(v, t) == 2 ** 32 - 1
+    # The biggest rate over a long wait neither overflows nor exceeds one burst.
+    v.rate, v.steps, v.budget_ns = 4 * 10 ** 9, 0, 0
+    assert lib.lu_rate_allows(v, S) == 0
+    assert lib.lu_rate_allows(v, S + 3600 * S) == 4 * 10 ** 8
 
 
 @pytest.fixture
