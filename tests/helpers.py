@@ -211,13 +211,13 @@ def breadcrumb_magic(host, lu_start=None):
 def full_state(host):
     """Every domain's whole state as `hyperv-sim list --long` gives it, and
     every mapping and PCI assignment, masking only what moves while guests
-    run: steps, CPU time, registers, run states, pending event bits.  The layout is
+    run: steps, CPU time, xl's r/b flag, registers, run states, pending event bits.  The layout is
     the builder's, which xen#2 does not learn (null after an update).  With
     them, the loaded crash image, which a live update carries."""
     state = host.toolstack("details")
     state["crash_image"] = loaded_images(host, "crash")
     for d in state["domains"]:
-        del d["steps"], d["layout"], d["cpu_time_s"]
+        del d["steps"], d["layout"], d["cpu_time_s"], d["xl_state"]
         d["vcpu_states"] = [(v["vcpu"], v["paused"]) for v in d["vcpu_states"]]
         for port in d["ports"]:
             del port["pending"]

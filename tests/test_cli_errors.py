@@ -37,8 +37,9 @@ def snapshot(host):
         "lu_bootmem": info["lu_bootmem"],
         "xen": info["xen"],
         "pid": info["pid"],
-        # Guests keep running: their step counts and CPU time move, nothing else may.
-        "list": [{k: v for k, v in d.items() if k not in ("steps", "cpu_time_s")}
+        # Guests keep running: their step counts, CPU time and whether one is
+        # on a pCPU at this instant (xl_state's r or b) move, nothing else may.
+        "list": [{k: v for k, v in d.items() if k not in ("steps", "cpu_time_s", "xl_state")}
                  for d in host.toolstack("list")],
     }
 

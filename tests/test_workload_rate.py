@@ -103,10 +103,12 @@ def test_the_rate_and_cpu_time_survive_a_live_update(paced_host, sim_images):
     assert {n: d["workload_rate"] for n, d in after.items()} == {"Domain-0": 20000, "fast": 0}
     for name in before:
         assert after[name]["cpu_time_s"] >= before[name]["cpu_time_s"] > 0, name
-    # `list` shows it as xl list does, in seconds.
+    # `list` shows it as xl list does, in seconds, in xl's columns; -v adds the simulator's.
     res = host.hyperv_sim("list")
-    assert res.stdout.splitlines()[0].split() == ["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State",
-                                                  "Time(s)", "Steps"]
+    assert res.stdout.splitlines()[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
+    res = host.hyperv_sim("list", "-v")
+    assert res.stdout.splitlines()[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)",
+                                                  "Type", "Steps"]
 
 
 def test_a_config_file_takes_a_rate_and_bad_ones_are_one_line(paced_host, tmp_path):
@@ -128,3 +130,18 @@ def test_a_bad_boot_rate_is_refused_before_anything_starts(tmp_path, sim_images)
                   str(sim_images["4.18"]), state_dir=state)
     one_line_error(res, "hyperv-sim", "workload_rate=fast", "steps a second from 1 to 4G")
     assert not (state / "ram").exists()
+
+
+def test_list_states_are_xls_six_flags(paced_host):
+    """r on a pCPU now, b running but on none, p paused, d dying (xl list)."""
+    host = paced_host
+    for name in ("idle", "held", "going"):
+        assert host.hyperv_sim("create", "--memory", "64", "--workload", "idle", name).returncode == 0
+    host.toolstack("pause", domain="held")
+    host.toolstack("destroy", domain="going", detach=False)
+    states = {d["name"]: (d["state"], d["xl_state"]) for d in host.toolstack("list")}
+    # An idle workload never runs a step, so its vCPU is on no pCPU: -b----.
+    assert (states["idle"], states["held"], states["going"]) == (
+        ("running", "-b----"), ("paused", "--p---"), ("dying", "-----d"))
+    rows = {line.split()[0]: line.split()[4] for line in host.hyperv_sim("list").stdout.splitlines()[1:]}
+    assert (rows["idle"], rows["held"], rows["going"]) == ("-b----", "--p---", "-----d")

@@ -172,10 +172,12 @@ def info(state_dir, as_json):
 @click.argument("domain", required=False)
 @click.option("-l", "--long", "long_", is_flag=True,
               help="Everything about the domains (P2M, ports, grants, mappings), as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="Add the simulator's columns: type and steps run.")
 @state_dir_option
 @json_option
-def list_(domain, long_, state_dir, as_json):
-    """List domains (like xl list): type, memory, vCPUs, state, CPU time, steps run."""
+def list_(domain, long_, verbose, state_dir, as_json):
+    """List domains as xl list does: name, id, memory, vCPUs, state
+    (r-----, -b----, --p---, -----d), CPU time; -v adds type and steps."""
     if long_:
         print_json(_toolstack(state_dir, "details", domain=domain))
         return
@@ -187,9 +189,9 @@ def list_(domain, long_, state_dir, as_json):
     if as_json:
         print_json(doms)
         return
-    print_table(["Name", "ID", "Type", "Mem(MiB)", "VCPUs", "State", "Time(s)", "Steps"],
-                [[d["name"], d["domid"], d["type"], d["memory"] // MiB, d["vcpus"], d["state"],
-                  "%.1f" % d["cpu_time_s"], d["steps"]] for d in doms])
+    print_table(["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"] + (["Type", "Steps"] if verbose else []),
+                [[d["name"], d["domid"], d["memory"] // MiB, d["vcpus"], d["xl_state"], "%.1f" % d["cpu_time_s"]]
+                 + ([d["type"], d["steps"]] if verbose else []) for d in doms])
 
 
 @cli.command()

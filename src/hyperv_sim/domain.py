@@ -89,6 +89,18 @@ class Domain:
         return "paused" if self.paused else "running"
 
     @property
+    def xl_state(self):
+        """State as xl list prints it, six flags: r running on a pCPU now,
+        b blocked (running, but on no pCPU at this instant), p paused,
+        s shut down, c crashed, d dying."""
+        on_cpu = any(v.on_cpu for v in self.vcpu_list())
+        flags = ("r" if on_cpu and not self.paused and not self.dying else "-",
+                 "b" if not on_cpu and not self.paused and not self.dying else "-",
+                 "p" if self.paused and not self.dying else "-", "-", "-",
+                 "d" if self.dying else "-")
+        return "".join(flags)
+
+    @property
     def steps(self):
         if self.vcpu_state is None:
             return 0
@@ -119,6 +131,7 @@ class Domain:
             "memory": self.memory_bytes,
             "vcpus": self.vcpus,
             "state": self.state,
+            "xl_state": self.xl_state,
             "control": self.control,
             "steps": self.steps,
             "cpu_time_s": self.cpu_time_ns / 1e9,

@@ -71,7 +71,10 @@ grep -q "PROBLEM d3 memory: vCPU0 working set: 1 words differ" "$work/verify2.tx
 echo "== dying until dom0 lets go"
 out=$(hyperv-sim destroy --no-detach pv-web)
 [ "$out" = "pv-web is dying: dom0 still maps it" ] || fail "destroy said: $out"
-hyperv-sim list pv-web | grep -q dying || fail "pv-web is not listed as dying"
+out=$(hyperv-sim list pv-web)
+grep -Eq '^pv-web +[0-9]+ +[0-9]+ +[0-9]+ +-----d +[0-9.]+$' <<< "$out" || fail "pv-web is not listed as dying (-----d): $out"
 hyperv-sim detach pv-web >/dev/null
-hyperv-sim list --json | grep -q '"pv-web"' && fail "pv-web still exists after detach"
+# Read whole first: under pipefail a SIGPIPE'd writer would hide a match.
+out=$(hyperv-sim list --json)
+grep -q '"pv-web"' <<< "$out" && fail "pv-web still exists after detach"
 echo ok

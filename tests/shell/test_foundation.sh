@@ -64,7 +64,8 @@ hyperv-sim list --json > "$work/list1.json"
 [ "$(json "$work/list1.json" 'sorted((d["name"], d["type"], d["state"]) for d in j if d["domid"])')" \
   = "[('db', 'pvh', 'running'), ('web', 'pv', 'running'), ('win', 'hvm', 'running')]" ] \
     || fail "list does not show the three guests running: $(cat "$work/list1.json")"
-hyperv-sim list | grep -Eq '^win +[0-9]+ +hvm +512 +2 +running' || fail "list table lacks win"
+out=$(hyperv-sim list -v)
+grep -Eq '^win +[0-9]+ +512 +2 +[r-][b-]---- +[0-9.]+ +hvm +[0-9]+$' <<< "$out" || fail "list table lacks win: $out"
 
 echo "== pause / unpause"
 hyperv-sim pause win >/dev/null
