@@ -53,3 +53,20 @@ def test_every_update_abort_halt_and_recovery_is_in_the_history(tmp_path, sim_im
         assert history(host) == []                  # a new machine, a history of its own
     finally:
         stop_host(state)
+
+
+def test_a_damaged_history_is_one_line_and_nothing_changes(tmp_path, sim_images):
+    """A line cut short (a full disk) is named, not a traceback."""
+    from helpers import one_line_error
+    state = tmp_path / "host"
+    host = boot_host(state, sim_images["4.18"])
+    try:
+        assert host.kexec_lu("exec").returncode == 1                     # one entry: refused
+        path = state / "history.jsonl"
+        good = path.read_text()
+        path.write_text(good + '{"id": 7, "ti')
+        one_line_error(host.hyperv_sim("history"), "hyperv-sim", "history.jsonl", "line 2",
+                       "not a history entry")
+        assert path.read_text() == good + '{"id": 7, "ti'
+    finally:
+        stop_host(state)

@@ -8,7 +8,7 @@ from xen_public.errors import FormatError
 from xen_public.units import MiB, parse_address, parse_size
 
 from .errors import HypervSimError
-from .guest import DEFAULT_WORKLOAD_RATE, parse_workload_rate
+from .guest import DEFAULT_WORKLOAD_RATE, RATE_FORMS, parse_workload_rate
 
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
@@ -125,8 +125,8 @@ def parse(text):
             elif name == "workload_rate":
                 try:
                     opts.workload_rate = parse_workload_rate(value)
-                except ValueError as e:
-                    raise BootLineError("workload_rate=%s: %s" % (value, str(e).split(": ", 1)[1]))
+                except ValueError:
+                    raise BootLineError("workload_rate=%s: %s" % (value, RATE_FORMS))
             elif name == "lu_stop":
                 from .faultpoints import FAULTS_AFTER_PONR
                 if value not in FAULTS_AFTER_PONR:

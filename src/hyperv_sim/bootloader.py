@@ -269,7 +269,7 @@ def recover(image_path, state_dir):
         finally:
             ram.close()
         # In the history before xen#2's own line (complete, or halted again).
-        history.History(os.path.join(state_dir, history.HISTORY_FILE)).record(
+        history.History.of(state_dir).record(
             {"state": "recover", "to_version": str(image.xen_version)}, image=str(image_path),
             halted=reason)
         try:

@@ -54,6 +54,7 @@ class Console:
                 lines = list(self._ring)
             if clear:
                 self._ring.clear()
+        lines = _since_last_mark(lines)[-RING_LINES:]
         if clear:
             self.log(CLEARED)
         return lines
@@ -68,18 +69,19 @@ class Console:
         except (OSError, statedir.StateDirError):
             return None
         lines = text.splitlines()
-        if size > TAIL_BYTES:
-            lines = lines[1:]           # the first is cut
-        for i in range(len(lines) - 1, -1, -1):
-            if lines[i].endswith(CLEARED):
-                lines = lines[i + 1:]
-                break
-            if lines[i].endswith(POWERED_ON):
-                lines = lines[i:]
-                break
-        return lines[-RING_LINES:]
+        return lines[1:] if size > TAIL_BYTES else lines     # the first is cut
 
     def close(self):
         if self._file:
             self._file.close()
             self._file = None
+
+
+def _since_last_mark(lines):
+    """The lines after the last clear, or from the last power-on."""
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].endswith(CLEARED):
+            return lines[i + 1:]
+        if lines[i].endswith(POWERED_ON):
+            return lines[i:]
+    return lines

@@ -30,6 +30,7 @@ INFO_GFN = 0
 DEFAULT_WORKLOAD_RATE = 100000
 MAX_WORKLOAD_RATE = 4000000000          # the info page holds it in a u32
 RATE_UNITS = {"": 1, "k": 1000, "M": 1000000, "G": 1000000000}
+RATE_FORMS = "steps a second from 1 to 4G (e.g. 100k, 2M), or max"
 
 
 def parse_workload_rate(text):
@@ -40,8 +41,7 @@ def parse_workload_rate(text):
         return 0
     number, unit = (text[:-1], text[-1]) if text[-1:] in RATE_UNITS and text[-1:] else (text, "")
     if not number.isdigit() or not 1 <= int(number) * RATE_UNITS[unit] <= MAX_WORKLOAD_RATE:
-        raise ValueError("workload rate %r: steps a second from 1 to 4G (e.g. 100k, 2M), or max"
-                         % text)
+        raise ValueError("workload rate %r: %s" % (text, RATE_FORMS))
     return int(number) * RATE_UNITS[unit]
 
 

@@ -9,6 +9,7 @@ import os
 import time
 
 from . import statedir
+from .errors import HypervSimError
 
 HISTORY_FILE = "history.jsonl"
 
@@ -28,6 +29,10 @@ class History:
     def __init__(self, path):
         self.path = path
 
+    @classmethod
+    def of(cls, state_dir):
+        return cls(os.path.join(state_dir, HISTORY_FILE))
+
     def record(self, report, outcome=None, **extra):
         """Append one line; a full disk loses the line, never the update."""
         import json         # here: xen#2 imports this module inside the blackout
@@ -37,6 +42,13 @@ class History:
                 f.write(line)
         except (OSError, statedir.StateDirError):
             pass
+
+
+class NoHistory:
+    """A hypervisor with no state directory (one inside a test process)."""
+
+    def record(self, report, outcome=None, **extra):
+        pass
 
 
 def start_afresh(state_dir):
@@ -49,5 +61,15 @@ def read(state_dir):
     path = os.path.join(state_dir, HISTORY_FILE)
     if not os.path.lexists(path):
         return []
+    entries = []
     with statedir.open_text(path, "r") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                # A line cut short (a full disk) or written by someone else.
+                raise HypervSimError("%s: line %d is not a history entry (JSON): %r"
+                                     % (path, number, line[:60])) from None
+    return entries

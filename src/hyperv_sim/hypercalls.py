@@ -183,8 +183,7 @@ class Dispatcher:
             lu.preflight()
         except KexecFailure as e:
             lu.report.finish("refused", str(e))
-            if hv.history:
-                hv.history.record(lu.report.to_json())
+            hv.history.record(lu.report.to_json())
             raise
         lu.start()
         return 0

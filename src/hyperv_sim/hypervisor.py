@@ -13,6 +13,7 @@ from xen_public.lustream import record_name
 from xen_public.units import MiB, GiB, align_down, count, format_size
 
 from .console import POWERED_ON
+from .history import NoHistory
 from .entry import enter
 from .errors import BootFailure, DomainError
 from ._lu_core import lib
@@ -51,7 +52,7 @@ class Hypervisor:
         self.ram = ram
         self.started_ns = started_ns        # CLOCK_MONOTONIC: when this program began
         self.console = console
-        self.history = history              # history.History, or None (a hypervisor in a test)
+        self.history = history or NoHistory()   # history.History; none for a hypervisor in a test
         self.lock = threading.RLock()
         self.domains = {}
         self._next_domid = 1

@@ -27,7 +27,7 @@ import threading                                        # noqa: E402
 from ._lu_core import lib
 from . import statedir
 from .console import Console
-from .history import HISTORY_FILE, History
+from .history import History
 from .errors import BootFailure, RestoreHalted
 from .hypervisor import Hypervisor
 from .ram import HostRAM, RamError
@@ -119,7 +119,7 @@ def main(argv=None):
     try:
         ram = HostRAM.open(args.ram, args.ram_fd)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into, started_ns=STARTED_NS,
-                        history=History(os.path.join(args.state_dir, HISTORY_FILE)))
+                        history=History.of(args.state_dir))
     except RestoreHalted as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.

@@ -19,7 +19,7 @@ from xen_public.errors import FormatError
 from xen_public.units import KiB, MiB, format_size, parse_size
 
 from .errors import HypervSimError
-from .guest import parse_workload_rate
+from .guest import RATE_FORMS, parse_workload_rate
 
 MAX_MEMORY = 16 << 40           # the largest host `hyperv-sim boot` makes
 
@@ -276,7 +276,7 @@ def _rate(value):
     try:
         return parse_workload_rate(_expect(value, str))
     except ValueError:
-        raise _Invalid("must be steps a second from 1 to 4G (e.g. 100k, 2M) or max, not %r" % value)
+        raise _Invalid("must be %s, not %r" % (RATE_FORMS, value))
 
 
 def _choice(*names, aliases=None):

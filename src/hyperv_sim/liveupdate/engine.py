@@ -220,8 +220,7 @@ class LiveUpdate:
         if q is not None:
             q.resume()
         self.report.finish("aborted", why)
-        if hv.history:
-            hv.history.record(self.report.to_json())
+        hv.history.record(self.report.to_json())
         hv.lu_active = False
         hv.console.log("live update aborted, every domain resumed: %s", why)
 

@@ -133,8 +133,7 @@ def _halted(hv, rep, stream, e):
     recovery will find) and where this hypervisor was booted."""
     rep.finish("halted", str(e))
     why = "live-update restore failed: %s (RAM and breadcrumb left intact)" % e
-    if hv.history:
-        hv.history.record(dict(rep.to_json(), error=why))      # as the halted host reports it
+    hv.history.record(dict(rep.to_json(), error=why))      # as the halted host reports it
     if stream is None and not isinstance(e, RestoreFailure):
         try:
             stream = MappedStream(hv.ram, hv.lu_start, hv.lu_size, hv.xen_start, hv.xen_size)
@@ -186,8 +185,7 @@ def _report_complete(hv, rep, facts, t0, done, first_pause):
     for name, start, end in rep.phases:
         hv.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
     rep.info["restored_domains"] = len(hv.domains)
-    if hv.history:
-        hv.history.record(rep.to_json())
+    hv.history.record(rep.to_json())
     hv.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
                    "blackout %.1f ms", facts.xen1_version, len(hv.domains),
                    (done - t0) / 1e6, rep.info.get("blackout_ms", 0.0))
