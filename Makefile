@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 XEN_CACHE ?= $(CURDIR)/.cache/xen
 export KEXEC_LU_XEN_CACHE = $(XEN_CACHE)
 
-.PHONY: all install develop install-test fetch-xen tools test bench soak fuzz mutate demo clean
+.PHONY: all install develop install-test fetch-xen tools test bench soak fuzz mutate demo completion clean
 
 all: install
 
@@ -18,7 +18,7 @@ $(BIN)/python:
 # live update execs one) imports it from site-packages with no import hook.
 # Reinstalled whenever a source changes (the C core is compiled here); build/
 # goes first so a module deleted from src/ does not survive in it.
-SOURCES = setup.cfg setup.py pyproject.toml $(wildcard csrc/*) $(shell find src -name '*.py')
+SOURCES = setup.cfg setup.py pyproject.toml $(wildcard csrc/*) $(shell find src -name '*.py') $(wildcard completion/*/*)
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	rm -rf build
 	$(BIN)/python -m pip install -q --no-build-isolation .
@@ -39,6 +39,12 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg
 	touch $@
 
 install-test: $(VENV)/.installed-test
+
+# The static shell-completion scripts in completion/, from the installed
+# programs' options (a test fails when they are out of date).
+completion: install
+	$(BIN)/python tools/gen_completion.py
+	$(MAKE) install
 
 fetch-xen:
 	bash tools/fetch-xen-artifacts.sh "$(XEN_CACHE)"

@@ -131,6 +131,7 @@ def run_host(name, images, runs, workdir, with_baseline):
     for rep in reports:
         for p in rep["phases"]:
             phases.setdefault(p["name"], []).append(p["ms"])
+    between = [unclaimed_ms(r) for r in reports]
     return {
         "host": name, "ram": ram, "domains": domains, "guest_frames": guest_frames, "runs": runs,
         "setup_s": round(setup_s, 2),
@@ -145,6 +146,7 @@ def run_host(name, images, runs, workdir, with_baseline):
         "frametable_bytes": info["frametable"]["size"],
         "private_peak_kib": sampler.peak_kib,
         "phases_ms": {k: round(statistics.median(v), 2) for k, v in phases.items()},
+        "between_phases_ms": round(statistics.median(between), 2),
         "baseline": base,
     }
 
@@ -217,6 +219,28 @@ def verdicts(results, marginal, core):
     return out
 
 
+# Phases a report times that lie outside the blackout.
+OUTSIDE_BLACKOUT = ("preflight", "scrub")
+
+
+def unclaimed_ms(rep):
+    """The part of one update's blackout that no phase covers: the gaps
+    between one phase's end and the next one's start.  The blackout ends
+    when the guests run again (the end of the last phase inside it) and
+    began blackout_ms before; the quiesce before the first pause is not in it."""
+    inside = [(p["start_ns"], p["end_ns"]) for p in rep["phases"]
+              if p["name"] not in OUTSIDE_BLACKOUT and p["end_ns"] is not None]
+    end = max(b for _, b in inside)
+    start = end - rep["blackout_ms"] * 1e6
+    covered, reach = 0.0, start
+    for a, b in sorted(inside):
+        a, b = max(a, reach), min(b, end)
+        if b > a:
+            covered += b - a
+            reach = b
+    return rep["blackout_ms"] - covered / 1e6
+
+
 def markdown(results, machine, marginal, core, checks):
     lines = ["# Live-update benchmark", "", "Machine: %s" % machine, "",
              "| host | RAM | domains | guest frames | blackout (median ms) | x floor | guest-seen max gap, "
@@ -232,10 +256,20 @@ def markdown(results, machine, marginal, core, checks):
             r["private_peak_kib"] >> 10))
     names = sorted({k for r in results for k in r["phases_ms"]},
                    key=lambda k: min(i for r in results for i, p in enumerate(r["phases_ms"]) if p == k))
-    lines += ["", "Phases (median ms; preflight and scrub are outside the blackout):", "",
-              "| host | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += ["", "Phases (median ms; %s are outside the blackout; quiesce is partly):"
+              % " and ".join(OUTSIDE_BLACKOUT), "",
+              "| host | " + " | ".join(names) + " | sum | between phases | blackout |",
+              "|---|" + "---|" * (len(names) + 3)]
     for r in results:
-        lines.append("| %s | %s |" % (r["host"], " | ".join("%.1f" % r["phases_ms"].get(n, 0) for n in names)))
+        inside = sum(v for k, v in r["phases_ms"].items() if k not in OUTSIDE_BLACKOUT)
+        lines.append("| %s | %s | %.1f | %.1f | %.1f |" % (
+            r["host"], " | ".join("%.1f" % r["phases_ms"].get(n, 0) for n in names), inside,
+            r.get("between_phases_ms", 0.0), r["blackout_ms"]))
+    lines += ["", "Why the phases need not add up to the blackout: each phase column is that phase's "
+              "own median over the runs (a sum of medians is not the median of the sums); the quiesce "
+              "phase starts before the first vCPU is paused, which is when the blackout starts; and "
+              "`between phases` (the median, per run, of the blackout no phase covers: gaps between "
+              "one phase's end and the next one's start) belongs to no phase."]
     if marginal:
         lines += ["", "Marginal cost across %s (each slope charges all growth to one factor): "
                   "%.3f ms per domain, %.2f ns per guest frame." % (
@@ -261,11 +295,19 @@ def markdown(results, machine, marginal, core, checks):
 def plot(results, path):
     """Blackout by phase per host, if matplotlib is there."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        fig = figure(results)
     except ImportError:
         return False
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return True
+
+
+def figure(results):
+    """The plot: stacked phases per host, the blackout's median as a tick,
+    the legend beside the axes, where no bar can be under it."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     groups = [("quiesce", ["quiesce"]), ("save", ["save"]), ("hand-over", ["handover"]),
               ("exec + start-up", ["exec", "start-up"]), ("validate", ["map-stream", "validate"]),
               ("restore", ["frametable", "restore-pass0", "restore-pass1", "restore-pass2"]),
@@ -280,10 +322,9 @@ def plot(results, path):
             label="blackout (median)")
     ax.set_ylabel("ms")
     ax.set_title("Live-update blackout by phase")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return True
+    return fig
 
 
 def main(argv=None):

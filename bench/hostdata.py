@@ -158,7 +158,7 @@ def build_stream(domains, nr_frames, ft_region, m2p_region):
     """The stream save.build_stream writes for these domains: the same
     records in the same order, with the same bodies a running host has."""
     w = StreamWriter()
-    w.record(ls.REC_LU_VERSION, R.VERSION.encode(4, 18, ls.LU_FORMAT_VERSION, len(domains)))
+    w.record(ls.REC_LU_VERSION, R.VERSION.encode(4, 18, ls.LU_FORMAT_VERSION, len(domains), b".0"))
     w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS.encode((1, 0), [ft_region + (R.REGION_FRAMETABLE, 0)]))
     w.record(ls.REC_LU_M2P, R.M2P.encode(m2p_region[0], nr_frames))
     phases = [(b"quiesce", 1, 2), (b"save", 2, 3)]

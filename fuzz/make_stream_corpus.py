@@ -38,8 +38,8 @@ def domain_header(dtype=1, major=4, minor=19):
 
 
 def lu_version(ndomains, major=4, minor=18):
-    return record(ls.REC_LU_VERSION, struct.pack("<IIII", major, minor, ls.LU_FORMAT_VERSION,
-                                                  ndomains))
+    return record(ls.REC_LU_VERSION, struct.pack("<IIII16s", major, minor, ls.LU_FORMAT_VERSION,
+                                                  ndomains, b".0"))
 
 
 def handmade_streams():

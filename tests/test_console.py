@@ -31,8 +31,8 @@ def test_the_console_outlives_a_live_update_and_clears_as_xl_does(tmp_path, sim_
         marks = [i for i, t in enumerate(texts) if t.startswith("---- hypervisor incarnation ")]
         assert len(marks) == 2
         # xen#1's lines, to its jump, then xen#2's.
-        assert texts[marks[0] + 1] == "Xen version 4.18 (hyperv-sim), 2048 MiB RAM, 2 CPUs"
-        assert texts[marks[1] + 1] == "Xen version 4.19 (hyperv-sim), 2048 MiB RAM, 2 CPUs"
+        assert texts[marks[0] + 1] == "Xen version 4.18.0 (hyperv-sim), 2048 MiB RAM, 2 CPUs"
+        assert texts[marks[1] + 1] == "Xen version 4.19.0 (hyperv-sim), 2048 MiB RAM, 2 CPUs"
         assert texts[marks[1] - 1].startswith("exec into the new hypervisor at 0x")
         # -c prints, then clears: the next read shows only what came after.
         assert dmesg(host, "-c") == lines

@@ -54,8 +54,9 @@ def matrix_host(tmp_path_factory, sim_images):
 
 
 def other_image(host, sim_images):
+    """(the image of the version not running, the running version)."""
     running = host.toolstack("info")["xen_version"]
-    return sim_images["4.19" if running == "4.18" else "4.18"], running
+    return sim_images["4.19" if running == "4.18.0" else "4.18"], running
 
 
 def assert_as_before(host, before):
@@ -132,10 +133,10 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     dump = host.hyperv_sim("stream", "dump")
     assert dump.returncode == 0, dump
     assert dump.stdout.count("LU_DOMAIN") == len(before)
-    target = image if recover_with == "same" else sim_images[running]
+    target = image if recover_with == "same" else sim_images[{"4.18.0": "4.18", "4.19.0": "4.19"}[running]]
     res = host.hyperv_sim("recover", "--image", str(target))
     assert res.returncode == 0, res
-    version = "4.19" if "4.19" in target.name else "4.18"
+    version = "4.19.0" if "4.19" in target.name else "4.18.0"
     assert "recovered with Xen %s" % version in res.stdout
     assert host.toolstack("info")["xen_version"] == version
     assert_restored_whole(whole, full_state(host))

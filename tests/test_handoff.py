@@ -145,7 +145,7 @@ def test_kexec_tools_hand_off_is_booted(host, sim_images):
     rep = run_live_update(c, timeout=60)
     assert rep["state"] == "complete", rep
     info = host.toolstack("info")
-    assert (info["xen_version"], info["cmdline"]) == ("4.19", plan.cmdline)
+    assert (info["xen_version"], info["cmdline"]) == ("4.19.0", plan.cmdline)
     assert info["incarnation"] != incarnation
     wait_for(lambda: host.toolstack("verify")["ok"], "verify to hold")
 

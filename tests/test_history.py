@@ -30,8 +30,8 @@ def test_every_update_abort_halt_and_recovery_is_in_the_history(tmp_path, sim_im
         assert host.hyperv_sim("recover", "--image", str(sim_images["4.18"])).returncode == 0
         got = history(host)
         assert [(e["outcome"], e["from_version"], e["to_version"]) for e in got] == [
-            ("refused", "4.18", None), ("aborted", "4.18", "4.19"), ("complete", "4.18", "4.19"),
-            ("halted", "4.19", "4.18"), ("recover", None, "4.18"), ("complete", "4.19", "4.18")]
+            ("refused", "4.18.0", None), ("aborted", "4.18.0", "4.19.0"), ("complete", "4.18.0", "4.19.0"),
+            ("halted", "4.19.0", "4.18.0"), ("recover", None, "4.18.0"), ("complete", "4.19.0", "4.18.0")]
         assert [e["id"] for e in got[1:]] == [aborted["id"], done["id"], halted["id"], None, halted["id"]]
         assert got[0]["error"] == "no live-update image loaded"
         assert got[1]["error"] == "injected fault at save"

@@ -389,8 +389,8 @@ def test_malformed_xenlu_stream_note():
 
 
 def test_live_update_json():
-    j = parse_image(small_image(lu_record_types=[0x40000000, 0x80000002, 0])).to_json()
-    assert j["live_update"] == {"stream_versions": [1, 1],
+    j = parse_image(small_image(lu_stream_versions=(1, 3), lu_record_types=[0x40000000, 0x80000002, 0])).to_json()
+    assert j["live_update"] == {"stream_versions": [1, 3],
                                 "record_types": ["END", "LU_VERSION", "X86_PV_INFO|OPTIONAL"],
                                 "image_size": 128 * 1024}
     assert j["live_update"]["record_types"][2] == record_name(0x80000002)

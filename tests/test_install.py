@@ -107,7 +107,7 @@ def test_boot_and_live_update_ignore_the_working_directory(bindir, decoy, tmp_pa
         run("hyperv-sim", "create", "--type", "pvh", "--memory", "64M", "guest1")
         run("kexec-lu", "load", "--type", "liveupdate", tmp_path / "xen-4.19.gz")
         out = run("kexec-lu", "exec", extra_env=hv_env)
-        assert "complete: Xen 4.18 -> 4.19" in out, out
+        assert "complete: Xen 4.18.0 -> 4.19.0" in out, out
         run("hyperv-sim", "verify")
     finally:
         subprocess.run([os.path.join(bindir, "hyperv-sim"), "shutdown"], env=env,

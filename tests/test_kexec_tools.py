@@ -106,7 +106,7 @@ def test_live_update_and_rollback(guest_host, client, elf_images, xen_artifacts)
         incarnation = host.toolstack("info")["incarnation"]
         res = tool(host, client, xen_artifacts, "--exec-live-update", "-x")
         assert res.returncode == 0, res
-        wait_updated(host, version, incarnation)
+        wait_updated(host, version + ".0", incarnation)    # a bare X.Y image is X.Y.0
         rep = host.toolstack("verify")
         assert rep["ok"], rep["problems"]
         assert_restored_whole(before, full_state(host))

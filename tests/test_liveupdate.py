@@ -79,8 +79,8 @@ def assert_no_process_left(host, timeout=5):
 def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
     host = lu_host
     before = info(host)
-    for n, (image, version) in enumerate([(sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18"),
-                                          (sim_images["4.19"], "4.19"), (sim_images["4.18"], "4.18")]):
+    for n, (image, version) in enumerate([(sim_images["4.19"], "4.19.0"), (sim_images["4.18"], "4.18.0"),
+                                          (sim_images["4.19"], "4.19.0"), (sim_images["4.18"], "4.18.0")]):
         running = domains_by_name(host)
         whole = full_state(host)
         rep = update(host, image)

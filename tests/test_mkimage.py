@@ -70,14 +70,15 @@ def test_default_mem_size_is_text_plus_2m_page_rounded():
     assert img.segments[0].memsz == 64 * KiB + 2 * MiB + 4096
 
 
-@pytest.mark.parametrize("version,parts", [
-    ("4.18", (4, 18, "")), ("4.18.0", (4, 18, ".0")), ("4.19-rc", (4, 19, "-rc")),
-    ("5.0.1-pre", (5, 0, ".1-pre")),
+@pytest.mark.parametrize("version,parts,text", [
+    ("4.18", (4, 18, ".0"), "4.18.0"),      # as Xen's build: XEN_EXTRAVERSION ?= .0
+    ("4.18.0", (4, 18, ".0"), "4.18.0"), ("4.19-rc", (4, 19, "-rc"), "4.19-rc"),
+    ("5.0.1-pre", (5, 0, ".1-pre"), "5.0.1-pre"), ("4.17.3-pre123456789", (4, 17, ".3-pre123456789"), None),
 ])
-def test_versions(version, parts):
+def test_versions(version, parts, text):
     for lu in (True, False):
         v = parse_image(build_image(xen_version=version, lu=lu, gzip=False, **SMALL)).xen_version
-        assert (v.major, v.minor, v.extra) == parts and str(v) == version
+        assert (v.major, v.minor, v.extra) == parts and str(v) == (text or version)
 
 
 def test_stream_capabilities():
@@ -167,7 +168,7 @@ def test_write_image(tmp_path):
     p = tmp_path / "xen-4.18.gz"
     data = write_image(p, xen_version="4.18", **SMALL)
     assert p.read_bytes() == data
-    assert str(load_image(p).xen_version) == "4.18"
+    assert str(load_image(p).xen_version) == "4.18.0"
 
 
 @pytest.mark.parametrize("kwargs,words", [
@@ -175,6 +176,8 @@ def test_write_image(tmp_path):
     (dict(xen_version="four.18"), "not X.Y"),
     (dict(xen_version="4.18.0.1"), "not X.Y"),
     (dict(xen_version=4.18), "not X.Y"),
+    # xen_extraversion_t is char[16]: 15 characters and the NUL.
+    (dict(xen_version="4.17.3-pre1234567890"), "longer than Xen's 15 characters"),
     (dict(elf_class=16), "elf_class"),
     (dict(text_size=32 * KiB), "at least 64 KiB"),
     (dict(text_size=-1), "at least 64 KiB"),

@@ -44,7 +44,7 @@ def test_without_an_image_it_says_what_exec_would(checked_host):
     before, report = full_state(host), host.toolstack("lu-report")
     rc, answer = check(host)
     assert rc == 1 and answer == {"ready": False, "error": "no live-update image loaded",
-                                  "from_version": "4.18", "to_version": None, "crash_image": None,
+                                  "from_version": "4.18.0", "to_version": None, "crash_image": None,
                                   "reboot_image": None, "waiting": []}
     unchanged(host, before, report)
 
@@ -59,11 +59,11 @@ def test_a_ready_host_is_ready_and_exec_then_works(checked_host, sim_images):
         assert res.returncode == 0, res
         answer = json.loads(res.stdout)
         assert (answer["ready"], answer["error"], answer["to_version"], answer["crash_image"],
-                answer["reboot_image"]) == (True, None, "4.19", "to carry", "none")
+                answer["reboot_image"]) == (True, None, "4.19.0", "to carry", "none")
         assert all(not w["blocks"] for w in answer["waiting"])
     unchanged(host, before, report)
     res = host.kexec_lu("exec")
-    assert res.returncode == 0 and "complete: Xen 4.18 -> 4.19" in res.stdout, res
+    assert res.returncode == 0 and "complete: Xen 4.18.0 -> 4.19.0" in res.stdout, res
 
 
 def test_a_paused_device_model_blocks_and_nothing_is_paused(checked_host, sim_images):
@@ -97,7 +97,7 @@ def test_a_record_the_image_cannot_restore_is_refused_as_exec_would(checked_host
                 lu_record_types=[t for t in lustream.ALL_RECORD_TYPES if t != lustream.REC_LU_IOREQ_SERVER])
     host.load_lu(old)
     rc, answer = check(host)
-    want = "xen#2 (4.19) cannot restore LU_IOREQ_SERVER records, needed because d1 (hvm) has an IOREQ server"
+    want = "xen#2 (4.19.0) cannot restore LU_IOREQ_SERVER records, needed because d1 (hvm) has an IOREQ server"
     assert rc == 1 and answer["error"] == want
     res = host.kexec_lu("exec")
     one_line_error(res, "kexec-lu", want)

@@ -231,11 +231,20 @@ def test_the_system_section_needs_each_record_once(saved):
 
 def test_a_stream_format_this_hypervisor_does_not_restore(saved):
     hv, data, _ = saved
-    major, minor, fmt, n = value(data, R.VERSION, V)
+    major, minor, fmt, n, extra = value(data, R.VERSION, V)
     lo, hi = hv.personality.lu_versions
-    bad = replace(data, R.VERSION, V, (major, minor, hi + 1, n))
+    bad = replace(data, R.VERSION, V, (major, minor, hi + 1, n, extra))
     refuse(hv, bad, "record LU_VERSION at offset 0x18: stream format %d, this hypervisor restores %d-%d"
            % (hi + 1, lo, hi))
+
+
+def test_a_format_1_stream_is_refused_by_its_length(saved):
+    """Format 1's LU_VERSION had no extra version: 16 bytes, not 32."""
+    hv, data, _ = saved
+    secs = sections(data)
+    secs[0][1][0] = [V, struct.pack("<IIII", 4, 18, 1, len(secs) - 1)]
+    bad = assemble(secs)
+    refuse(hv, bad, "record LU_VERSION at offset 0x18: body is 16 bytes, expected 32")
 
 
 def _regions(data, regions):

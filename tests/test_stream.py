@@ -71,7 +71,7 @@ def test_truncation_is_refused_at_every_length(saved):
 # bytes included, so that a corrupted stream can be compared field by field.
 _REGS = tuple(R.REG_NAMES)
 FIXED = {
-    ls.REC_LU_VERSION: ("<IIII", ("xen_major", "xen_minor", "lu_format", "nr_domains")),
+    ls.REC_LU_VERSION: ("<IIII16s", ("xen_major", "xen_minor", "lu_format", "nr_domains", "xen_extra")),
     ls.REC_LU_M2P: ("<QQ", ("start_mfn", "nr_entries")),
     ls.REC_LU_DOMAIN: ("<HHIIIQ64s", ("domid", "flags", "dtype", "vcpus", "reserved", "shared_info_mfn", "name")),
     ls.REC_X86_PV_INFO: ("<BB6s", ("guest_width", "pt_levels", "reserved")),
@@ -177,6 +177,7 @@ _KNOWN_NAMES = [ls.record_name(t) for t in list(FIXED) + list(ARRAYS)]
 FREE = {(n, r) for n in _KNOWN_NAMES for r in ("reserved", "reserved2", "optional")} | {
     ("image header", "reserved"), ("domain header", "reserved"), ("domain header", "xen_major"),
     ("domain header", "xen_minor"), ("LU_VERSION", "xen_major"), ("LU_VERSION", "xen_minor"),
+    ("LU_VERSION", "xen_extra"),
     # Report only; skipped whole if its type becomes an optional one xen#2 does not know.
     ("LU_TIMINGS", "body"), ("LU_TIMINGS", "type"), ("LU_TIMINGS", "optional"),
     ("LU_DOMAIN", "name"), ("LU_VCPU_STATE", "steps"), ("LU_VCPU_STATE", "paused"),
@@ -515,8 +516,9 @@ def _expected_summary(rtype, body):
         return "%s, %s" % (_n(n, "entry", "entries"),
                            _n(sum(_u("Q", body, 8 + 24 * i + 16) for i in range(n)), "frame", "frames"))
     if rtype == ls.REC_LU_VERSION:
-        major, minor, fmt, n = struct.unpack("<4I", body)
-        return "xen %d.%d, format %d, %s" % (major, minor, fmt, _n(n, "domain", "domains"))
+        major, minor, fmt, n, extra = struct.unpack("<4I16s", body)
+        return "xen %d.%d%s, format %d, %s" % (major, minor, extra.rstrip(b"\0").decode(), fmt,
+                                               _n(n, "domain", "domains"))
     if rtype == ls.REC_LU_M2P:
         start, n = struct.unpack("<2Q", body)
         return "at mfn 0x%x, %s" % (start, _n(n, "entry", "entries"))

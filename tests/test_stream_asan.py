@@ -253,7 +253,7 @@ def _random_stream(rng, known):
         return rng.getrandbits(32)
 
     out = struct.pack(">QIIH6x", ls.STREAM_MARKER, ls.STREAM_ID, ls.STREAM_VERSION, 0)
-    out += rec(ls.REC_LU_VERSION, bytes(16))
+    out += rec(ls.REC_LU_VERSION, bytes(32))
     for s in range(rng.randrange(0, 5)):
         if s:
             out += struct.pack("<IHHII", rng.choice((1, 2, 1, 3)), rng.choice((12, 12, 13)), 0,

@@ -1,13 +1,16 @@
 """hyperv-sim: boot, inspect and drive a simulated Xen host (xl-like)."""
+import os
+
 import click
 
 from importlib.metadata import version
 
-from cli_common import hexa, print_fields, print_json, print_table, run
+from cli_common import print_fields, print_json, print_table, run
 from cli_common import state_dir_option as cli_state_dir_option
 from xen_public.errors import FormatError
 from xen_public.privcmd import SocketPrivcmd, default_state_dir
-from xen_public.units import MiB, count, format_size, human_size, parse_size
+from xen_public.abi import PAGE_SIZE, version_text
+from xen_public.units import MiB, addr_text, count, parse_size, size_text
 
 from .errors import USER_ERRORS, HypervSimError
 
@@ -71,12 +74,12 @@ def boot(image, memory, cmdline, discard, state_dir, as_json):
         print_json(result)
     else:
         print_fields([("hypervisor", "Xen %s, pid %d" % (result["xen_version"], result["pid"])),
-                      ("memory", format_size(memory)),
-                      ("xen at", "%s (%s)" % (hexa(result["xen_start"]), result["placement"])),
+                      ("memory", size_text(memory)),
+                      ("xen at", "%s (%s)" % (addr_text(result["xen_start"]), result["placement"])),
                       ("command line", cmdline),
                       ("state dir", state_dir),
                       ("disk", "RAM may take up to %s; %s free there%s"
-                       % (format_size(memory), human_size(result["disk_free"]),
+                       % (size_text(memory), size_text(result["disk_free"]),
                           "" if result["disk_free"] >= memory else
                           " (guests beyond that are refused at create)"))], title="host booted")
 
@@ -109,7 +112,8 @@ def shutdown(state_dir):
 
 
 @cli.command()
-@click.option("--xen-version", required=True, help="Version the image claims, X.Y or X.Y.Z.")
+@click.option("--xen-version", required=True,
+              help="Version the image claims: X.Y (meaning X.Y.0, as Xen's build), X.Y.Z, X.Y-extra.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write.")
 @click.option("--elf64", is_flag=True, help="Write an ELF64 x86-64 image instead of ELF32.")
@@ -128,7 +132,7 @@ def shutdown(state_dir):
 def mkimage(xen_version, output, elf64, no_gzip, text_size, mem_size, no_relocatable,
             no_live_update, no_personality):
     """Write a Xen-like image the simulator can boot and live-update into."""
-    from .mkimage import write_image
+    from .mkimage import parse_version, write_image
     try:
         write_image(output, xen_version=xen_version, elf_class=64 if elf64 else 32,
                     gzip=not no_gzip, text_size=text_size, mem_size=mem_size,
@@ -138,34 +142,64 @@ def mkimage(xen_version, output, elf64, no_gzip, text_size, mem_size, no_relocat
         raise HypervSimError("mkimage: %s" % e)
     except OSError as e:
         raise HypervSimError("mkimage: cannot write %s: %s" % (output, e.strerror))
-    click.echo("wrote %s (Xen %s)" % (output, xen_version))
+    click.echo("wrote %s (Xen %s)" % (output, version_text(*parse_version(xen_version))))
+
+
+def xl_info_lines(data):
+    """[(key, value)] as `xl info` prints them: the host (dom0's uname),
+    its CPUs and memory in MiB, Xen's version and command line, in xl's
+    order; then the simulator's own keys."""
+    uts = os.uname()
+    lu, crash = data["lu_bootmem"], data["crash"]
+
+    def region(r):
+        return "%s-%s (%s)" % (addr_text(r["start"]), addr_text(r["start"] + r["size"]),
+                               size_text(r["size"])) if r["size"] else "none"
+    versions = data["live_update_stream_versions"]
+    return [
+        ("host", uts.nodename), ("release", uts.release), ("version", uts.version),
+        ("machine", uts.machine),
+        ("nr_cpus", data["nr_cpus"]), ("max_cpu_id", data["nr_cpus"] - 1), ("nr_nodes", 1),
+        ("total_memory", data["total_memory"] // MiB), ("free_memory", data["free_memory"] // MiB),
+        ("xen_major", data["xen_major"]), ("xen_minor", data["xen_minor"]), ("xen_extra", data["xen_extra"]),
+        ("xen_version", data["xen_version"]), ("xen_pagesize", PAGE_SIZE),
+        ("xen_commandline", data["cmdline"]),
+        # The simulator's own, after xl's.
+        ("xen_image", region(data["xen"])), ("lu_bootmem", region(lu)), ("crash_region", region(crash)),
+        ("frame_table", region(data["frametable"])),
+        ("lu_stream_versions", "-".join(map(str, versions)) if versions else "none"),
+        ("nr_domains", data["domains"]),
+        ("kexec_loaded", " ".join(t for t, v in sorted(data["kexec"].items()) if v) or "none"),
+        ("ram_on_disk", size_text(data["ram_disk_usage"])),
+        ("pid", data["pid"]), ("incarnation", data["incarnation"]),
+    ]
+
+
+# xl info's layout: the key padded to 23 columns, then ": ".
+XL_INFO_KEY_WIDTH = 23
 
 
 @cli.command()
+@click.argument("key", required=False)
 @state_dir_option
 @json_option
-def info(state_dir, as_json):
-    """Show the host: hypervisor version, memory, ranges, loaded images."""
+def info(key, state_dir, as_json):
+    """Show the host as xl info does (key : value): dom0's uname, CPUs,
+    memory in MiB, Xen's version and command line, then the simulator's
+    keys (LU bootmem, frame table, loaded images...).  KEY: its value alone."""
     data = _toolstack(state_dir, "info")
     if as_json:
         print_json(data)
         return
-    lu = data["lu_bootmem"]
-    print_fields([
-        ("xen version", data["xen_version"]),
-        ("command line", data["cmdline"]),
-        ("cpus", data["nr_cpus"]),
-        ("total memory", human_size(data["total_memory"])),
-        ("free memory", human_size(data["free_memory"])),
-        ("xen image", "%s+%s" % (hexa(data["xen"]["start"]), hexa(data["xen"]["size"]))),
-        ("LU bootmem", "%s+%s" % (hexa(lu["start"]), format_size(lu["size"])) if lu["size"] else "none"),
-        ("frame table", "%s+%s" % (hexa(data["frametable"]["start"]), format_size(data["frametable"]["size"]))),
-        ("live update", "stream versions %s" % "-".join(map(str, data["live_update_stream_versions"]))
-         if data["live_update_stream_versions"] else "not supported"),
-        ("domains", data["domains"]),
-        ("loaded images", ", ".join(t for t, v in sorted(data["kexec"].items()) if v) or "none"),
-        ("RAM on disk", human_size(data["ram_disk_usage"])),
-    ], title="host")
+    lines = xl_info_lines(data)
+    if key is not None:
+        values = [v for k, v in lines if k == key]
+        if not values:
+            raise HypervSimError("no such info key: %s (one of %s)" % (key, ", ".join(k for k, _ in lines)))
+        click.echo(values[0])
+        return
+    for k, v in lines:
+        click.echo("%s: %s" % (k.ljust(XL_INFO_KEY_WIDTH), v))
 
 
 @cli.command(name="list")
@@ -189,9 +223,19 @@ def list_(domain, long_, verbose, state_dir, as_json):
     if as_json:
         print_json(doms)
         return
-    print_table(["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"] + (["Type", "Steps"] if verbose else []),
-                [[d["name"], d["domid"], d["memory"] // MiB, d["vcpus"], d["xl_state"], "%.1f" % d["cpu_time_s"]]
-                 + ([d["type"], d["steps"]] if verbose else []) for d in doms])
+    for line in xl_list_lines(doms, verbose):
+        click.echo(line)
+
+
+def xl_list_lines(doms, verbose):
+    """xl list's layout, column for column, plain on a terminal too (scripts
+    and eyes read it the same); -v appends the simulator's type and steps."""
+    head = "%-40s %5s %5s %5s\tState\tTime(s)" % ("Name", "ID", "Mem", "VCPUs")
+    yield head + ("   Type        Steps" if verbose else "")
+    for d in doms:
+        line = "%-40s %5d %5d %5d     %s  %8.1f" % (d["name"], d["domid"], d["memory"] // MiB, d["vcpus"],
+                                                    d["xl_state"], d["cpu_time_s"])
+        yield line + ("   %-4s %12d" % (d["type"], d["steps"]) if verbose else "")
 
 
 @cli.command()
@@ -238,7 +282,7 @@ def create(name, config_file, dtype, memory, vcpus, event_channel_abi, grant_ver
         print_json(dom)
     else:
         click.echo("created d%d %s (%s, %s, %s)" % (dom["domid"], dom["name"], dom["type"],
-                                                    format_size(dom["memory"]), count(dom["vcpus"], "vCPU")))
+                                                    size_text(dom["memory"]), count(dom["vcpus"], "vCPU")))
 
 
 @cli.command()
@@ -339,7 +383,7 @@ def stream_dump(file, state_dir, as_json):
         print_json(rows)
         return
     for r in rows:
-        click.echo("0x%08x  %-24s %8d  %s" % (r["offset"], r["what"], r["length"], r.get("summary", "")))
+        click.echo(("0x%08x  %-24s %8d  %s" % (r["offset"], r["what"], r["length"], r.get("summary", ""))).rstrip())
 
 
 @cli.command()

@@ -6,7 +6,7 @@ One reader for both sides of a live update: xen#2 boots from it, and xen#1's
 pre-flight runs it over the loaded image's bytes, so that a hand-off xen#2
 could not boot from is refused before any domain is paused.
 """
-from xen_public import bootinfo, multiboot2, xennotes
+from xen_public import abi, bootinfo, multiboot2, xennotes
 from xen_public.abi import PAGE_SIZE
 from xen_public.errors import FormatError
 
@@ -31,7 +31,7 @@ class Personality:
 
     @property
     def version(self):
-        return "%d.%d%s" % (self.major, self.minor, self.extra)
+        return abi.version_text(self.major, self.minor, self.extra)
 
 
 def loader_is_grub2(loader_name):

@@ -15,6 +15,7 @@ import struct
 
 from xen_public import multiboot2, xennotes
 from xen_public.lustream import ALL_RECORD_TYPES, LU_FORMAT_VERSION
+from xen_public.abi import XEN_EXTRAVERSION_LEN
 
 PAGE_SIZE = 4096
 MiB = 1 << 20
@@ -46,14 +47,19 @@ _LAYOUT = {
 
 
 def parse_version(text):
-    """"4.18" / "4.18.0" / "4.18-rc" / "4.18.0-rc1" -> (major, minor, extra)."""
+    """"4.18" / "4.18.0" / "4.18-rc" / "4.18.0-rc1" -> (major, minor, extra).
+    A bare X.Y is X.Y.0, as Xen's build makes it (XEN_EXTRAVERSION ?= .0)."""
     m = _VERSION.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise ValueError("Xen version %r is not X.Y, X.Y.Z or X.Y-extra" % (text,))
     major, minor = int(m.group(1)), int(m.group(2))
     if major > 0xFFFFFFFF or minor > 0xFFFFFFFF:
         raise ValueError("Xen version %r: major and minor must fit in 32 bits" % text)
-    return major, minor, m.group(3)
+    extra = m.group(3) or ".0"
+    if len(extra) >= XEN_EXTRAVERSION_LEN:
+        raise ValueError("Xen version %r: the extra version %r is longer than Xen's %d characters"
+                         % (text, extra, XEN_EXTRAVERSION_LEN - 1))
+    return major, minor, extra
 
 
 def _check_args(xen_version, elf_class, text_size, mem_size, link_addr,

@@ -86,7 +86,7 @@ class XenVersion:
     source: str  # "note", "symbols" or "banner"
 
     def __str__(self):
-        return "%d.%d%s" % (self.major, self.minor, self.extra)
+        return abi.version_text(self.major, self.minor, self.extra)
 
 
 @dataclass(frozen=True)

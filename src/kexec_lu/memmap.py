@@ -11,22 +11,24 @@ from dataclasses import asdict, dataclass
 
 from xen_public import abi
 from xen_public.abi import PAGE_SIZE
+from xen_public.units import addr_text, size_text
 from .errors import USER_ERRORS, HypercallError
 
-# One character and one colour per kind of memory.
+# One character and one colour per kind of memory, none shared: a reader
+# tells every kind apart by either.
 KINDS = {
-    "free": (".", "grey50"), "reserved": ("r", "grey62"), "guest": ("g", "green"),
+    "free": (".", "grey50"), "reserved": ("r", "grey70"), "guest": ("g", "green"),
     "xen-image": ("X", "red"), "lu-bootmem": ("B", "yellow"), "xenheap": ("h", "magenta"),
-    "kexec-image": ("k", "cyan"), "crash": ("c", "blue"), "lu-stream": ("S", "bright_red"),
-    "shared": ("s", "green4"), "m2p": ("m", "purple"), "iommu-pt": ("i", "orange3"),
+    "kexec-image": ("k", "cyan"), "crash": ("c", "blue"), "lu-stream": ("S", "dark_orange"),
+    "shared": ("s", "green4"), "m2p": ("m", "purple"), "iommu-pt": ("i", "orange4"),
     "breadcrumb": ("b", "bright_yellow"), "xen#2": ("2", "bright_red"),
-    "boot-info": ("I", "bright_cyan"), "new-bootmem": ("B", "yellow"),
+    "boot-info": ("I", "bright_cyan"), "new-bootmem": ("N", "gold3"),
 }
 SVG_COLOURS = {
     "free": "#e8e8e8", "reserved": "#b0b0b0", "guest": "#7fc97f", "xen-image": "#e41a1c",
     "lu-bootmem": "#ffd92f", "xenheap": "#c994c7", "kexec-image": "#66c2a5", "crash": "#377eb8",
     "lu-stream": "#ff7f00", "shared": "#1b9e77", "m2p": "#984ea3", "iommu-pt": "#a65628",
-    "breadcrumb": "#ff00ff", "xen#2": "#b2182b", "boot-info": "#00bcd4", "new-bootmem": "#ffd92f",
+    "breadcrumb": "#ff00ff", "xen#2": "#b2182b", "boot-info": "#00bcd4", "new-bootmem": "#e6ab02",
 }
 
 
@@ -125,10 +127,10 @@ def _rows(m):
     # Page-sized markers go on top, so that they show however small.
     named = [r for r in m.regions if r.kind != "xenheap" and r.kind not in MARKERS]
     marks = [r for r in m.regions if r.kind in MARKERS]
-    rows = [("RAM 0x0-0x%x" % m.ram_size, 0, m.ram_size, [base, named])]
+    rows = [("RAM %s-%s" % (addr_text(0), addr_text(m.ram_size)), 0, m.ram_size, [base, named])]
     if m.window:
         lo, hi = m.window
-        rows.append(("LU window 0x%x-0x%x, now" % (lo, hi), lo, hi, [base, named, marks]))
+        rows.append(("LU window %s-%s, now" % (addr_text(lo), addr_text(hi)), lo, hi, [base, named, marks]))
         if m.plan:
             rows.append(("after the update", lo, hi,
                          [[Region("", "free", lo, hi - lo)],
@@ -138,7 +140,6 @@ def _rows(m):
 
 
 def render_text(m, width=72, colour=False):
-    from xen_public.units import human_size
     lines = []
     used = set()
     for title, lo, hi, layers in _rows(m):
@@ -148,14 +149,48 @@ def render_text(m, width=72, colour=False):
             bar = "".join("[%s]%s[/]" % (KINDS[c][1], KINDS[c][0]) for c in cells)
         else:
             bar = "".join(KINDS[c][0] for c in cells)
-        lines.append("%s  (%s, %s a cell)" % (title, human_size(hi - lo), human_size((hi - lo) // width)))
+        lines.append("%s  (%s, %s a cell)" % (title, size_text(hi - lo), size_text((hi - lo) // width)))
         lines.append("|" + bar + "|")
     legend = ["%s %s" % (("[%s]%s[/]" % (KINDS[k][1], KINDS[k][0])) if colour else KINDS[k][0], k)
               for k in KINDS if k in used]
     lines.append("legend: " + "  ".join(legend))
-    for r in m.regions + (m.plan or []):
-        lines.append("  %-18s 0x%012x-0x%012x %s" % (r.name, r.start, r.end, human_size(r.size)))
+    for heading, regions in _listed(m):
+        lines.append(heading)
+        lines += ["  %-18s %s-%s %s" % (r.name, addr_text(r.start), addr_text(r.end), size_text(r.size))
+                  for r in regions]
     return lines
+
+
+def _listed(m):
+    """(heading, regions) for the list under the bars: what is there now,
+    then what the update would place; each region once."""
+    out = [("now:", m.regions)]
+    if m.plan:
+        out.append(("after the update:", m.plan))
+    return out
+
+
+def _flatten(lo, hi, layers):
+    """The row as non-overlapping Regions over [lo, hi), each layer painted
+    over the ones before: what the SVG draws, each byte once."""
+    painted = []
+    for layer in layers:
+        for r in layer:
+            a, b = max(r.start, lo), min(r.end, hi)
+            if a >= b:
+                continue
+            kept = []
+            for p in painted:
+                if p.end <= a or p.start >= b:
+                    kept.append(p)
+                    continue
+                if p.start < a:
+                    kept.append(Region(p.name, p.kind, p.start, a - p.start))
+                if p.end > b:
+                    kept.append(Region(p.name, p.kind, b, p.end - b))
+            kept.append(Region(r.name, r.kind, a, b - a))
+            painted = sorted(kept, key=lambda x: x.start)
+    return painted
 
 
 def render_svg(m, width=1000):
@@ -170,17 +205,14 @@ def render_svg(m, width=1000):
     for title, lo, hi, layers in rows:
         out.append('<text x="%d" y="%d">%s</text>' % (left, y - 4, escape(title)))
         span = max(hi - lo, 1)
-        for layer in layers:
-            for r in layer:
-                a, b = max(r.start, lo), min(r.end, hi)
-                if a >= b:
-                    continue
-                used.add(r.kind)
-                x = left + (a - lo) * width / span
-                w = max((b - a) * width / span, 3 if r.kind in MARKERS else 0.5)
-                out.append('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s"><title>%s '
-                           '0x%x-0x%x</title></rect>' % (x, y, w, bar_h, SVG_COLOURS[r.kind],
-                                                         escape(r.name), r.start, r.end))
+        # Markers last: widened to be seen, they must not be painted over.
+        for r in sorted(_flatten(lo, hi, layers), key=lambda r: r.kind in MARKERS):
+            used.add(r.kind)
+            x = left + (r.start - lo) * width / span
+            w = max(r.size * width / span, 3 if r.kind in MARKERS else 0.5)
+            out.append('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s"><title>%s '
+                       '%s-%s</title></rect>' % (x, y, w, bar_h, SVG_COLOURS[r.kind],
+                                                 escape(r.name), addr_text(r.start), addr_text(r.end)))
         out.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#333"/>'
                    % (left, y, width, bar_h))
         y += bar_h + gap

@@ -5,9 +5,9 @@ given."""
 import os
 import sys
 
-from cli_common import hexa, print_fields, print_table
+from cli_common import print_fields, print_table
 from xen_public import abi
-from xen_public.units import count, format_size, human_size
+from xen_public.units import addr_text, count, size_text
 
 
 def image_info(img):
@@ -19,12 +19,12 @@ def image_info(img):
         ("format", data["format"]),
         ("class", "ELF%d" % img.elf_class),
         ("machine", img.machine),
-        ("entry", hexa(img.entry)),
-        ("load address", "%s-%s" % (hexa(img.load_start), hexa(img.load_end))),
-        ("load size", "%s (%d bytes)" % (human_size(img.load_size), img.load_size)),
-        ("multiboot2", "header at file offset %s" % hexa(img.mb2.offset) if img.mb2 else "none"),
+        ("entry", addr_text(img.entry)),
+        ("load address", "%s-%s" % (addr_text(img.load_start), addr_text(img.load_end))),
+        ("load size", "%s (%d bytes)" % (size_text(img.load_size), img.load_size)),
+        ("multiboot2", "header at file offset 0x%x" % img.mb2.offset if img.mb2 else "none"),
         ("relocatable", "min %s max %s align %s prefer %s" % (
-            hexa(reloc.min_addr), hexa(reloc.max_addr), hexa(reloc.align), reloc.preference_name)
+            addr_text(reloc.min_addr), addr_text(reloc.max_addr), size_text(reloc.align), reloc.preference_name)
          if reloc else "no"),
         ("build-id", img.build_id or "none"),
         ("xen version", "%s (from %s)" % (img.xen_version, img.xen_version.source)
@@ -48,8 +48,8 @@ def ranges_table(rows):
         if err:
             table.append([label, rid, "-", "-", "not available (%s)" % os.strerror(err)])
         else:
-            table.append([label, rid, hexa(start), hexa(start + size) if size else "-",
-                          "%s" % format_size(size) if size else "0 (none)"])
+            table.append([label, rid, addr_text(start), addr_text(start + size) if size else "-",
+                          size_text(size) if size else "0 (none)"])
     print_table(["range", "id", "start", "end", "size"], table)
 
 
@@ -69,23 +69,23 @@ def plan(plan, loaded, file=None):
     rows = [("type", abi.KEXEC_TYPE_NAMES[plan.ktype])]
     if p.kind == "liveupdate":
         rows += [
-            ("window", "%s-%s (%s)" % (hexa(p.region_start), hexa(p.region_end),
-                                       human_size(p.region_end - p.region_start))),
-            ("xen#2 image", "%s-%s" % (hexa(p.image_start), hexa(p.image_end))),
-            ("xen#2 LU bootmem", "%s-%s (%s)" % (hexa(p.bootmem_start),
-                                                 hexa(p.bootmem_start + p.bootmem_size),
-                                                 format_size(p.bootmem_size))),
-            ("breadcrumb page", hexa(p.breadcrumb_addr)),
+            ("window", "%s-%s (%s)" % (addr_text(p.region_start), addr_text(p.region_end),
+                                       size_text(p.region_end - p.region_start))),
+            ("xen#2 image", "%s-%s" % (addr_text(p.image_start), addr_text(p.image_end))),
+            ("xen#2 LU bootmem", "%s-%s (%s)" % (addr_text(p.bootmem_start),
+                                                 addr_text(p.bootmem_start + p.bootmem_size),
+                                                 size_text(p.bootmem_size))),
+            ("breadcrumb page", addr_text(p.breadcrumb_addr)),
         ]
     else:
-        rows += [("region", "%s-%s" % (hexa(p.region_start), hexa(p.region_end))),
-                 ("image", "%s-%s" % (hexa(p.image_start), hexa(p.image_end)))]
+        rows += [("region", "%s-%s" % (addr_text(p.region_start), addr_text(p.region_end))),
+                 ("image", "%s-%s" % (addr_text(p.image_start), addr_text(p.image_end)))]
     rows += [
-        ("boot info page", hexa(p.bootinfo_addr)),
-        ("entry", "%s -> image entry %s" % (hexa(plan.entry), hexa(plan.eip))),
+        ("boot info page", addr_text(p.bootinfo_addr)),
+        ("entry", "%s -> image entry %s" % (addr_text(plan.entry), addr_text(plan.eip))),
         ("command line", plan.cmdline or "(empty)"),
         *_cmdline_changes(plan),
-        ("segments", ", ".join("%s+%s" % (hexa(d), hexa(ds)) for _, d, ds in plan.segments)),
+        ("segments", ", ".join("%s (%s)" % (addr_text(d), size_text(ds)) for _, d, ds in plan.segments)),
         ("result", "loaded" if loaded else "not loaded (--dry-run)"),
     ]
     print_fields(rows, title="load plan", file=file)
@@ -137,10 +137,10 @@ class LiveUpdateProgress:
     def finished(self, rep):
         from rich.markup import escape
         if rep["state"] == "complete":
-            self.out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %s, "
-                           "%d-byte stream"
+            self.out.print("[green]complete[/green]: Xen %s -> %s, blackout %.2f ms, %s, %s stream"
                            % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
-                              count(rep.get("restored_domains", 0), "domain"), rep.get("stream_bytes", 0)))
+                              count(rep.get("restored_domains", 0), "domain"),
+                              size_text(rep.get("stream_bytes", 0))))
             if rep.get("crash_image") == "carried":
                 self.out.print("crash image: carried over, still loaded")
             elif rep.get("crash_image") == "dropped":

@@ -81,6 +81,13 @@ XENVER_capabilities = 3
 XENVER_pagesize = 7
 XENVER_commandline = 9
 XENVER_build_id = 10
+# xen_extraversion_t: char[16], NUL-terminated.
+XEN_EXTRAVERSION_LEN = 16
+
+
+def version_text(major, minor, extra):
+    """Xen's version as xl info's xen_version prints it: "4.17.3-pre"."""
+    return "%d.%d%s" % (major, minor, extra)
 
 # Reserved domain ids (public/xen.h).
 DOMID_FIRST_RESERVED = 0x7FF0

@@ -203,8 +203,9 @@ def cstr(raw, encoding="utf-8"):
 RES32 = ("reserved", "I")
 
 # System section.
+# xen_extra is Xen's xen_extraversion_t: ".0", ".2-pre", "-rc", NUL-padded.
 VERSION = Fixed(ls.REC_LU_VERSION, None, [("xen_major", "I"), ("xen_minor", "I"), ("lu_format", "I"),
-                                          ("nr_domains", "I")])
+                                          ("nr_domains", "I"), ("xen_extra", "16s")])
 REGION_FRAMETABLE, REGION_CRASH = 1, 2
 XEN_REGIONS = Array(ls.REC_LU_XEN_REGIONS, None, [("count", "I"), RES32],
                     [("start_mfn", "Q"), ("nr_frames", "Q"), ("kind", "I"), RES32])

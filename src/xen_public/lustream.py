@@ -14,8 +14,9 @@ STREAM_MARKER = 0xFFFFFFFFFFFFFFFF
 STREAM_ID = 0x58454E46  # "XENF"
 STREAM_VERSION = 3
 
-# The live-update format version carried in the LU_VERSION record.
-LU_FORMAT_VERSION = 1
+# The live-update format version carried in the LU_VERSION record (2: that
+# record carries xen#1's extra version).
+LU_FORMAT_VERSION = 2
 
 REC_OPTIONAL = 0x80000000
 REC_LU_ONLY = 0x40000000

@@ -52,21 +52,32 @@ def parse_address(text, what="address"):
 
 
 def format_size(nbytes):
-    """Exact when it can be: 67108864 -> '64M', 4097 -> '4097B'."""
+    """A size as Xen's and xl's options take it, to be typed back:
+    67108864 -> '64M', 4097 -> '4097B'."""
     for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
         if nbytes and nbytes % (1 << shift) == 0:
             return "%d%s" % (nbytes >> shift, unit)
     return "%dB" % nbytes
 
 
-def human_size(nbytes):
-    """Rounded, for tables: 3.6 MiB."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return ("%d %s" % (value, unit)) if unit == "B" else ("%.1f %s" % (value, unit))
-        value /= 1024
-    return "%.1f TiB" % value
+def size_text(nbytes):
+    """A size for a person, the one way both CLIs write it: '64 MiB' when
+    whole in its unit, else '3.6 MiB'; '512 B'.  (JSON has bytes.)"""
+    for unit, shift in (("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            if nbytes % (1 << shift) == 0:
+                return "%d %s" % (nbytes >> shift, unit)
+            return "%.1f %s" % (nbytes / (1 << shift), unit)
+    return "%d B" % nbytes
+
+
+# Machine addresses: 12 hex digits cover 256 TiB, so a column of them lines up.
+ADDR_DIGITS = 12
+
+
+def addr_text(addr):
+    """A machine address, the one way both CLIs write it: 0x0000fac00000."""
+    return "0x%0*x" % (ADDR_DIGITS, addr)
 
 
 def align_down(value, align):

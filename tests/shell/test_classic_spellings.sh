@@ -48,7 +48,7 @@ scenario() {
     "${s}_exec" > "$out.exec.out" 2> "$out.exec.err" || fail "$s: exec: $(cat "$out.exec.err")"
     hyperv-sim verify > "$out.verify.txt" || fail "$s: verify after the update: $(cat "$out.verify.txt")"
     hyperv-sim info --json > "$out.info-updated.json"
-    [ "$(json "$out.info-updated.json" 'j["xen_version"]')" = 4.19 ] || fail "$s: host does not run 4.19"
+    [ "$(json "$out.info-updated.json" 'j["xen_version"]')" = 4.19.0 ] || fail "$s: host does not run 4.19"
     [ "$(json "$out.info-updated.json" 'j["pid"]')" = "$pid0" ] || fail "$s: the hypervisor process changed"
     ask updated
     "${s}_load" "$work/xen-4.18.gz" > /dev/null 2>&1 || fail "$s: load for the rollback"
@@ -89,5 +89,5 @@ shape='[{k: v for k, v in d.items() if k not in ("steps", "cpu_time_s", "xl_stat
 for f in load.out load.err exec.out exec.err unload.out unload.err; do
     [ ! -s "$work/classic.$f" ] || fail "classic $f is not empty: $(cat "$work/classic.$f")"
 done
-grep -q "^complete: Xen 4.18 -> 4.19" "$work/sub.exec.out" || fail "kexec-lu exec did not report"
+grep -q "^complete: Xen 4.18.0 -> 4.19.0" "$work/sub.exec.out" || fail "kexec-lu exec did not report"
 echo ok

@@ -33,7 +33,7 @@ kexec-lu load -t crash "$work/xen-4.19.gz" >/dev/null
 [ "$(status_of kexec-lu check)" = 1 ] || fail "check is ready with nothing loaded"
 kexec-lu load "$work/xen-4.19.gz" >/dev/null
 kexec-lu check > "$work/check.txt" || fail "check is not ready: $(cat "$work/check.txt")"
-grep -Eq '^pre-flight: +ready: live update 4.18 -> 4.19$' "$work/check.txt" || fail "$(cat "$work/check.txt")"
+grep -Eq '^pre-flight: +ready: live update 4.18.0 -> 4.19.0$' "$work/check.txt" || fail "$(cat "$work/check.txt")"
 grep -Eq '^carries: +the loaded crash image$' "$work/check.txt" || fail "$(cat "$work/check.txt")"
 kexec-lu exec > "$work/exec.txt" || fail "exec failed: $(cat "$work/exec.txt")"
 grep -qx '  carries the loaded crash image' "$work/exec.txt" || fail "exec did not say it carries it"
@@ -48,7 +48,7 @@ hyperv-sim pause Domain-0      # it runs the HVM guest's device model
 # Until the HVM vCPU waits on an I/O request: only then can it not be paused.
 for _ in $(seq 200); do
     hyperv-sim list -l > "$work/long.json"
-    [ "$(json "$work/long.json" '[v["runstate"] for d in j if d["name"] == "hvm" for v in d["vcpu_states"]]')" \
+    [ "$(json "$work/long.json" '[v["runstate"] for d in j["domains"] if d["name"] == "hvm" for v in d["vcpu_states"]]')" \
         = "['blocked (I/O)']" ] && break
     sleep 0.05
 done
@@ -63,7 +63,7 @@ grep -q "never reached a restartable boundary within 200 ms: waiting for its dev
 if grep -q "restartable boundary" "$work/abort.out"; then fail "the reason is printed twice"; fi
 echo "== xl's habits: create FILE, kexec-lu FILE"
 printf 'name = "web"\ntype = "pvh"\nmemory = 64\n' > "$work/web.cfg"
-out=$(hyperv-sim create "$work/web.cfg") && grep -qx 'created d[0-9]* web (pvh, 64M, 1 vCPU)' <<< "$out" \
+out=$(hyperv-sim create "$work/web.cfg") && grep -qx 'created d[0-9]* web (pvh, 64 MiB, 1 vCPU)' <<< "$out" \
     || fail "create FILE: $out"
 hyperv-sim list web >/dev/null || fail "create FILE made no domain web"
 rc=0; kexec-lu "$work/xen-4.19.gz" 2> "$work/bare.err" || rc=$?

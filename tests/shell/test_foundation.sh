@@ -15,7 +15,7 @@ grep -q "Xen 4.18" "$work/boot.txt" || fail "boot did not say which Xen runs: $(
 [ -f "$HYPERV_SIM_DIR/ram" ] || fail "no RAM file in $HYPERV_SIM_DIR after boot"
 hyperv-sim info --json > "$work/info0.json"
 [ "$(json "$work/info0.json" 'j["total_memory"]')" = $((4 << 30)) ] || fail "host is not 4G"
-[ "$(json "$work/info0.json" 'j["xen_version"]')" = 4.18 ] || fail "host does not run 4.18"
+[ "$(json "$work/info0.json" 'j["xen_version"]')" = 4.18.0 ] || fail "host does not run 4.18"
 
 echo "== ranges"
 kexec-lu ranges > "$work/ranges.txt"

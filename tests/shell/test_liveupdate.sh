@@ -33,15 +33,15 @@ update() {   # update IMAGE VERSION
 }
 
 echo "== update to 4.19"
-update "$work/xen-4.19.gz" 4.19
+update "$work/xen-4.19.gz" 4.19.0
 rc=0; kexec-lu exec --json > "$work/again.json" 2> "$work/again.err" || rc=$?
 [ "$rc" = 1 ] || fail "exec with nothing loaded exited $rc, not 1"
 [ "$(wc -l < "$work/again.err")" = 1 ] && grep -q '^kexec-lu: ' "$work/again.err" \
     || fail "exec with nothing loaded: not one line: $(cat "$work/again.err")"
 echo "== roll back to 4.18"
-update "$work/xen-4.18.gz" 4.18
+update "$work/xen-4.18.gz" 4.18.0
 echo "== and forward again, right away"
-update "$work/xen-4.19.gz" 4.19
+update "$work/xen-4.19.gz" 4.19.0
 hyperv-sim list --json > "$work/list.json"
 [ "$(json "$work/list.json" 'all(d["state"] == "running" for d in j)')" = True ] || fail "a guest is not running"
 echo ok

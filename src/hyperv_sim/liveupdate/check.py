@@ -129,7 +129,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     """Every record's meaning, before anything changes; -> Facts."""
     nr_frames = hv.ram.nr_frames
     claims = Claims(nr_frames)
-    major, minor = _check_version(hv, system, domains)
+    xen1_version = _check_version(hv, system, domains)
     regions, ft_region = _check_regions(system, claims, nr_frames)
     m2p = _check_m2p(system, claims, nr_frames)
     crash_image = _check_kexec_image(system, regions)
@@ -149,7 +149,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     return Facts(frametable=ft_region, regions=regions, m2p=m2p, free=claims.unclaimed(),
                  timings=[t for _, (_, ts) in system.get(ls.REC_LU_TIMINGS, []) for t in ts],
                  update_id=next((head[2] for _, (head, _) in system.get(ls.REC_LU_TIMINGS, [])), None),
-                 xen1_version="%d.%d" % (major, minor), crash_image=crash_image)
+                 xen1_version=xen1_version, crash_image=crash_image)
 
 
 class Claims:
@@ -199,7 +199,7 @@ def _system_one(system, rtype):
 
 
 def _check_version(hv, system, domains):
-    off, (major, minor, fmt, nr_domains) = _system_one(system, ls.REC_LU_VERSION)
+    off, (major, minor, fmt, nr_domains, extra) = _system_one(system, ls.REC_LU_VERSION)
     lo, hi = hv.personality.lu_versions or (0, -1)
     if not lo <= fmt <= hi:
         raise StreamError("record LU_VERSION at offset 0x%x: stream format %d, this hypervisor restores %d-%d"
@@ -207,7 +207,7 @@ def _check_version(hv, system, domains):
     if nr_domains != len(domains):
         raise StreamError("record LU_VERSION at offset 0x%x says %d domains, the stream has %d sections"
                           % (off, nr_domains, len(domains)))
-    return major, minor
+    return abi.version_text(major, minor, R.cstr(extra, "ascii"))
 
 
 def _check_regions(system, claims, nr_frames):

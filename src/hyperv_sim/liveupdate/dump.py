@@ -2,7 +2,7 @@
 Xen's verify-stream: one line per header and record with its offset, type,
 length and what it says.  Records are decoded as xen#2 decodes them
 (xen_public.lurecords), so a record dump accepts, xen#2's decode accepts."""
-from xen_public import lurecords as R, lustream as ls
+from xen_public import abi, lurecords as R, lustream as ls
 from xen_public.units import count
 
 from .stream import DOMAIN_HEADER, IMAGE_HEADER, RECORD_HEADER, StreamError, iter_sections, validate
@@ -41,7 +41,8 @@ def _iommu(rec, v):
 # What each record says, from its named fields; a field with nothing in it
 # says nothing.
 SUMMARIES = {
-    ls.REC_LU_VERSION: lambda rec, v: "xen %d.%d, format %d, %s" % (v[0], v[1], v[2], count(v[3], "domain")),
+    ls.REC_LU_VERSION: lambda rec, v: "xen %s, format %d, %s" % (abi.version_text(v[0], v[1], R.cstr(v[4], "ascii")),
+                                                                  v[2], count(v[3], "domain")),
     ls.REC_LU_XEN_REGIONS: _entries,
     ls.REC_LU_M2P: lambda rec, v: "at mfn 0x%x, %s" % (v[0], count(v[1], "entry", "entries")),
     ls.REC_LU_TIMINGS: _timings,

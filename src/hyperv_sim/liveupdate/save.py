@@ -65,7 +65,8 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
     w = StreamWriter(None if fault is None else lambda t: fault("save:" + ls.record_name(t)))
     p = hv.personality
     doms = sorted(hv.domains.values(), key=lambda d: d.domid)
-    w.record(ls.REC_LU_VERSION, R.VERSION.encode(p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms)))
+    w.record(ls.REC_LU_VERSION, R.VERSION.encode(p.major, p.minor, ls.LU_FORMAT_VERSION, len(doms),
+                                                          p.extra.encode()))
     ft = hv.frametable
     regions = [(ft.base_maddr // PAGE_SIZE, fts.FrameTable.bytes_for(ft.nr_frames) // PAGE_SIZE,
                 R.REGION_FRAMETABLE, 0)]

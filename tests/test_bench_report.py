@@ -1,0 +1,68 @@
+"""What `make bench` writes besides its numbers: the blackout no phase
+covers, a phase table that says why its columns need not add up, and a plot
+whose legend hides no bar."""
+import pytest
+
+from bench.__main__ import OUTSIDE_BLACKOUT, figure, markdown, unclaimed_ms
+
+MS = 1_000_000
+
+
+def phase(name, start_ms, end_ms):
+    return {"name": name, "start_ns": int(start_ms * MS), "end_ns": int(end_ms * MS),
+            "ms": end_ms - start_ms}
+
+
+def report(blackout_ms):
+    # quiesce 0-10 (first pause at 5), save 10-12, nothing 12-13, exec 13-20,
+    # then the scrub 20-30 with the guests running.
+    return {"blackout_ms": blackout_ms, "phases": [
+        phase("preflight", -3, 0), phase("quiesce", 0, 10), phase("save", 10, 12),
+        phase("exec", 13, 20), phase("scrub", 20, 30)]}
+
+
+def test_unclaimed_is_the_gap_no_phase_covers():
+    assert OUTSIDE_BLACKOUT == ("preflight", "scrub")
+    # Blackout 5..20: quiesce covers 5 ms of it, save 2, exec 7; 1 ms is nobody's.
+    assert abs(unclaimed_ms(report(15.0)) - 1.0) < 1e-9
+    # From the first phase on: the 1 ms gap still, nothing before.
+    assert abs(unclaimed_ms(report(20.0)) - 1.0) < 1e-9
+
+
+def result(host, blackout, **phases):
+    return {"host": host, "ram": 1 << 30, "domains": 1, "guest_frames": 0, "blackout_ms": blackout,
+            "guest_steady_max_gap_ms": 0.0, "guest_max_gap_ms": 0.0, "stream_bytes": 0,
+            "stream_extents": 0, "private_peak_kib": 0, "phases_ms": phases,
+            "between_phases_ms": 0.7, "baseline": None}
+
+
+def test_the_phase_table_adds_up_and_says_why_it_need_not():
+    text = markdown([result("floor", 20.0, preflight=3.0, quiesce=4.0, save=6.0, exec=9.5, scrub=10.0)],
+                    "test machine", None, None, [])
+    head = next(l for l in text.splitlines() if l.startswith("| host | preflight"))
+    assert head.endswith("| sum | between phases | blackout |")
+    row = next(l for l in text.splitlines() if l.startswith("| floor | 3.0"))
+    # 4 + 6 + 9.5 inside; preflight and scrub are not.
+    assert row.endswith("| 19.5 | 0.7 | 20.0 |")
+    assert "need not add up to the blackout" in text
+
+
+SPREAD = [result("floor", 26.0, quiesce=1, save=2, exec=12, **{"start-up": 7, "frametable": 2}),
+          result("L", 69.0, quiesce=5, save=10, exec=14, **{"restore-pass1": 12, "restore-pass0": 8}),
+          result("XL", 195.0, quiesce=9, save=43, exec=14, **{"restore-pass1": 49, "restore-pass2": 13})]
+# Bars of one height leave no empty corner inside the axes for a legend.
+LEVEL = [result(h, 60.0, quiesce=10, save=10, exec=20, **{"restore-pass1": 10, "unpause": 10})
+         for h in ("floor", "S", "L", "XL")]
+
+
+@pytest.mark.parametrize("results", [SPREAD, LEVEL], ids=["spread", "level"])
+def test_the_legend_covers_no_bar(results):
+    fig = figure(results)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for p in ax.patches if p.get_height() > 0]
+    assert len(bars) >= 3 * len(results)
+    assert not [b for b in bars if b.overlaps(legend)]
+    # and the legend is on the figure, not cut off
+    assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
