@@ -14,5 +14,6 @@ setup(
     cffi_modules=[
         "csrc/build_abi.py:ffibuilder",
         "csrc/build_core.py:ffibuilder",
+        "csrc/build_core.py:hwbuilder",
     ],
 )

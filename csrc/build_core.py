@@ -1,4 +1,5 @@
-"""cffi build script for hyperv_sim._lu_core: the hypervisor's C core.
+"""cffi build script for hyperv_sim._lu_core, the hypervisor's C core, and
+hyperv_sim._lu_hw, the hardware model (chipset, IOMMU).
 
 API mode, out-of-line: compiled once at install time.  The cdef is the
 headers themselves, so the C and Python views of every struct cannot drift:
@@ -43,16 +44,28 @@ def _cdef_text(name, before):
     return _INCLUDE.sub("", text)
 
 
-ffibuilder = FFI()
-for i, header in enumerate(HEADERS):
-    ffibuilder.cdef(_cdef_text(header, HEADERS[:i]))
-ffibuilder.set_source(
-    "hyperv_sim._lu_core",
-    '#include <stdint.h>\n#include "xen_abi.h"\n#include "lu_core.h"\n',
-    sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(HERE, "lu_*.c"))),
-    include_dirs=[HERE],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
-)
+def _builder(module, headers, sources):
+    """An FFI for module: the headers cdef'd in order, the sources (a glob
+    under csrc/) compiled with them."""
+    builder = FFI()
+    for i, header in enumerate(headers):
+        builder.cdef(_cdef_text(header, headers[:i]))
+    builder.set_source(
+        module,
+        "#include <stdint.h>\n" + "".join('#include "%s"\n' % h for h in headers if h != "lu_guest.h"),
+        sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(HERE, sources))),
+        include_dirs=[HERE],
+        extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
+    )
+    return builder
+
+
+ffibuilder = _builder("hyperv_sim._lu_core", HEADERS, "lu_*.c")
+# The machine's hardware outside the hypervisor (the chipset file and the
+# IOMMU model), a module of its own: device processes load it without the
+# hypervisor's core, and the hypervisor drives the chipset through it.
+hwbuilder = _builder("hyperv_sim._lu_hw", ("hw_iommu.h",), "hw_*.c")
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)
+    hwbuilder.compile(verbose=True)

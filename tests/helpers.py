@@ -143,8 +143,13 @@ def stop_host(state_dir):
             os.kill(pid, 9)
             wait_for(lambda: running_pid(str(state_dir)) is None, "the killed hypervisor to go")
     ram = os.path.join(str(state_dir), "ram")
-    if os.path.lexists(ram):
-        os.unlink(ram)
+    # A killed hypervisor leaves its devices running, as hardware: power is cut.
+    from hyperv_sim.chipset import path_beside
+    from hyperv_sim.devices import stop_devices_beside
+    stop_devices_beside(ram)
+    for path in (ram, path_beside(ram)):
+        if os.path.lexists(path):
+            os.unlink(path)
 
 
 def power_off(hv):
@@ -152,10 +157,11 @@ def power_off(hv):
     let go and its file removed (guest memory is reserved on disk: a file
     left behind would hold gigabytes in pytest's kept directories)."""
     hv.close()
-    try:
-        os.unlink(hv.ram.path)
-    except FileNotFoundError:
-        pass
+    for path in (hv.ram.path, hv.chipset.path):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
 
 def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M dom0_mem=256M"):
@@ -169,7 +175,9 @@ def make_hypervisor(state_dir, image, memory=2 << 30, cmdline="liveupdate=64M do
     try:
         return Hypervisor(HostRAM.open(ram_path), entry, Console(), nr_pcpus=2)
     except BaseException:
-        os.unlink(ram_path)         # a boot that fails leaves no RAM either
+        from hyperv_sim.chipset import path_beside
+        os.unlink(ram_path)         # a boot that fails leaves no RAM, nor its chipset
+        os.unlink(path_beside(ram_path))
         raise
 
 

@@ -88,6 +88,13 @@ def saved(tmp_path_factory, sim_images):
         power_off(hv)
 
 
+def context_entry_address(hv, sid):
+    """Where the device's context entry is, in the running IOMMU's tables."""
+    root = hv.chipset.regs.rtaddr_active
+    lo, = struct.unpack("<Q", hv.ram.read(root + (sid >> 8) * 16, 8))
+    return (lo & 0x000FFFFFFFFFF000) + (sid & 0xFF) * 16
+
+
 def ranges(hv):
     """(LU bootmem, hypervisor image) as (first frame, frames), as xen#2 passes them."""
     xen_first = hv.xen_start // PAGE
@@ -182,6 +189,8 @@ def hv_state(hv):
         "mappings": (hv.mappings.describe(), hv.mappings._next_handle),
         "pci": dict(hv.pci_assigned),
         "backend_slots": list(hv.backend_slots),
+        # The hardware: not one register of the chipset written.
+        "chipset": bytes(hv.chipset.map),
     }
 
 

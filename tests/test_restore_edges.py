@@ -4,8 +4,11 @@ segments, 128 vCPUs, a record the check must name by its first copy.
 Written for what the mutation run of check.py left alive (README,
 "Mutation testing"); every expected value is worked out by hand from the
 stream's layout, not taken from the code under test."""
+import struct
+
 import pytest
 
+from hyperv_sim.chipset import parse_bdf
 from hyperv_sim.liveupdate.check import Claims
 from hyperv_sim.liveupdate.stream import RECORD_HEADER, StreamError
 from xen_public import abi, lurecords as R, lustream as ls
@@ -149,7 +152,16 @@ def test_the_last_frame_of_a_run_is_inside_it(saved):
     # The IOMMU root may be its tables' last frame.
     root, extents, devices = R.IOMMU.decode(at(data, ls.REC_LU_IOMMU)[1])
     (m, n), = extents
-    K.accept(hv, K.replace_body(data, ls.REC_LU_IOMMU, R.IOMMU.encode(m + n - 1, extents, devices)))
+    # The running IOMMU must say so too: the device's context entry moves with it.
+    (bdf,) = devices
+    sid = parse_bdf(bdf)
+    ctx = K.context_entry_address(hv, sid)
+    saved_entry = hv.ram.read(ctx, 8)
+    hv.ram.write(ctx, struct.pack("<Q", (m + n - 1) * PAGE | 1))
+    try:
+        K.accept(hv, K.replace_body(data, ls.REC_LU_IOMMU, R.IOMMU.encode(m + n - 1, extents, devices)))
+    finally:
+        hv.ram.write(ctx, saved_entry)
     # A FIFO page may be its extent's first page.
     _, ((g0, _, _),) = value(data, R.P2M_EXTENTS, ls.REC_LU_P2M_EXTENTS, 2)
     _, control = value(data, R.EVTCHN_FIFO, ls.REC_LU_EVTCHN_FIFO)

@@ -8,6 +8,7 @@ helpers in streamkit compare every byte of host RAM and the hypervisor's
 own state before and after.  Refusals in the restore passes come after the
 frame table is rebuilt; they must leave every other byte of RAM as it was."""
 import ast
+import contextlib
 import importlib
 import inspect
 import pathlib
@@ -22,6 +23,7 @@ from hyperv_sim.guest import BACKEND_SLOT, P2M
 from xen_public import lurecords as R
 from hyperv_sim.liveupdate.stream import RestoreFailure
 from hyperv_sim._lu_core import lib
+from hyperv_sim._lu_hw import lib as lib_hw
 from xen_public import lustream as ls
 
 import streamkit as K
@@ -247,7 +249,12 @@ def test_a_format_1_stream_is_refused_by_its_length(saved):
     refuse(hv, bad, "record LU_VERSION at offset 0x18: body is 16 bytes, expected 32")
 
 
-def _regions(data, regions):
+def _regions(data, regions, keep_iommu=True):
+    """LU_XEN_REGIONS with these regions, and the IOMMU's as they were
+    (the running IOMMU must still be what the stream says)."""
+    if keep_iommu:
+        _, old = value(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS)
+        regions = list(regions) + [r for r in old if r[2] == R.REGION_IOMMU]
     return replace(data, R.XEN_REGIONS, ls.REC_LU_XEN_REGIONS, ((len(regions), 0), regions))
 
 
@@ -257,6 +264,53 @@ def _frame_table_and_crash(data):
     (ft,) = [r for r in regions if r[2] == R.REGION_FRAMETABLE]
     (crash,) = [r for r in regions if r[2] == R.REGION_CRASH]
     return ft, crash
+
+
+@contextlib.contextmanager
+def _register(regs, field, value):
+    """The chipset's register set to value for a while (the hardware
+    changed under the stream), then as it was."""
+    saved = getattr(regs, field)
+    setattr(regs, field, value)
+    try:
+        yield
+    finally:
+        setattr(regs, field, saved)
+
+
+def test_an_iommu_the_stream_does_not_describe(saved):
+    """xen#2 takes the IOMMU over as it runs, so it must be what the stream
+    says: its tables among the frames the stream names, each device through
+    its domain's tables.  The hardware is changed here, not the stream."""
+    hv, data, _ = saved
+    w = where(data, ls.REC_LU_XEN_REGIONS)
+    ft, crash = _frame_table_and_crash(data)
+    regs = hv.chipset.regs
+    refuse(hv, _regions(data, [ft, crash], keep_iommu=False),
+           w + ": the IOMMU is on, but the stream names none of its tables")
+    root = regs.rtaddr_active
+    for field, value, problem in [
+            ("rtaddr_active", ft[0] * PAGE,
+             "the IOMMU's root table at 0x%x is not among the stream's IOMMU frames" % (ft[0] * PAGE)),
+            ("iqa", ft[0] * PAGE,
+             "the IOMMU's invalidation queue at 0x%x is not among the stream's IOMMU frames" % (ft[0] * PAGE)),
+            ("gsts", regs.gsts & ~lib_hw.LU_VTD_TE, "the stream names IOMMU tables, but the IOMMU is off")]:
+        with _register(regs, field, value):
+            refuse(hv, data, w + ": " + problem)
+    # Bus 3's root entry pointing at a frame of the frame table.
+    entry = root + 3 * 16
+    saved_entry = hv.ram.read(entry, 16)
+    hv.ram.write(entry, struct.pack("<QQ", ft[0] * PAGE | 1, 0))
+    try:
+        refuse(hv, data, w + ": bus 03's context table at 0x%x is not among the stream's IOMMU frames"
+               % (ft[0] * PAGE))
+    finally:
+        hv.ram.write(entry, saved_entry)
+    # The stream says the device is another one, which the IOMMU does not translate.
+    hvm = hv.find_domain("hvm")
+    moved = data.replace(b"0000:03:00.0", b"0000:03:00.1")
+    refuse(hv, moved, w + ": device 0000:03:00.1 of d%d: the IOMMU translates it through nothing, the "
+           "stream says through d%d's tables at 0x%x" % (hvm.domid, hvm.domid, hvm.iommu_root * PAGE))
 
 
 def test_exactly_one_frame_table_region(saved):
@@ -780,6 +834,7 @@ SITES = {
     "record LU_VERSION at offset 0x%x says %d domains, the stream has %d sections":
         "test_stream::test_a_stream_without_dom0_or_with_the_wrong_count",
     "record LU_XEN_REGIONS at offset 0x%x: %d frame-table regions, needs 1": "test_exactly_one_frame_table_region",
+    "record LU_XEN_REGIONS at offset 0x%x: %s": "test_an_iommu_the_stream_does_not_describe",
     "%s: frames 0x%x+%d are not inside RAM": "test_a_region_outside_ram",
     "record LU_XEN_REGIONS at offset 0x%x: the frame-table region is too small for %d frames":
         "test_a_frame_table_region_too_small",

@@ -114,8 +114,8 @@ def parse(text):
             elif name == "lu_quiesce_timeout":
                 opts.lu_quiesce_timeout_ms = _int(name, value, 1, 600000)
             elif name == "lu_fault":
-                from .faultpoints import FAULT_POINTS, FAULT_POINTS_SUMMARY
-                if value not in FAULT_POINTS:
+                from .faultpoints import FAULT_POINTS, FAULT_POINTS_SUMMARY, FORBIDDEN_ACTS
+                if value not in FAULT_POINTS + FORBIDDEN_ACTS:
                     raise BootLineError("lu_fault=%s: not a fault point (%s)" % (value, FAULT_POINTS_SUMMARY))
                 opts.lu_fault = value
             elif name == "ram_sparse":

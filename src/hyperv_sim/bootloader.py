@@ -26,6 +26,7 @@ from . import bootline, history, pending, statedir
 from .errors import HypervSimError
 from .liveupdate.handover import clear_boot_information
 from .xlcfg import MAX_MEMORY
+from .chipset import path_beside as chipset_path
 from .xen import CONSOLE_FILE, PID_FILE, RAM_FILE, SOCKET_FILE
 from .xen_command import xen_argv
 
@@ -109,6 +110,7 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
     ram_path = os.path.join(state_dir, RAM_FILE)
     _clear_leftovers(state_dir, ram_path, discard)
     from hyperv_sim.ram import HostRAM   # the C core is needed only from here
+    from hyperv_sim.chipset import Chipset
     eip = start + (image.entry - image.load_start)
     # multiboot2's basic meminfo is 32-bit KiB: loaders report what fits.
     page = bootinfo.build_page(BOOTINFO_ADDR, eip=eip, cmdline=cmdline, load_base_addr=start,
@@ -122,6 +124,8 @@ def power_on(image_path, state_dir, memory, cmdline, discard=False):
         ram.write(start, loaded)
         ram.write(BOOTINFO_ADDR, page)
         ram.map.flush()
+        # The rest of the machine's hardware powers on with RAM.
+        Chipset.create(chipset_path(ram_path)).close()
     except BaseException:
         ram.close()
         os.unlink(ram_path)
@@ -145,6 +149,10 @@ def _clear_leftovers(state_dir, ram_path, discard):
             raise LoaderError("%s holds the RAM of a host that stopped without powering off%s; "
                               "`hyperv-sim boot --discard` throws it away" % (ram_path, _pending_hint(ram_path)))
         os.unlink(ram_path)
+    if os.path.lexists(chipset_path(ram_path)):
+        from hyperv_sim.devices import stop_devices_beside
+        stop_devices_beside(ram_path)      # the devices of a machine being thrown away stop with it
+        os.unlink(chipset_path(ram_path))   # the hardware of a machine whose RAM is gone
     sock = os.path.join(state_dir, SOCKET_FILE)
     if os.path.lexists(sock):
         os.unlink(sock)
@@ -176,8 +184,9 @@ def boot(image_path, state_dir, memory, cmdline, discard=False):
         except HypervSimError:
             # Nothing left behind: the RAM this boot made goes with it (no
             # hypervisor runs on it: it never started, died or was killed).
-            if os.path.exists(ram_path):
-                os.unlink(ram_path)
+            for path in (ram_path, chipset_path(ram_path)):
+                if os.path.exists(path):
+                    os.unlink(path)
             raise
     return summary
 

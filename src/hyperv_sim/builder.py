@@ -18,6 +18,7 @@ from .evtchn import EventChannels, bind_interdomain
 from .frametable import PGC_ALLOCATED, OutOfMemory
 from .grant import FIRST_FREE_REF, GrantTable
 from .guest import P2M
+from .chipset import parse_bdf
 
 MIN_MEMORY = 16 * MiB
 GRANT_FRAMES = 1
@@ -58,12 +59,16 @@ class Builder:
         nr_pages = memory // PAGE_SIZE
         frontend = not control and dtype in ("pv", "pvh")
         try:
-            lay = guest.plan(dtype, nr_pages, vcpus, evtchn_abi, control, frontend, workload_pages)
+            lay = guest.plan(dtype, nr_pages, vcpus, evtchn_abi, control, frontend, workload_pages, dma=bool(pci))
         except guest.LayoutError as e:
             raise BuildError(str(e))
         for bdf in pci:
             if bdf in hv.pci_assigned:
                 raise BuildError("PCI device %s is already assigned to d%d" % (bdf, hv.pci_assigned[bdf]))
+            try:
+                parse_bdf(bdf)
+            except ValueError as e:
+                raise BuildError(str(e))
 
         allocated = PGC_ALLOCATED | 1
         extents = self._alloc(nr_pages, domid, lib.LU_USE_GUEST, allocated)
@@ -98,7 +103,7 @@ class Builder:
         if frontend:
             self._connect_frontend(dom)
         if pci:
-            self._passthrough(dom, p2m, pci, iommu)
+            self._passthrough(dom, p2m, pci, iommu, lay.dma_gfn)
         self._taken = []
         return dom
 
@@ -272,7 +277,7 @@ class Builder:
 
     # passthrough
 
-    def _passthrough(self, dom, p2m, pci, iommu):
+    def _passthrough(self, dom, p2m, pci, iommu, dma_gfn):
         hv = self.hv
         frames = [m + i for m, n in sorted(iommu) for i in range(n)]
         levels = guest.table_counts(dom.nr_frames)
@@ -281,6 +286,9 @@ class Builder:
         dom.devices = list(pci)
         for bdf in pci:
             hv.pci_assigned[bdf] = dom.domid
+            hv.iommu.assign(parse_bdf(bdf), dom.domid, dom.iommu_root)
+            # The device starts: DMA into the page the guest gives it, from now on.
+            hv.devices.start(parse_bdf(bdf), dma_gfn * PAGE_SIZE)
 
 
 def guest_info(hv, dom):

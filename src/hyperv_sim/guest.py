@@ -75,6 +75,7 @@ class Layout:
         self.console_gfn = None
         self.ws_base_gfn = None
         self.ws_pages = 0
+        self.dma_gfn = None
 
     def read_only_gfns(self):
         """Frames a PV guest may not map writable: its tables and GDTs."""
@@ -84,7 +85,7 @@ class Layout:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
 
-def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages):
+def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages, dma=False):
     lay = Layout(nr_pages=nr_pages)
     nxt = 1
 
@@ -105,6 +106,8 @@ def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages):
         lay.data_gfns = take(DATA_GRANTS)
     if is_dom0:
         lay.backend_gfns = take(BACKEND_STATE_PAGES)
+    if dma:
+        lay.dma_gfn, = take()       # the page the guest gives its passthrough devices
     lay.ws_base_gfn = nxt
     lay.ws_pages = ws_pages
     take(ws_pages * vcpus)

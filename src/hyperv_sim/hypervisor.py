@@ -12,6 +12,7 @@ from xen_public.abi import DOMID_INVALID, DOMID_XEN, E820_RAM, E820_RESERVED, KE
 from xen_public.lustream import record_name
 from xen_public.units import MiB, GiB, align_down, count, format_size
 
+from .chipset import Chipset, ChipsetError, parse_bdf, path_beside as chipset_path
 from .console import POWERED_ON
 from .history import NoHistory
 from .entry import enter
@@ -22,6 +23,8 @@ from .domain import DOMAIN_TYPES, MAX_VCPUS
 from .evtchn import EvtchnError
 from .frametable import FrameAllocator, FrameTable, OutOfMemory, RefError
 from .grant import GrantError
+from .devices import Devices
+from .iommu import Iommu
 from .guest import BACKEND_SLOT, BACKEND_STATE_PAGES
 from .m2p import M2P
 from .mappings import Mappings
@@ -48,7 +51,7 @@ class Hypervisor:
     CRASH_NOTE_SIZE = 512
 
     def __init__(self, ram, entry, console, nr_pcpus=None, exec_into=None, started_ns=None,
-                 history=None):
+                 history=None, devices_powered=False):
         self.ram = ram
         self.started_ns = started_ns        # CLOCK_MONOTONIC: when this program began
         self.console = console
@@ -65,6 +68,7 @@ class Hypervisor:
         self.lu_fault = None
         self.incarnation = int.from_bytes(os.urandom(8), "little")
         self.entry = entry                  # the boot information's address
+        self.devices_powered = devices_powered  # False for a hypervisor inside a test's process
         self._boot(entry, nr_pcpus)
 
     # boot
@@ -89,6 +93,13 @@ class Hypervisor:
         for word in self.opts.unknown:
             self.console.log("parameter \"%s\" unknown!", word)
         self.pci_assigned = {}
+        try:
+            self.chipset = Chipset.open(chipset_path(ram.path))
+        except ChipsetError as e:
+            raise BootFailure("no IOMMU: %s" % e)
+        self.iommu = Iommu(self)            # xen#2: taken over from the stream's frames
+        # Passthrough devices run in processes of their own; xen#2 finds them here.
+        self.devices = Devices(self.chipset, os.path.dirname(os.path.abspath(ram.path)), self.devices_powered)
         self.backend_slots = [None] * (BACKEND_STATE_PAGES * (PAGE_SIZE // BACKEND_SLOT.size))
         self.sched = Scheduler(self.nr_pcpus)
         if self.opts.liveupdate_base is not None:
@@ -257,7 +268,10 @@ class Hypervisor:
                 # dom0's backend forgets the frontend (its state lives in dom0).
                 self.ram.zero(backend_slot_addr(self, slot), BACKEND_SLOT.size)
                 self.backend_slots[slot] = None
-        self.pci_assigned = {b: d for b, d in self.pci_assigned.items() if d != domid}
+        for bdf in [b for b, d in self.pci_assigned.items() if d == domid]:
+            self.devices.stop(bdf)                          # no more DMA, then
+            self.iommu.unassign(parse_bdf(bdf), domid)      # no more mappings, before its tables are freed
+            del self.pci_assigned[bdf]
         dom0 = self.domains.get(0)
         if dom0 and domid != 0:
             for port in [p for p, v in dom0.evtchn.ports.items() if v.remote_domid == domid]:
@@ -368,8 +382,9 @@ class Hypervisor:
             return verify_host(self)
 
     def close(self):
-        """Stop every vCPU, then let go of RAM (power off)."""
+        """Stop every vCPU, then let go of RAM and the chipset (power off)."""
         self.sched.shutdown()
+        self.chipset.close()
         self.ram.close()
 
     # reports

@@ -8,13 +8,20 @@ foreign and Xen mappings imply; event channel and ring/ioreq protocol
 state (a request with nobody notified is a lost event); IOMMU tables
 against the P2M.  Each discrepancy is reported precisely.
 """
+import os
+import struct
+
 from xen_public import abi
 from xen_public.abi import PAGE_SIZE
+from xen_public.units import count
 
 from ._lu_core import ffi, lib
+from ._lu_hw import lib as hw
 from .builder import backend_slot_addr, guest_info, read_backend_slot
 from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES
 from .guest import P2M
+from .chipset import bdf_text, parse_bdf
+from .iommu import FAULT_REASONS, context_entry
 
 MAX_REPORTED_FRAMES = 20
 TYPE_NAMES = {0: "none", 1: "l1", 2: "l2", 3: "l3", 4: "l4", 5: "seg_desc", 7: "writable"}
@@ -55,7 +62,73 @@ def verify_host(hv):
                                 "steps": dom.steps})
         _check_mappings(hv, ex, rep)
         _check_refcounts(hv, ex, rep)
+        _check_iommu_hardware(hv, rep)
+        _check_devices(hv, rep)
     return rep.to_json()
+
+
+def _check_devices(hv, rep):
+    """Each assigned device runs, and what it wrote by DMA is in its
+    guest's memory: the page it writes holds its last sequence number."""
+    if not hv.devices.powered:
+        return                  # a hypervisor inside a test's process: no device runs
+    slots = hv.devices.slots()
+    for bdf, domid in sorted(hv.pci_assigned.items()):
+        if bdf not in slots:
+            rep.bad(domid, "device", "device %s has no slot in the chipset: it is not running" % bdf)
+            continue
+        d = hv.devices.regs(bdf)
+        if not d.pid or not os.path.exists("/proc/%d" % d.pid):
+            rep.bad(domid, "device", "device %s: its process (pid %d) is gone" % (bdf, d.pid))
+        if d.dma_faults:
+            rep.bad(domid, "device", "device %s: %d DMA writes dropped by the IOMMU" % (bdf, d.dma_faults))
+        before = d.seq
+        gfn, offset = divmod(d.dma_iova, PAGE_SIZE)
+        try:
+            mfn = P2M(hv.domains[domid].p2m).mfn(gfn)
+        except KeyError:
+            rep.bad(domid, "device", "device %s writes to IOVA 0x%x, outside d%d" % (bdf, d.dma_iova, domid))
+            continue
+        seq, = struct.unpack("<Q", hv.ram.read(mfn * PAGE_SIZE + offset, 8))
+        after = d.seq
+        # Written to memory first, then counted: between the two reads.
+        if not before <= seq <= after + 1:
+            rep.bad(domid, "device", "device %s: the guest page at IOVA 0x%x holds write %d, the device "
+                    "has done %d" % (bdf, d.dma_iova, seq, after))
+
+
+def _check_iommu_hardware(hv, rep):
+    """The IOMMU as the hardware sees it: on while any device is assigned,
+    on the root table the hypervisor keeps, each device translated through
+    its domain's tables, and no fault in its log."""
+    iommu, regs = hv.iommu, hv.chipset.regs
+    if hv.pci_assigned:
+        if not regs.gsts & hw.LU_VTD_TE:
+            rep.bad(None, "iommu", "translation is off with %s assigned" % count(len(hv.pci_assigned), "device"))
+        if regs.rtaddr_active != (iommu.root_mfn or 0) * PAGE_SIZE:
+            rep.bad(None, "iommu", "the IOMMU's root table is 0x%x, the hypervisor's 0x%x"
+                    % (regs.rtaddr_active, (iommu.root_mfn or 0) * PAGE_SIZE))
+        # Set up once, at the first assignment, and never again: a hypervisor
+        # that takes the IOMMU over latches no root pointer and flushes nothing.
+        for what, n in (("root-table pointer latched", regs.srtp_count),
+                        ("translation enabled", regs.te_enables),
+                        ("whole IOTLB invalidated", regs.global_flushes)):
+            if n != 1:
+                rep.bad(None, "iommu", "the IOMMU's %s %s since power-on, not once: the IOMMU was "
+                        "set up again" % (what, count(n, "time")))
+    for bdf, domid in sorted(hv.pci_assigned.items()):
+        dom = hv.domains[domid]
+        got = context_entry(hv.ram, regs.rtaddr_active // PAGE_SIZE, parse_bdf(bdf))
+        if got != (dom.iommu_root, domid):
+            rep.bad(domid, "iommu", "device %s: context entry names %s, not d%d's tables at mfn 0x%x"
+                    % (bdf, "nothing" if got is None else "d%d's tables at mfn 0x%x" % (got[1], got[0]),
+                       domid, dom.iommu_root))
+    for sid, iova, reason, write in hv.chipset.faults():
+        bdf = bdf_text(sid)
+        rep.bad(hv.pci_assigned.get(bdf), "iommu", "device %s: IOMMU fault on %s at IOVA 0x%x: %s"
+                % (bdf, "write" if write else "read", iova, FAULT_REASONS.get(reason, "reason %d" % reason)))
+    if regs.fsts & hw.LU_FSTS_PFO:
+        rep.bad(None, "iommu", "the IOMMU's fault log overflowed: faults were lost")
 
 
 def _check_domain(hv, dom, ex, rep):

@@ -26,6 +26,7 @@ import threading                                        # noqa: E402
 # privcmd server and its protocol come after the guests run again.
 from ._lu_core import lib
 from . import statedir
+from .chipset import path_beside as chipset_path
 from .console import Console
 from .history import History
 from .errors import BootFailure, RestoreHalted
@@ -119,7 +120,7 @@ def main(argv=None):
     try:
         ram = HostRAM.open(args.ram, args.ram_fd)
         hv = Hypervisor(ram, args.entry, console, exec_into=exec_into, started_ns=STARTED_NS,
-                        history=History.of(args.state_dir))
+                        history=History.of(args.state_dir), devices_powered=True)
     except RestoreHalted as e:
         # Halted: RAM and breadcrumb stay for another image to restore from;
         # the console still answers.
@@ -164,7 +165,11 @@ def main(argv=None):
         if powering_off.is_set() and not keep_ram:
             console.log("powered off")
             if ours:
-                _remove(args.ram)   # power off: RAM contents are gone
+                # Power-off stops the devices too (a halted hypervisor never learnt of them).
+                from .devices import stop_devices_beside
+                stop_devices_beside(args.ram)
+                _remove(args.ram)   # power off: RAM contents are gone, and the chipset's state
+                _remove(chipset_path(args.ram))
         else:
             console.log("stopped%s without a power-off: RAM kept in %s "
                         "(hyperv-sim boot --discard starts afresh)",

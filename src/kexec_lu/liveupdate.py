@@ -57,21 +57,25 @@ def run_live_update(client, timeout=120.0, progress=None):
         return {"state": "triggered", "id": None, "phases": [], "error": None}
     first = _report(client)
     uid = first["id"] if first else None
-    shown = 0
+    shown, announced = 0, False
     deadline = time.monotonic() + timeout
-    if progress:
-        progress.started(first, crash_loaded=loaded[abi.KEXEC_TYPE_CRASH],
-                         reboot_loaded=loaded[abi.KEXEC_TYPE_DEFAULT])
     while time.monotonic() < deadline:
-        rep = _report(client)
+        rep = first or _report(client)
+        first = None
         if rep is None and _hypervisor_died(client):
             raise KexecLuError(DIED % getattr(client.transport, "peer_pid", 0))
         if rep is not None and (uid is None or rep.get("id") == uid or rep.get("state") == "halted"):
             phases = [p for p in rep["phases"] if p["ms"] is not None]
-            if progress:
+            if progress and not announced and (rep.get("to_version") or rep["state"] in DONE):
+                # The first report that names both versions: xen#1's once its
+                # pre-flight has read the image, or xen#2's.
+                progress.started(rep, crash_loaded=loaded[abi.KEXEC_TYPE_CRASH],
+                                 reboot_loaded=loaded[abi.KEXEC_TYPE_DEFAULT])
+                announced = True
+            if progress and announced:
                 for p in phases[shown:]:
                     progress.phase(p)
-            shown = max(shown, len(phases))
+                shown = max(shown, len(phases))
             if rep["state"] in DONE:
                 if progress:
                     progress.finished(rep)

@@ -123,8 +123,8 @@ class LiveUpdateProgress:
         self.out.print("live update triggered (Xen reports its progress on its console)")
 
     def started(self, first, crash_loaded=False, reboot_loaded=False):
-        self.out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version"), first.get("to_version"))
-                       if first else "live update started")
+        self.out.print("[bold]live update %s -> %s[/bold]" % (first.get("from_version") or "?",
+                                                              first.get("to_version") or "?"))
         if crash_loaded:
             self.out.print("  carries the loaded crash image")
         if reboot_loaded:
@@ -141,6 +141,9 @@ class LiveUpdateProgress:
                            % (rep.get("from_version"), rep.get("to_version"), rep.get("blackout_ms", 0.0),
                               count(rep.get("restored_domains", 0), "domain"),
                               size_text(rep.get("stream_bytes", 0))))
+            for dev in rep.get("devices", []):
+                self.out.print("device %s: %d DMA writes during the blackout, longest stall %.2f ms"
+                               % (dev["bdf"], dev["dma_ops_in_blackout"], dev["max_dma_stall_ms"]))
             if rep.get("crash_image") == "carried":
                 self.out.print("crash image: carried over, still loaded")
             elif rep.get("crash_image") == "dropped":

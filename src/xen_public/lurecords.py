@@ -206,7 +206,10 @@ RES32 = ("reserved", "I")
 # xen_extra is Xen's xen_extraversion_t: ".0", ".2-pre", "-rc", NUL-padded.
 VERSION = Fixed(ls.REC_LU_VERSION, None, [("xen_major", "I"), ("xen_minor", "I"), ("lu_format", "I"),
                                           ("nr_domains", "I"), ("xen_extra", "16s")])
-REGION_FRAMETABLE, REGION_CRASH = 1, 2
+# LU_XEN_REGIONS kinds: xen#1's frame table (xen#2 takes it over), the
+# crashkernel= region, the IOMMU's root and context tables and invalidation
+# queue (hardware reads them throughout: never allocated, never scrubbed).
+REGION_FRAMETABLE, REGION_CRASH, REGION_IOMMU = 1, 2, 3
 XEN_REGIONS = Array(ls.REC_LU_XEN_REGIONS, None, [("count", "I"), RES32],
                     [("start_mfn", "Q"), ("nr_frames", "Q"), ("kind", "I"), RES32])
 M2P = Fixed(ls.REC_LU_M2P, None, [("start_mfn", "Q"), ("nr_entries", "Q")])

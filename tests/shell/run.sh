@@ -32,6 +32,8 @@ stop_hosts() {
             hyperv-sim shutdown --state-dir "$(dirname "$pidfile")" >/dev/null 2>&1 \
                 || kill -KILL "$pid" 2>/dev/null || true
         done < <(find "$dir" -name xen.pid 2>/dev/null)
+        # A killed hypervisor's devices run on, as hardware does: cut them too.
+        pkill -KILL -f "hyperv_sim\.device --bdf [^ ]* --state-dir $dir" 2>/dev/null || true
     done
 }
 

@@ -18,6 +18,7 @@ from ..evtchn import EventChannels, Port
 from ..frametable import PGC_ALLOCATED, FrameTable
 from ..grant import GrantMap, GrantTable
 from ..guest import P2M
+from ..iommu import Iommu
 from ..m2p import M2P
 from ..mappings import Mappings
 from xen_public import lustream as ls
@@ -48,11 +49,15 @@ def restore(hv, stream, plans, facts, fault=None):
         if kind == R.REGION_CRASH:
             ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_CRASH)
             hv.crash_region = (start * PAGE_SIZE, n * PAGE_SIZE)
+        elif kind == R.REGION_IOMMU:
+            ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_IOMMU_PT)
         elif kind != R.REGION_FRAMETABLE:
             # A kind this hypervisor does not know: kept, never handed out.
             ft.mark(start, n, abi.DOMID_XEN, lib.LU_USE_XENHEAP)
     for first, n in stream.extents():
         ft.mark(first, n, abi.DOMID_XEN, lib.LU_USE_STREAM)
+    # The IOMMU runs on, as xen#1 left it: its structures are read, not set up.
+    hv.iommu = Iommu.take_over(hv, [(s, n) for s, n, kind, _ in facts.regions if kind == R.REGION_IOMMU])
     hv.mappings = Mappings(ft)
 
     for number, step in enumerate((_pass0, _pass1, _pass2)):

@@ -17,6 +17,7 @@ from ..evtchn import FIFO_PORTS
 from ..frametable import FrameTable
 from ..kexec import KexecFailure, KexecImage, Segment, check_segments
 from ..guest import P2M
+from ..iommu import check_hardware
 from ..m2p import M2P
 from .stream import DOMAIN_HEADER, DOMAIN_TYPE_PV, IMAGE_HEADER, RECORD_HEADER, StreamError, iter_sections, \
     validate
@@ -142,6 +143,7 @@ def check(hv, system, domains, stream, lu_range, xen_range):
     for plan in domains:
         _check_domain(plan, by_id, claims.add, nr_frames)
     claims.refuse_overlaps()
+    _check_iommu_hardware(hv, system, regions, domains)
     for plan in domains:
         plan.port_map = {p[0]: p for p in plan.ports}
     for plan in domains:
@@ -218,7 +220,8 @@ def _check_regions(system, claims, nr_frames):
         raise StreamError("record LU_XEN_REGIONS at offset 0x%x: %d frame-table regions, needs 1"
                           % (off, len(ft_regions)))
     for start, n, kind, _ in regions:
-        claims.add(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region"}.get(kind, "region"),
+        claims.add(start, n, {R.REGION_FRAMETABLE: "frame table", R.REGION_CRASH: "crash region",
+                              R.REGION_IOMMU: "IOMMU structures"}.get(kind, "region"),
                    "record LU_XEN_REGIONS at offset 0x%x" % off)
     if ft_regions[0][1] * PAGE_SIZE < FrameTable.bytes_for(nr_frames):
         raise StreamError("record LU_XEN_REGIONS at offset 0x%x: the frame-table region is too small for %d frames"
@@ -449,6 +452,18 @@ def _check_iommu(plan, claim):
         if not _inside(root, 1, extents):
             raise StreamError("%s: d%d IOMMU root 0x%x is not among its tables" % (plan.where(ls.REC_LU_IOMMU), d, root))
     plan.iommu = iommu
+
+
+def _check_iommu_hardware(hv, system, regions, domains):
+    """The IOMMU running as the stream says: its tables among the frames it
+    names, each device through its domain's tables (xen#2 takes it over as
+    it is, so it must be what the stream describes)."""
+    off = system[ls.REC_LU_XEN_REGIONS][0][0]
+    devices = [(bdf, plan.domid, plan.iommu[0]) for plan in domains if plan.iommu for bdf in plan.iommu[2]]
+    problem = check_hardware(hv.chipset, hv.ram, [(s, n) for s, n, kind, _ in regions if kind == R.REGION_IOMMU],
+                             devices)
+    if problem:
+        raise StreamError("record LU_XEN_REGIONS at offset 0x%x: %s" % (off, problem))
 
 
 def _check_links(plan, by_id):

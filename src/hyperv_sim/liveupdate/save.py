@@ -72,6 +72,7 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
                 R.REGION_FRAMETABLE, 0)]
     if hv.crash_region[1]:
         regions.append((hv.crash_region[0] // PAGE_SIZE, hv.crash_region[1] // PAGE_SIZE, R.REGION_CRASH, 0))
+    regions += [(first, n, R.REGION_IOMMU, 0) for first, n in hv.iommu.regions()]
     w.record(ls.REC_LU_XEN_REGIONS, R.XEN_REGIONS.encode((len(regions), 0), regions))
     w.record(ls.REC_LU_M2P, R.M2P.encode(hv.m2p.base_maddr // PAGE_SIZE, hv.m2p.nr_frames))
     crash = hv.kexec.images.get(abi.KEXEC_TYPE_CRASH)

@@ -12,7 +12,9 @@ from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 from .._lu_core import lib
 from ..entry import check_bootmem
 from ..errors import BootFailure, RestoreHalted
+from ..faultpoints import FORBIDDEN_ACTS
 from ..frametable import FrameAllocator, RefError
+from ..iommu import forbidden_act
 from ..sched import unpause_vcpus
 from . import handover
 from .apply import restore
@@ -40,6 +42,8 @@ def boot_from_stream(hv):
     _release_stream(hv, stream, facts)
     rep.phase("unpause")
     done = _resume_guests(hv)
+    if hv.opts.lu_fault in FORBIDDEN_ACTS:
+        forbidden_act(hv, hv.opts.lu_fault)
     # xen#1's private frames (staging copies, its notes) are free now but
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
@@ -53,6 +57,17 @@ def boot_from_stream(hv):
             hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
         _adopt_crash_image(hv, rep, facts.crash_image)
     _report_complete(hv, rep, facts, t0, done, first_pause)
+
+
+def _devices_in_blackout(hv, first_pause, done):
+    """What each passthrough device did while no hypervisor ran its guests:
+    it ran on, doing DMA through the IOMMU xen#1 left."""
+    running = hv.devices.slots()
+    out = []
+    for bdf in sorted(b for b in hv.pci_assigned if b in running):
+        ops, gap = hv.devices.window(bdf, first_pause, done)
+        out.append({"bdf": bdf, "dma_ops_in_blackout": ops, "max_dma_stall_ms": gap / 1e6})
+    return out
 
 
 def _adopt_crash_image(hv, rep, image):
@@ -182,6 +197,7 @@ def _report_complete(hv, rep, facts, t0, done, first_pause):
     rep.finish("complete")
     if first_pause is not None:
         rep.info["blackout_ms"] = (done - first_pause) / 1e6
+        rep.info["devices"] = _devices_in_blackout(hv, first_pause, done)
     for name, start, end in rep.phases:
         hv.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
     rep.info["restored_domains"] = len(hv.domains)

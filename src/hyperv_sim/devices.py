@@ -1,0 +1,148 @@
+"""The hypervisor's side of passthrough devices (docs/iommu.md): a slot in
+the chipset per device, programmed when the device is assigned, its process
+(hyperv_sim.device) started then and stopped when the device is taken away
+or the host powers off; and what a device did in a window of time, for a
+live update's report.  A live update starts and stops nothing: the devices
+run through it, and xen#2 finds them in the chipset.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from ._lu_hw import ffi, lib as hw
+from .chipset import Chipset, ChipsetError, bdf_text, path_beside
+
+DMA_PERIOD_NS = 100_000             # a DMA write every 100 µs
+STOP_WAIT_S = 2.0
+
+
+class DeviceError(Exception):
+    """No free slot for another device."""
+
+
+def _alive(pid):
+    """Whether the process still runs (a zombie waiting for init does not
+    count: nothing of it runs)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_device(pid, state_dir):
+    """A pid in a slot is only signalled if it is a device of this host
+    (pids are reused)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"hyperv_sim.device" in argv and os.fsencode(state_dir) in argv
+
+
+class Devices:
+    """powered: whether devices run at all.  A hypervisor a test runs inside
+    its own process (to look at its frame table, to feed it streams) has
+    its devices unpowered: nothing there may change under the test."""
+
+    def __init__(self, chipset, state_dir, powered=True):
+        self.chipset = chipset
+        self.state_dir = state_dir
+        self.powered = powered
+
+    def slots(self):
+        """{bdf: slot index} of every device slot in use."""
+        c = self.chipset.c
+        return {bdf_text(c.dev[i].sid): i for i in range(hw.LU_MAX_DEVICES) if c.dev[i].state != hw.LU_DEV_FREE}
+
+    def regs(self, bdf):
+        return self.chipset.c.dev[self.slots()[bdf]]
+
+    def start(self, sid, dma_iova):
+        """Program a free slot for the device and start its process."""
+        if not self.powered:
+            return
+        c = self.chipset.c
+        free = [i for i in range(hw.LU_MAX_DEVICES) if c.dev[i].state == hw.LU_DEV_FREE]
+        if not free:
+            raise DeviceError("no free device slot in the chipset (at most %d devices)" % hw.LU_MAX_DEVICES)
+        d = c.dev[free[0]]
+        ffi.memmove(ffi.addressof(d), bytes(ffi.sizeof(d)), ffi.sizeof(d))
+        d.sid, d.kind, d.dma_iova, d.period_ns = sid, hw.LU_DEV_DMA_HEARTBEAT, dma_iova, DMA_PERIOD_NS
+        d.state = hw.LU_DEV_RUNNING
+        # Through a shell that exits at once: the device is no child of the
+        # hypervisor (it belongs to the machine, not to this process).
+        shell = subprocess.run(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh",
+                                sys.executable, "-I", "-m", "hyperv_sim.device", "--bdf", bdf_text(sid),
+                                "--state-dir", self.state_dir],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               start_new_session=True, close_fds=True, check=True)
+        d.pid = int(shell.stdout)
+
+    def stop(self, bdf):
+        """The device stops (function-level reset) and its slot is freed."""
+        slot = self.slots().get(bdf)
+        if slot is None:
+            return
+        d = self.chipset.c.dev[slot]
+        d.state = hw.LU_DEV_STOPPING
+        pid, deadline = d.pid, time.monotonic() + STOP_WAIT_S
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if pid and _alive(pid) and _is_our_device(pid, self.state_dir):
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid) and time.monotonic() < deadline + STOP_WAIT_S:
+                time.sleep(0.005)
+        d.state = hw.LU_DEV_FREE
+
+    def stop_all(self):
+        for bdf in list(self.slots()):
+            self.stop(bdf)
+
+    def window(self, bdf, from_ns, to_ns):
+        """(DMA writes completed in [from_ns, to_ns], longest time in it
+        without one, in ns)."""
+        gap = ffi.new("uint64_t *")
+        n = hw.lu_dev_window(ffi.addressof(self.regs(bdf)), from_ns, to_ns, gap)
+        return n, gap[0]
+
+
+def stop_devices_beside(ram_path):
+    """Power is gone (a power-off, or a host that stopped without one being
+    discarded): the devices in the chipset beside this RAM stop too."""
+    try:
+        chipset = Chipset.open(path_beside(ram_path))
+    except ChipsetError:
+        return
+    try:
+        stop_orphans(chipset, os.path.dirname(os.path.abspath(ram_path)))
+    finally:
+        chipset.close()
+
+
+def stop_orphans(chipset, state_dir):
+    """Every device of the chipset stops, whoever started it."""
+    killed = []
+    for i in range(hw.LU_MAX_DEVICES):
+        d = chipset.c.dev[i]
+        if d.state != hw.LU_DEV_FREE:
+            d.state = hw.LU_DEV_STOPPING
+            if d.pid and _alive(d.pid) and _is_our_device(d.pid, state_dir):
+                os.kill(d.pid, signal.SIGKILL)
+                killed.append(d.pid)
+            d.state = hw.LU_DEV_FREE
+    # Gone (or a zombie: nothing of it runs) before power counts as cut.
+    deadline = time.monotonic() + STOP_WAIT_S
+    while any(_alive(p) and _is_our_device(p, state_dir) for p in killed) and time.monotonic() < deadline:
+        time.sleep(0.002)
