@@ -243,6 +243,40 @@ def assert_restored_whole(before, after):
     assert after["crash_image"] == before["crash_image"]
 
 
+# --- passthrough devices: processes of their own --------------------------------
+
+def device_pids(state_dir):
+    """{bdf: pid} of the device processes of this host, found as `ps` would."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                argv = [a.decode() for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if "hyperv_sim.device" in argv and str(state_dir) in argv:
+            out[argv[argv.index("--bdf") + 1]] = int(pid)
+    return out
+
+
+def chipset_of(host):
+    """The host's chipset file, mapped (close it)."""
+    from hyperv_sim.chipset import Chipset, path_beside
+    return Chipset.open(path_beside(str(host.state_dir / "ram")))
+
+
+def dma_ops(host):
+    """{bdf: DMA writes done} of the host's running devices."""
+    from hyperv_sim.chipset import bdf_text
+    chipset = chipset_of(host)
+    try:
+        return {bdf_text(d.sid): d.dma_ops for d in chipset.c.dev if d.state}
+    finally:
+        chipset.close()
+
+
 # --- waiting -------------------------------------------------------------------
 
 def wait_for(cond, what, timeout=10.0):

@@ -10,28 +10,12 @@ import time
 
 import pytest
 
-from hyperv_sim.chipset import Chipset, path_beside
+from hyperv_sim.chipset import bdf_text
 from xen_public.units import MiB
 
-from helpers import boot_host, stop_host, wait_for
+from helpers import boot_host, chipset_of, device_pids, dma_ops, stop_host, wait_for
 
 DEVICES = {"hvm1": "0000:03:00.0", "hvm2": "0000:03:01.0", "pv1": "0000:04:00.0"}
-
-
-def device_pids(state_dir):
-    """{bdf: pid} of the device processes of this host, found as `ps` would."""
-    out = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                argv = [a.decode() for a in f.read().split(b"\0") if a]
-        except OSError:
-            continue
-        if "hyperv_sim.device" in argv and str(state_dir) in argv:
-            out[argv[argv.index("--bdf") + 1]] = int(pid)
-    return out
 
 
 @pytest.fixture
@@ -48,22 +32,6 @@ def dev_host(tmp_path, sim_images):
     finally:
         stop_host(state)
     assert device_pids(state) == {}, "a device outlived its host's power-off"
-
-
-def chipset_of(host):
-    return Chipset.open(path_beside(str(host.state_dir / "ram")))
-
-
-def dma_ops(host):
-    chipset = chipset_of(host)
-    try:
-        return {_bdf(d.sid): d.dma_ops for d in chipset.c.dev if d.state}
-    finally:
-        chipset.close()
-
-
-def _bdf(sid):
-    return "0000:%02x:%02x.%x" % (sid >> 8, (sid >> 3) & 0x1F, sid & 7)
 
 
 def test_each_device_is_a_process_of_its_own_doing_dma(dev_host):
@@ -135,7 +103,7 @@ def test_each_forbidden_act_is_caught(dev_host, sim_images, act, words):
     assert res.returncode == 0, res
     chipset = chipset_of(dev_host)
     try:
-        iova = {_bdf(d.sid): d.dma_iova for d in chipset.c.dev if d.state}
+        iova = {bdf_text(d.sid): d.dma_iova for d in chipset.c.dev if d.state}
     finally:
         chipset.close()
     victim = sorted(DEVICES.values())[0]

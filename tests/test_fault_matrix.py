@@ -16,8 +16,8 @@ from xen_public import abi, lustream
 from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update
 
-from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, full_state, \
-    stop_host, wait_steps
+from helpers import assert_restored_whole, boot_host, breadcrumb_magic, device_pids, dma_ops, domains_by_name, \
+    full_state, stop_host, wait_for, wait_steps
 
 # Between them: PV, PVH and HVM; 2-level and FIFO event channels; grant
 # tables v1 and v2; an IOREQ server; a passthrough device; dom0's backend
@@ -121,6 +121,8 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     image, running = other_image(host, sim_images)
     host.load_lu(image, "--append", "lu_fault=" + point)
     before, whole = domains_by_name(host), full_state(host)
+    pids = device_pids(host.state_dir)
+    assert list(pids) == ["0000:03:00.0"]
     lu_start = host.toolstack("info")["lu_bootmem"]["start"]
     rep = run_live_update(host.client, timeout=30)
     assert rep["state"] == "halted" and "injected fault at %s" % point in rep["error"], rep
@@ -133,6 +135,11 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     dump = host.hyperv_sim("stream", "dump")
     assert dump.returncode == 0, dump
     assert dump.stdout.count("LU_DOMAIN") == len(before)
+    # The device runs on against the tables xen#1 left, with no hypervisor
+    # to speak of: the same process, DMA going on, nothing dropped.
+    assert device_pids(host.state_dir) == pids
+    ops = dma_ops(host)
+    wait_for(lambda: all(n > ops[b] for b, n in dma_ops(host).items()), "DMA while halted")
     target = image if recover_with == "same" else sim_images[{"4.18.0": "4.18", "4.19.0": "4.19"}[running]]
     res = host.hyperv_sim("recover", "--image", str(target))
     assert res.returncode == 0, res
@@ -141,6 +148,7 @@ def test_a_fault_after_the_point_of_no_return_halts_and_recovers(matrix_host, si
     assert host.toolstack("info")["xen_version"] == version
     assert_restored_whole(whole, full_state(host))
     assert_as_before(host, before)
+    assert device_pids(host.state_dir) == pids       # never restarted; verify checked its DMA
 
 
 def test_every_fault_point_is_covered():

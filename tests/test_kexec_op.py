@@ -3,6 +3,7 @@ load / unload / status for every type, and Xen's validation rules."""
 import hashlib
 import os
 import stat
+import time
 
 import pytest
 
@@ -318,3 +319,43 @@ def test_only_the_owner_gets_in(sim_images):
     finally:
         stop_host(state)
         shutil.rmtree(base, ignore_errors=True)
+
+
+class _SlowShutdown:
+    """A toolstack whose shutdown stops the server at once and answers late,
+    as a busy hypervisor does."""
+
+    def __init__(self):
+        self.server = None
+
+    def handle(self, request):
+        self.server.stopping.set()
+        time.sleep(0.3)
+        return ["stopping"]
+
+
+def test_the_shutdown_request_is_answered_before_the_server_ends(tmp_path):
+    """The server's loop ends as soon as shutdown is asked; drain() (what
+    the hypervisor calls before its process ends) waits for the answer to
+    go out, so `hyperv-sim shutdown` never sees the connection closed."""
+    import threading
+    from hyperv_sim.privcmd import PrivcmdServer
+    from xen_public.privcmd import SocketPrivcmd
+    toolstack = _SlowShutdown()
+    server = toolstack.server = PrivcmdServer(str(tmp_path / "privcmd"), None, toolstack, _Log())
+    answers = []
+    loop = threading.Thread(target=server.serve_forever, daemon=True)
+    loop.start()
+    client = threading.Thread(target=lambda: answers.append(SocketPrivcmd(str(tmp_path)).toolstack("shutdown")),
+                              daemon=True)
+    client.start()
+    loop.join(timeout=10)
+    assert not loop.is_alive() and answers == []        # the loop ended before the answer
+    t0 = time.monotonic()
+    server.close()
+    server.drain()
+    # drain() returned only once the request was served: the answer was
+    # still being made when the loop ended, so it waited for it.
+    assert time.monotonic() - t0 >= 0.05
+    client.join(timeout=1)
+    assert answers == [["stopping"]]

@@ -134,6 +134,17 @@ class PrivcmdServer:
         finally:
             self._slots.release()
 
+    def drain(self, timeout=1.0):
+        """Let the connections being served finish (the one that asked for
+        the shutdown gets its answer before the process ends), for at most
+        timeout seconds: an idle client does not hold a power-off up."""
+        deadline = time.monotonic() + timeout
+        held = 0
+        while held < MAX_CONNECTIONS and self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            held += 1
+        for _ in range(held):
+            self._slots.release()
+
     def close(self):
         self.stopping.set()
         self.sock.close()

@@ -157,6 +157,7 @@ def main(argv=None):
             # The update thread is about to execve: RAM must stay.
             threading.Event().wait()
         server.close()
+        server.drain()          # the shutdown request's answer goes out before the process ends
         # A name that no longer points at this RAM is someone else's file.
         ours = hv is not None and hv.ram.path_problem() is None
         if hv is not None:
