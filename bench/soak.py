@@ -72,7 +72,7 @@ def kill_xen2(state, pid, lu_start, rng, outcome):
 def comparable(details):
     """Every domain's state, masking what runs (as tests/helpers.full_state)."""
     for d in details["domains"]:
-        del d["steps"], d["layout"]
+        del d["steps"], d["layout"], d["cpu_time_s"], d["xl_state"]
         d["vcpu_states"] = [(v["vcpu"], v["paused"]) for v in d["vcpu_states"]]
         for port in d["ports"]:
             del port["pending"]
@@ -103,7 +103,7 @@ def main(argv=None):
                         dict(name="hvm", type="hvm", memory=256 * MiB, vcpus=2, pci=["0000:03:00.0"])):
                 ts.toolstack("create", **cfg)
             free0 = rss0 = None
-            blackouts = []
+            blackouts, dma = [], []
             t0 = time.monotonic()
             for i in range(args.updates):
                 if i % 10 == 5:
@@ -122,6 +122,11 @@ def main(argv=None):
                     if rep["state"] != "complete":
                         raise SystemExit("update %d: %s: %s" % (i, rep["state"], rep.get("error")))
                     blackouts.append(rep["blackout_ms"])
+                    # The passthrough device ran on through the blackout.
+                    for dev in rep["devices"]:
+                        if not dev["dma_ops_in_blackout"]:
+                            raise SystemExit("update %d: device %s did no DMA in the blackout" % (i, dev["bdf"]))
+                        dma.append((dev["dma_ops_in_blackout"], dev["max_dma_stall_ms"]))
                 ver = ts.toolstack("verify")
                 if not ver["ok"]:
                     raise SystemExit("update %d: verify failed: %s" % (i, ver["problems"][:3]))
@@ -143,6 +148,9 @@ def main(argv=None):
           "max %.1f ms; free memory drift %+d KiB, hypervisor private memory drift %+d KiB"
           % (args.updates, dt, blackouts[len(blackouts) // 2], blackouts[-1],
              ((free - free0) >> 10) if free0 is not None else 0, (rss - rss0) if rss0 is not None else 0))
+    if dma:
+        print("soak: the passthrough device did DMA in every blackout: at least %d writes, longest stall "
+              "%.2f ms" % (min(n for n, _ in dma), max(s for _, s in dma)))
     if free0 is not None and free != free0:
         sys.exit("soak: free memory drifted")
 
@@ -170,7 +178,10 @@ def killed_update(state, ts, client, image, rng, kills, i):
     kills[outcome[0] if outcome else "gone"] += 1
     after = comparable(ts.toolstack("details"))
     if after["domains"] != before["domains"] or after["mappings"] != before["mappings"]:
-        raise SystemExit("update %d: a domain changed across the killed update" % i)
+        changed = sorted({"%s.%s" % (b["name"], k) for b, a in zip(before["domains"], after["domains"])
+                          for k in set(a) | set(b) if a.get(k) != b.get(k)})
+        raise SystemExit("update %d: a domain changed across the killed update: %s"
+                         % (i, ", ".join(changed) or "mappings"))
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def test_a_destroyed_domains_device_stops(dev_host):
     assert rep["ok"], rep["problems"]
 
 
-def test_a_killed_hypervisor_leaves_its_devices_running(dev_host):
+def test_a_killed_hypervisor_leaves_its_devices_running(dev_host, sim_images):
     """Hardware outlives the hypervisor: kill -9 stops no device; throwing
     the machine away (boot --discard) does."""
     pids = device_pids(dev_host.state_dir)
@@ -89,6 +89,11 @@ def test_a_killed_hypervisor_leaves_its_devices_running(dev_host):
     before = dma_ops(dev_host)
     wait_for(lambda: all(n > before[b] for b, n in dma_ops(dev_host).items()), "DMA with no hypervisor")
     assert device_pids(dev_host.state_dir) == pids
+    res = dev_host.hyperv_sim("boot", "--discard", "--memory", "1G", str(sim_images["4.18"]))
+    assert res.returncode == 0, res
+    assert device_pids(dev_host.state_dir) == {}
+    assert all(not os.path.exists("/proc/%d/cmdline" % p) or not open("/proc/%d/cmdline" % p).read()
+               for p in pids.values())
 
 
 @pytest.mark.parametrize("act, words", [
