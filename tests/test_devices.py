@@ -37,7 +37,15 @@ def dev_host(tmp_path, sim_images):
 def test_each_device_is_a_process_of_its_own_doing_dma(dev_host):
     pids = device_pids(dev_host.state_dir)
     assert set(pids) == set(DEVICES.values())
-    assert dev_host.toolstack("info")["pid"] not in pids.values()
+    info = dev_host.toolstack("info")
+    assert info["pid"] not in pids.values()
+    # What `ps` finds, info says: each device, its domain and its process.
+    doms = {d["name"]: d["domid"] for d in dev_host.toolstack("list")}
+    assert [(d["bdf"], d["domid"], d["pid"]) for d in info["devices"]] == sorted(
+        (bdf, doms[name], pids[bdf]) for name, bdf in DEVICES.items())
+    line = dev_host.hyperv_sim("info", "devices").stdout.strip()
+    assert line == ", ".join("%s d%d pid %d" % (bdf, doms[name], pids[bdf])
+                             for name, bdf in sorted(DEVICES.items(), key=lambda x: x[1]))
     first = dma_ops(dev_host)
     wait_for(lambda: all(n > first[b] + 10 for b, n in dma_ops(dev_host).items()), "DMA from every device")
     rep = dev_host.toolstack("verify")

@@ -170,6 +170,8 @@ def xl_info_lines(data):
         ("lu_stream_versions", "-".join(map(str, versions)) if versions else "none"),
         ("nr_domains", data["domains"]),
         ("kexec_loaded", " ".join(t for t, v in sorted(data["kexec"].items()) if v) or "none"),
+        ("devices", ", ".join("%s d%d pid %d" % (d["bdf"], d["domid"], d["pid"]) for d in data["devices"])
+         or "none"),
         ("ram_on_disk", size_text(data["ram_disk_usage"])),
         ("pid", data["pid"]), ("incarnation", data["incarnation"]),
     ]

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+from xen_public import abi
+
 from ._lu_hw import ffi, lib as hw
 from .chipset import Chipset, ChipsetError, bdf_text, path_beside
 
@@ -109,6 +111,16 @@ class Devices:
     def stop_all(self):
         for bdf in list(self.slots()):
             self.stop(bdf)
+
+    def describe(self, assigned):
+        """[{bdf, domid, pid, dma_ops, dma_faults}] of the running devices;
+        assigned: {bdf: domid}."""
+        out = []
+        for bdf, slot in sorted(self.slots().items()):
+            d = self.chipset.c.dev[slot]
+            out.append({"bdf": bdf, "domid": assigned.get(bdf, abi.DOMID_INVALID), "pid": d.pid,
+                        "dma_ops": d.dma_ops, "dma_faults": d.dma_faults})
+        return out
 
     def window(self, bdf, from_ns, to_ns):
         """(DMA writes completed in [from_ns, to_ns], longest time in it

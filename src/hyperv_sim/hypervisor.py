@@ -423,6 +423,7 @@ class Hypervisor:
                 "domains": len(self.domains),
                 "kexec": {name: (self.kexec.images[t].describe() if t in self.kexec.images else None)
                           for t, name in KEXEC_TYPE_NAMES.items()},
+                "devices": self.devices.describe(self.pci_assigned),
                 "pid": os.getpid(),
                 "incarnation": self.incarnation,
                 "live_update": self.lu_report.to_json() if self.lu_report else None,
