@@ -43,6 +43,14 @@ uint64_t lu_dev_run(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint
             __atomic_store_n(&d->log_next, d->log_next + 1, __ATOMIC_RELEASE);
             __atomic_store_n(&d->dma_ops, d->dma_ops + 1, __ATOMIC_RELEASE);
             done++;
+            /* New work for the driver: one MSI, unless one is still untaken. */
+            if ( !__atomic_load_n(&d->irq_outstanding, __ATOMIC_ACQUIRE) )
+            {
+                d->irq_sent_seq = seq;
+                __atomic_store_n(&d->irq_outstanding, 1, __ATOMIC_RELEASE);
+                if ( lu_hw_msi(c, ram, nr_frames, d->sid, d->msi_index) == 0 )
+                    __atomic_store_n(&d->msis_sent, d->msis_sent + 1, __ATOMIC_RELEASE);
+            }
         }
         else
             __atomic_store_n(&d->dma_faults, d->dma_faults + 1, __ATOMIC_RELEASE);

@@ -152,6 +152,56 @@ static int record_fault(struct lu_chipset *c, uint16_t sid, uint64_t iova, int w
     return reason;
 }
 
+int lu_hw_msi(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint16_t sid, uint32_t index)
+{
+    uint64_t irt = c->iommu.irta_active & ADDR_MASK, lo, hi;
+    int reason = 0;
+
+    lock(c);
+    if ( !(c->iommu.gsts & LU_VTD_IRE) || index >= LU_IRT_ENTRIES || (irt >> PAGE_SHIFT) >= nr_frames )
+        reason = record_fault(c, sid, index, 1, LU_FAULT_IRTE_NOT_PRESENT);
+    else
+    {
+        lo = ((const uint64_t *)(ram + irt + index * 16))[0];
+        hi = ((const uint64_t *)(ram + irt + index * 16))[1];
+        if ( !(lo & LU_IRTE_PRESENT) )
+            reason = record_fault(c, sid, index, 1, LU_FAULT_IRTE_NOT_PRESENT);
+        else if ( lo & LU_IRTE_POSTED )
+        {
+            uint64_t *pd = (uint64_t *)(ram + (hi & ~(uint64_t)(LU_PI_DESC_SIZE - 1)));
+            unsigned int vector = (unsigned int)(lo >> 16) & 0xFF;
+
+            if ( ((hi & ADDR_MASK) >> PAGE_SHIFT) >= nr_frames )
+                reason = record_fault(c, sid, index, 1, LU_FAULT_TABLE_BEYOND_RAM);
+            else
+            {
+                __atomic_or_fetch(&pd[vector / 64], 1ull << (vector % 64), __ATOMIC_RELEASE);
+                __atomic_or_fetch(&pd[4], (uint64_t)LU_PI_ON, __ATOMIC_RELEASE);
+            }
+        }
+        else
+            __atomic_add_fetch(&c->irr[index], 1, __ATOMIC_RELEASE);
+    }
+    unlock(c);
+    return reason;
+}
+
+uint32_t lu_hw_take_irr(struct lu_chipset *c, uint32_t index)
+{
+    return index < LU_IRT_ENTRIES ? __atomic_exchange_n(&c->irr[index], 0, __ATOMIC_ACQ_REL) : 0;
+}
+
+void lu_hw_post(uint64_t *pi_desc, uint32_t vector)
+{
+    __atomic_or_fetch(&pi_desc[(vector & 0xFF) / 64], 1ull << (vector % 64), __ATOMIC_RELEASE);
+    __atomic_or_fetch(&pi_desc[4], (uint64_t)LU_PI_ON, __ATOMIC_RELEASE);
+}
+
+int lu_hw_posted(const uint64_t *pi_desc)
+{
+    return (int)(__atomic_load_n(&pi_desc[4], __ATOMIC_ACQUIRE) & LU_PI_ON);
+}
+
 static const uint64_t *entry16(const uint8_t *ram, uint64_t table, unsigned int index)
 {
     return (const uint64_t *)(ram + table + index * LU_VTD_ENTRY_SIZE);

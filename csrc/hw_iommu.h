@@ -11,7 +11,7 @@
 
 
 #define LU_CHIPSET_MAGIC 0x5445535049484343
-#define LU_CHIPSET_VERSION 2
+#define LU_CHIPSET_VERSION 3
 
 #define LU_IOTLB_ENTRIES 64
 #define LU_FAULT_RECORDS 16
@@ -53,6 +53,18 @@ enum lu_fault_reason {
     LU_FAULT_READ_DENIED = 6,
     LU_FAULT_NOT_PRESENT = 7        /* no present second-level entry for the IOVA */
 };
+
+/* Interrupt-remapping table entries (16 bytes, 256 to a 4 KiB table):
+ * low word bit 0 present, bit 15 posted (IM), bits 16-23 vector, bits 32-63
+ * destination; high word the posted-interrupt descriptor's address. */
+#define LU_IRTE_PRESENT 1
+#define LU_IRTE_POSTED 0x8000
+#define LU_IRT_ENTRIES 256
+/* A posted-interrupt descriptor: 64 bytes, PIR (256 bits) then the control
+ * word, ON in bit 0 (an interrupt is posted, not yet taken). */
+#define LU_PI_DESC_SIZE 64
+#define LU_PI_ON 1
+#define LU_FAULT_IRTE_NOT_PRESENT 0x22     /* VT-d: interrupt remapping fault */
 
 /* FSTS bits. */
 #define LU_FSTS_PPF 2               /* a fault is recorded */
@@ -122,6 +134,13 @@ struct lu_device_regs {
     uint64_t dma_ops;               /* writes completed */
     uint64_t dma_faults;            /* writes the IOMMU dropped */
     uint64_t log_next;              /* next slot of log */
+    /* Its MSI, through interrupt remapping entry msi_index; masked until
+     * the guest's driver takes it (writes irq_outstanding back to 0), as a
+     * NIC's auto-masked vector: a lost interrupt starves the device. */
+    uint32_t msi_index;
+    uint32_t irq_outstanding;
+    uint64_t irq_sent_seq;          /* the write its outstanding MSI was for */
+    uint64_t msis_sent;
     uint64_t log[4096];             /* completion times, CLOCK_MONOTONIC ns */
 };
 
@@ -132,6 +151,10 @@ struct lu_chipset {
     struct lu_vtd_regs iommu;
     struct lu_iotlb_entry iotlb[64];
     struct lu_device_regs dev[16];
+    /* Remapped (not posted) interrupts waiting for the CPU, per remapping
+     * entry: the hypervisor's handler takes them; a kexec'd hypervisor
+     * starts with none (its interrupt controller is reset). */
+    uint32_t irr[256];
 };
 
 /* A new chipset: magic and version, the IOMMU off, nothing cached. */
@@ -165,6 +188,20 @@ int lu_hw_translate(struct lu_chipset *c, const uint8_t *ram, uint64_t nr_frames
  * writes done when the slot stops running.
  */
 uint64_t lu_dev_run(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint32_t slot);
+
+/*
+ * A device's MSI through interrupt remapping entry index: posted (the PIR
+ * bit and ON set in the descriptor), or remapped (irr[index] raised for the
+ * CPU).  -> 0, or a fault reason (recorded) when the entry is not present.
+ */
+int lu_hw_msi(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint16_t sid, uint32_t index);
+
+/* The CPU's side of remapped interrupts: take (and clear) what waits at
+ * irr[index]; post an interrupt into a descriptor as software does (the
+ * PIR bit and ON); whether a descriptor has one posted. */
+uint32_t lu_hw_take_irr(struct lu_chipset *c, uint32_t index);
+void lu_hw_post(uint64_t *pi_desc, uint32_t vector);
+int lu_hw_posted(const uint64_t *pi_desc);
 
 /* How many logged DMA completions fall in [from_ns, to_ns], and the longest
  * time without one inside that window (from its start to the first, between

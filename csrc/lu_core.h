@@ -233,6 +233,15 @@ struct lu_vcpu {
     struct lu_guest_info *info;
     struct lu_port be_port;  /* dom0 backend's port */
     struct lu_port fe_port;  /* this frontend's port */
+    /* A passthrough device's driver (vCPU 0 of its domain): the vCPU's
+     * posted-interrupt descriptor (the CPU takes a posted interrupt when it
+     * runs the vCPU), the page the device writes, the guest's record of
+     * interrupts taken ({count, the device's write it saw}), and the
+     * device's mask register it clears to take the next. */
+    uint64_t *pi_desc;
+    const uint64_t *dev_page;
+    uint64_t *irq_record;
+    uint32_t *dev_ack;
 };
 
 /* dom0 software: a device-model client (one HVM vCPU's ioreq slot). */

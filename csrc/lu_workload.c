@@ -289,10 +289,27 @@ static int pv_ring(struct lu_vcpu *v, uint64_t k)
     return 0;
 }
 
+/* The device's interrupt, if one is posted: taken, counted, unmasked. */
+static void take_interrupt(struct lu_vcpu *v)
+{
+    unsigned int w;
+
+    if ( !(__atomic_load_n(&v->pi_desc[4], __ATOMIC_ACQUIRE) & 1) )
+        return;
+    __atomic_and_fetch(&v->pi_desc[4], ~1ull, __ATOMIC_ACQ_REL);
+    for ( w = 0; w < 4; w++ )
+        __atomic_exchange_n(&v->pi_desc[w], 0, __ATOMIC_ACQ_REL);
+    v->irq_record[1] = __atomic_load_n(&v->dev_page[0], __ATOMIC_ACQUIRE);
+    __atomic_store_n(&v->irq_record[0], v->irq_record[0] + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(v->dev_ack, 0, __ATOMIC_RELEASE);
+}
+
 static int vcpu_step(struct lu_vcpu *v)
 {
     uint64_t k = v->steps;
 
+    if ( v->pi_desc )
+        take_interrupt(v);
     if ( v->io_every && (k + 1) % v->io_every == 0 && hvm_io(v, k) )
         return 1;
     if ( v->ring_every && (k + 1) % v->ring_every == 0 && pv_ring(v, k) )

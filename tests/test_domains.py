@@ -244,9 +244,10 @@ def test_destroy_frees_passthrough_and_reassigns(busy_hv):
     busy_hv.destroy_domain("hvm")
     assert "0000:03:00.0" not in busy_hv.pci_assigned
     # The domain's tables are gone; the IOMMU's own stay (it stays on): the
-    # root table, the invalidation queue and its status page, bus 3's
-    # context table.
-    assert busy_hv.frametable.count(abi.DOMID_XEN, lib.LU_USE_IOMMU_PT) == 4
+    # root table, the invalidation queue and its status page, the
+    # interrupt-remapping table and its posted-interrupt descriptors, bus
+    # 3's context table.
+    assert busy_hv.frametable.count(abi.DOMID_XEN, lib.LU_USE_IOMMU_PT) == 6
     busy_hv.create_domain("hvm2", "hvm", 64 * MiB, 1, pci=["0000:03:00.0"])
     assert busy_hv.verify()["ok"]
 

@@ -13,11 +13,11 @@ from .guest import DEFAULT_WORKLOAD_RATE, RATE_FORMS, parse_workload_rate
 DEFAULT_DOM0_MEM = 512 * MiB
 DEFAULT_DOM0_VCPUS = 2
 KNOWN = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus", "console",
-         "lu_quiesce_timeout", "lu_fault", "lu_stop", "ram_sparse", "workload_rate",
+         "lu_quiesce_timeout", "lu_fault", "lu_stop", "ram_sparse", "workload_rate", "iommu",
          "loglvl", "guest_loglvl", "com1", "com2", "noreboot", "sync_console")
 MAX_CMDLINE = 1023      # xen_commandline_t holds 1024 bytes with the NUL
 VALUED = ("liveupdate", "dom0_mem", "dom0_max_vcpus", "crashkernel", "nr_cpus",
-          "lu_quiesce_timeout", "lu_fault", "lu_stop", "workload_rate")
+          "lu_quiesce_timeout", "lu_fault", "lu_stop", "workload_rate", "iommu")
 
 
 class BootLineError(HypervSimError):
@@ -39,6 +39,7 @@ class BootOptions:
         self.lu_stop = None             # debug: stop (SIGSTOP) xen#2 there, for a debugger or a kill
         self.ram_sparse = False         # frames not reserved on disk: hosts larger than the disk
         self.workload_rate = DEFAULT_WORKLOAD_RATE   # steps/s of a new domain's vCPUs; 0: max
+        self.iommu_intpost = True       # posted interrupts (Xen: iommu=[no-]intpost)
         self.unknown = []
 
 
@@ -127,6 +128,12 @@ def parse(text):
                     opts.workload_rate = parse_workload_rate(value)
                 except ValueError:
                     raise BootLineError("workload_rate=%s: %s" % (value, RATE_FORMS))
+            elif name == "iommu":
+                # Xen's iommu= takes a comma-separated list; the simulator
+                # heeds [no-]intpost, the rest is Xen's business.
+                for sub in value.split(","):
+                    if sub in ("intpost", "no-intpost"):
+                        opts.iommu_intpost = sub == "intpost"
             elif name == "lu_stop":
                 from .faultpoints import FAULTS_AFTER_PONR
                 if value not in FAULTS_AFTER_PONR:

@@ -19,6 +19,7 @@ from .frametable import PGC_ALLOCATED, OutOfMemory
 from .grant import FIRST_FREE_REF, GrantTable
 from .guest import P2M
 from .chipset import parse_bdf
+from .devices import connect_driver
 
 MIN_MEMORY = 16 * MiB
 GRANT_FRAMES = 1
@@ -287,8 +288,11 @@ class Builder:
         for bdf in pci:
             hv.pci_assigned[bdf] = dom.domid
             hv.iommu.assign(parse_bdf(bdf), dom.domid, dom.iommu_root)
-            # The device starts: DMA into the page the guest gives it, from now on.
-            hv.devices.start(parse_bdf(bdf), dma_gfn * PAGE_SIZE)
+            # The device starts: DMA into the page the guest gives it, and
+            # interrupts to its vCPU 0, from now on.
+            hv.devices.start(parse_bdf(bdf), dma_gfn * PAGE_SIZE,
+                             lambda slot: hv.iommu.route_interrupt(slot, dom.domid))
+            connect_driver(hv, dom, bdf)
 
 
 def guest_info(hv, dom):

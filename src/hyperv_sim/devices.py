@@ -12,9 +12,11 @@ import sys
 import time
 
 from xen_public import abi
+from xen_public.abi import PAGE_SIZE
 
 from ._lu_hw import ffi, lib as hw
 from .chipset import Chipset, ChipsetError, bdf_text, path_beside
+from .guest import P2M
 
 DMA_PERIOD_NS = 100_000             # a DMA write every 100 µs
 STOP_WAIT_S = 2.0
@@ -71,8 +73,9 @@ class Devices:
     def regs(self, bdf):
         return self.chipset.c.dev[self.slots()[bdf]]
 
-    def start(self, sid, dma_iova):
-        """Program a free slot for the device and start its process."""
+    def start(self, sid, dma_iova, route):
+        """Program a free slot for the device, route(slot) its interrupt,
+        and start its process."""
         if not self.powered:
             return
         c = self.chipset.c
@@ -82,6 +85,8 @@ class Devices:
         d = c.dev[free[0]]
         ffi.memmove(ffi.addressof(d), bytes(ffi.sizeof(d)), ffi.sizeof(d))
         d.sid, d.kind, d.dma_iova, d.period_ns = sid, hw.LU_DEV_DMA_HEARTBEAT, dma_iova, DMA_PERIOD_NS
+        d.msi_index = free[0]
+        route(free[0])
         d.state = hw.LU_DEV_RUNNING
         # Through a shell that exits at once: the device is no child of the
         # hypervisor (it belongs to the machine, not to this process).
@@ -128,6 +133,27 @@ class Devices:
         gap = ffi.new("uint64_t *")
         n = hw.lu_dev_window(ffi.addressof(self.regs(bdf)), from_ns, to_ns, gap)
         return n, gap[0]
+
+
+# Where the guest's driver keeps its record of interrupts taken ({count,
+# the device's write it saw}), in the page the device writes.
+IRQ_RECORD_OFFSET = 64
+
+
+def connect_driver(hv, dom, bdf):
+    """The guest's driver of the device runs in its vCPU 0: it takes the
+    interrupts posted to that vCPU, records them, and unmasks the device."""
+    slot = hv.devices.slots().get(bdf)
+    if slot is None:
+        return
+    d = hv.chipset.c.dev[slot]
+    gfn, offset = divmod(d.dma_iova, PAGE_SIZE)
+    page = P2M(dom.p2m).mfn(gfn) * PAGE_SIZE + offset
+    v = dom.vcpu_state[0]
+    v.pi_desc = hv.iommu.pi_desc(slot)
+    v.dev_page = hv.ram.pointer(page, "uint64_t *")
+    v.irq_record = hv.ram.pointer(page + IRQ_RECORD_OFFSET, "uint64_t *")
+    v.dev_ack = ffi.addressof(d, "irq_outstanding")
 
 
 def stop_devices_beside(ram_path):

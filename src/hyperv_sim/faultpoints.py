@@ -18,7 +18,8 @@ FAULTS_AFTER_PONR = ("restore-start", "restore-validate", "restore-pass0", "rest
 # guests run again, to show that `verify` catches each: zero an IOMMU table
 # frame of a device's domain, rewrite the root-table pointer, invalidate
 # the IOTLB and rebuild the tables.
-FORBIDDEN_ACTS = ("iommu-zero-table", "iommu-rewrite-root", "iommu-flush-rebuild")
+FORBIDDEN_ACTS = ("iommu-zero-table", "iommu-rewrite-root", "iommu-flush-rebuild", "iommu-scrub-pi",
+                  "iommu-drop-resume-interrupt")
 FAULT_POINTS = FAULTS_BEFORE_PONR + FAULTS_AFTER_PONR
 # For error messages: the save:<RECORD> points as one entry.
 FAULT_POINTS_SUMMARY = ", ".join(p for p in FAULT_POINTS if not p.startswith("save:")).replace(

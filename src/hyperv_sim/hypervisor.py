@@ -269,7 +269,10 @@ class Hypervisor:
                 self.ram.zero(backend_slot_addr(self, slot), BACKEND_SLOT.size)
                 self.backend_slots[slot] = None
         for bdf in [b for b, d in self.pci_assigned.items() if d == domid]:
-            self.devices.stop(bdf)                          # no more DMA, then
+            slot = self.devices.slots().get(bdf)
+            self.devices.stop(bdf)                          # no more DMA or interrupts, then
+            if slot is not None:
+                self.iommu.unroute_interrupt(slot)
             self.iommu.unassign(parse_bdf(bdf), domid)      # no more mappings, before its tables are freed
             del self.pci_assigned[bdf]
         dom0 = self.domains.get(0)

@@ -8,6 +8,7 @@ LU_XEN_REGIONS (kind iommu), so that xen#2 never allocates, scrubs or hands
 them out.  The IOMMU is enabled when the first device is assigned.
 """
 import struct
+import threading
 import time
 
 from xen_public import abi
@@ -32,6 +33,11 @@ ENTRY = struct.Struct("<QQ")            # root, context and invalidation entries
 ADDR_MASK = 0x000FFFFFFFFFF000          # bits 12-51: a table's or page's address
 QUEUE_FRAMES = 2                        # the descriptors, then the wait status words
 WAIT_DONE = 0x600DF00D
+# The interrupt-remapping table, then a frame of posted-interrupt
+# descriptors (64 of 64 bytes): entry and descriptor i are device slot i's.
+IRT_FRAMES = 2
+VECTOR_BASE = 0x40                      # device slot i raises vector 0x40 + i
+DELIVERY_PERIOD_S = 0.001               # the handler of remapped interrupts
 
 
 class IommuError(Exception):
@@ -44,7 +50,9 @@ class Iommu:
         self.chipset = hv.chipset
         self.root_mfn = None
         self.queue_mfn = None
+        self.irt_mfn = None
         self.context = {}               # bus -> context table mfn
+        self._delivering = None         # the handler thread's stop event
 
     @property
     def enabled(self):
@@ -54,8 +62,11 @@ class Iommu:
         """[(first mfn, frames)] of every structure the IOMMU reads."""
         if not self.enabled:
             return []
-        return sorted([(self.root_mfn, 1), (self.queue_mfn, QUEUE_FRAMES)] +
+        return sorted([(self.root_mfn, 1), (self.queue_mfn, QUEUE_FRAMES), (self.irt_mfn, IRT_FRAMES)] +
                       [(mfn, 1) for mfn in self.context.values()])
+
+    def pi_desc_addr(self, slot):
+        return (self.irt_mfn + 1) * PAGE_SIZE + slot * hw.LU_PI_DESC_SIZE
 
     # xen#1 (and any hypervisor that boots): set it up.
 
@@ -74,9 +85,15 @@ class Iommu:
         regs.iqh = regs.iqt = 0
         self.chipset.command(hw.LU_VTD_QIE)
         self._invalidate([_iotlb_global()])
-        self.chipset.command(hw.LU_VTD_QIE | hw.LU_VTD_TE)
-        self.hv.console.log("IOMMU: root table at 0x%x, invalidation queue at 0x%x, translation on",
-                            self.root_mfn * PAGE_SIZE, self.queue_mfn * PAGE_SIZE)
+        self.irt_mfn = self._frames(IRT_FRAMES)
+        regs.irta = self.irt_mfn * PAGE_SIZE
+        self.chipset.command(hw.LU_VTD_QIE | hw.LU_VTD_SIRTP)
+        self.chipset.command(hw.LU_VTD_QIE | hw.LU_VTD_TE | hw.LU_VTD_IRE)
+        self.hv.console.log("IOMMU: root table at 0x%x, invalidation queue at 0x%x, interrupt remapping "
+                            "at 0x%x (%s), translation on", self.root_mfn * PAGE_SIZE,
+                            self.queue_mfn * PAGE_SIZE, self.irt_mfn * PAGE_SIZE,
+                            "posted" if self.hv.opts.iommu_intpost else "not posted")
+        self.start_delivery()
 
     def assign(self, sid, domid, root_mfn):
         """Point the device's context entry at the domain's tables."""
@@ -91,6 +108,50 @@ class Iommu:
         ram.write(self.context[bus] * PAGE_SIZE + devfn * ENTRY.size,
                   ENTRY.pack(root_mfn * PAGE_SIZE | hw.LU_VTD_PRESENT, hw.LU_VTD_AW_48 | domid << 8))
         self._invalidate([_context(), _iotlb_domain(domid)])
+
+    def route_interrupt(self, slot, domid):
+        """Device slot's MSI to its domain's vCPU 0: posted into the slot's
+        descriptor, or remapped for this hypervisor's handler to post."""
+        lo = hw.LU_IRTE_PRESENT | (VECTOR_BASE + slot) << 16 | domid << 48
+        if self.hv.opts.iommu_intpost:
+            lo |= hw.LU_IRTE_POSTED
+        self.hv.ram.zero(self.pi_desc_addr(slot), hw.LU_PI_DESC_SIZE)
+        self.hv.ram.write(self.irt_mfn * PAGE_SIZE + slot * ENTRY.size, ENTRY.pack(lo, self.pi_desc_addr(slot)))
+
+    def unroute_interrupt(self, slot):
+        self.hv.ram.write(self.irt_mfn * PAGE_SIZE + slot * ENTRY.size, ENTRY.pack(0, 0))
+
+    def posted(self, slot):
+        return bool(ENTRY.unpack(self.hv.ram.read(self.irt_mfn * PAGE_SIZE + slot * ENTRY.size,
+                                                  ENTRY.size))[0] & hw.LU_IRTE_POSTED)
+
+    def pi_desc(self, slot):
+        return self.hv.ram.pointer(self.pi_desc_addr(slot), "uint64_t *")
+
+    def inject(self, slot):
+        """Post the slot's vector as software (no posted-interrupt hardware)."""
+        hw.lu_hw_post(self.pi_desc(slot), VECTOR_BASE + slot)
+
+    def start_delivery(self):
+        """The handler of remapped interrupts: what waits for the CPU is
+        posted for the guest to take.  Posted ones need no handler."""
+        if self._delivering is not None or self.hv.opts.iommu_intpost or not self.enabled:
+            return
+        self._delivering = stop = threading.Event()
+
+        def handler():
+            while not stop.wait(DELIVERY_PERIOD_S):
+                for slot in self.hv.devices.slots().values():
+                    if hw.lu_hw_take_irr(self.chipset.c, slot):
+                        self.inject(slot)
+        threading.Thread(target=handler, name="interrupts", daemon=True).start()
+
+    def stop_delivery(self):
+        """Interrupts off (a live update's blackout begins): what arrives now
+        waits in the chipset, and a kexec'd hypervisor never sees it."""
+        if self._delivering is not None:
+            self._delivering.set()
+            self._delivering = None
 
     def unassign(self, sid, domid):
         """The device loses its mappings (its domain is going away)."""
@@ -126,6 +187,7 @@ class Iommu:
             return iommu
         iommu.root_mfn = regs.rtaddr_active // PAGE_SIZE
         iommu.queue_mfn = (regs.iqa & ~(PAGE_SIZE - 1)) // PAGE_SIZE
+        iommu.irt_mfn = (regs.irta_active & ADDR_MASK) // PAGE_SIZE
         root = hv.ram.read(iommu.root_mfn * PAGE_SIZE, PAGE_SIZE)
         for bus, (lo, _) in enumerate(ENTRY.iter_unpack(root)):
             if lo & hw.LU_VTD_PRESENT:
@@ -154,6 +216,10 @@ def check_hardware(chipset, ram, regions, devices):
     queue = regs.iqa // PAGE_SIZE
     if queue not in frames or queue + 1 not in frames:
         return "the IOMMU's invalidation queue at 0x%x is not among the stream's IOMMU frames" % (queue * PAGE_SIZE)
+    irt = (regs.irta_active & ADDR_MASK) // PAGE_SIZE
+    if not regs.gsts & hw.LU_VTD_IRE or irt not in frames or irt + 1 not in frames:
+        return "the IOMMU's interrupt-remapping table at 0x%x is not among the stream's IOMMU frames" % (
+            irt * PAGE_SIZE)
     for bus, (lo, _) in enumerate(ENTRY.iter_unpack(ram.read(root * PAGE_SIZE, PAGE_SIZE))):
         if lo & hw.LU_VTD_PRESENT:
             ct = (lo & ADDR_MASK) // PAGE_SIZE
@@ -190,9 +256,8 @@ def forbidden_act(hv, act):
     """Do to the running IOMMU what the seed forbids xen#2 (lu_fault= names
     the act, faultpoints.FORBIDDEN_ACTS), to the first assigned device's
     domain, so that `verify` shows it is caught."""
-    if not hv.pci_assigned:
-        hv.console.log("forbidden act %s: no device assigned, nothing done", act)
-        return
+    if not hv.pci_assigned or act in ("iommu-scrub-pi", "iommu-drop-resume-interrupt"):
+        return                  # those two are done (or not) as the guests resume
     bdf = sorted(hv.pci_assigned)[0]
     dom = hv.domains[hv.pci_assigned[bdf]]
     iommu, regs, ram = hv.iommu, hv.chipset.regs, hv.ram
@@ -206,7 +271,7 @@ def forbidden_act(hv, act):
         # everything as VT-d requires after a root-pointer change.
         for root in (0, iommu.root_mfn):
             regs.rtaddr = root * PAGE_SIZE
-            hv.chipset.command(hw.LU_VTD_SRTP | hw.LU_VTD_QIE | hw.LU_VTD_TE)
+            hv.chipset.command(hw.LU_VTD_SRTP | hw.LU_VTD_QIE | hw.LU_VTD_TE | hw.LU_VTD_IRE)
             iommu._invalidate([_iotlb_global()])
             if not root:
                 time.sleep(FORBIDDEN_WINDOW_S)

@@ -24,6 +24,9 @@ from .chipset import bdf_text, parse_bdf
 from .iommu import FAULT_REASONS, context_entry
 
 MAX_REPORTED_FRAMES = 20
+# Writes after which an untaken interrupt that is nowhere is called lost
+# (about 5 ms: a running guest takes one in microseconds).
+LOST_AFTER_WRITES = 50
 TYPE_NAMES = {0: "none", 1: "l1", 2: "l2", 3: "l3", 4: "l4", 5: "seg_desc", 7: "writable"}
 REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
         "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -91,6 +94,15 @@ def _check_devices(hv, rep):
             continue
         seq, = struct.unpack("<Q", hv.ram.read(mfn * PAGE_SIZE + offset, 8))
         after = d.seq
+        slot = slots[bdf]
+        # An interrupt masks the device until the guest takes it: one sent
+        # long ago, neither posted for the guest nor waiting for this
+        # hypervisor, is lost, and the device gets no more.
+        if d.irq_outstanding and after - d.irq_sent_seq > LOST_AFTER_WRITES and \
+                not hw.lu_hw_posted(hv.iommu.pi_desc(slot)) and not hv.chipset.c.irr[slot]:
+            rep.bad(domid, "device", "device %s: its interrupt for write %d was lost: not posted, not "
+                    "pending, never taken (the device has done %d writes since)"
+                    % (bdf, d.irq_sent_seq, after - d.irq_sent_seq))
         # Written to memory first, then counted: between the two reads.
         if not before <= seq <= after + 1:
             rep.bad(domid, "device", "device %s: the guest page at IOVA 0x%x holds write %d, the device "

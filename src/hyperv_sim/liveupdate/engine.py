@@ -170,6 +170,9 @@ class LiveUpdate:
             with hv.lock:
                 image = hv.kexec.images[abi.KEXEC_TYPE_LIVEUPDATE]
                 rep.phase("quiesce")
+                # Interrupts off: what a device raises from here waits in the
+                # chipset, where the next hypervisor will not look.
+                hv.iommu.stop_delivery()
                 q = Quiesce(hv)
                 q.hvm_first(hv.opts.lu_quiesce_timeout_ms / 1000.0, self.fault)
                 q.pv_last(self.fault)
@@ -218,6 +221,7 @@ class LiveUpdate:
             pages.release()
             handover.clear_breadcrumb(hv)
         if q is not None:
+            hv.iommu.start_delivery()
             q.resume()
         self.report.finish("aborted", why)
         hv.history.record(self.report.to_json())

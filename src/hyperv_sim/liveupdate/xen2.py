@@ -10,6 +10,7 @@ is released halts xen#2 with RAM and breadcrumb intact (RestoreHalted), for
 from xen_public.abi import DOMID_INVALID, PAGE_SIZE
 
 from .._lu_core import lib
+from .._lu_hw import lib as hw
 from ..entry import check_bootmem
 from ..errors import BootFailure, RestoreHalted
 from ..faultpoints import FORBIDDEN_ACTS
@@ -41,7 +42,9 @@ def boot_from_stream(hv):
     rep.phase("release-stream")
     _release_stream(hv, stream, facts)
     rep.phase("unpause")
+    held = _interrupts_on_resume(hv)
     done = _resume_guests(hv)
+    hv.iommu.start_delivery()
     if hv.opts.lu_fault in FORBIDDEN_ACTS:
         forbidden_act(hv, hv.opts.lu_fault)
     # xen#1's private frames (staging copies, its notes) are free now but
@@ -56,17 +59,18 @@ def boot_from_stream(hv):
         for mfn, count in hv.allocator.free_extents():
             hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
         _adopt_crash_image(hv, rep, facts.crash_image)
-    _report_complete(hv, rep, facts, t0, done, first_pause)
+    _report_complete(hv, rep, facts, t0, done, first_pause, held)
 
 
-def _devices_in_blackout(hv, first_pause, done):
+def _devices_in_blackout(hv, first_pause, done, held):
     """What each passthrough device did while no hypervisor ran its guests:
     it ran on, doing DMA through the IOMMU xen#1 left."""
     running = hv.devices.slots()
     out = []
     for bdf in sorted(b for b in hv.pci_assigned if b in running):
         ops, gap = hv.devices.window(bdf, first_pause, done)
-        out.append({"bdf": bdf, "dma_ops_in_blackout": ops, "max_dma_stall_ms": gap / 1e6})
+        out.append({"bdf": bdf, "dma_ops_in_blackout": ops, "max_dma_stall_ms": gap / 1e6,
+                    "interrupts_held": held.get(bdf, 0)})
     return out
 
 
@@ -193,11 +197,33 @@ def _resume_guests(hv):
     return lib.lu_now_ns()
 
 
-def _report_complete(hv, rep, facts, t0, done, first_pause):
+def _interrupts_on_resume(hv):
+    """What the devices' guests missed while no hypervisor ran them; ->
+    {bdf: interrupts held across the hand-over}.  This interrupt controller
+    starts empty: a remapped interrupt sent in the blackout is gone, so each
+    device whose interrupts are not posted gets one injected, as the design
+    says; a posted one waits in its descriptor, for its vCPU to take."""
+    held = {}
+    slots = hv.devices.slots()
+    for bdf, slot in slots.items():
+        hw.lu_hw_take_irr(hv.chipset.c, slot)       # lost with the old hypervisor's CPU state
+        if hv.opts.lu_fault == "iommu-scrub-pi" and bdf == min(slots):
+            hv.ram.zero(hv.iommu.pi_desc_addr(slot), hw.LU_PI_DESC_SIZE)
+        if hv.iommu.posted(slot):
+            held[bdf] = hw.lu_hw_posted(hv.iommu.pi_desc(slot))
+        elif hv.opts.lu_fault != "iommu-drop-resume-interrupt":
+            hv.iommu.inject(slot)
+            held[bdf] = 1
+        else:
+            held[bdf] = 0
+    return held
+
+
+def _report_complete(hv, rep, facts, t0, done, first_pause, held):
     rep.finish("complete")
     if first_pause is not None:
         rep.info["blackout_ms"] = (done - first_pause) / 1e6
-        rep.info["devices"] = _devices_in_blackout(hv, first_pause, done)
+        rep.info["devices"] = _devices_in_blackout(hv, first_pause, done, held)
     for name, start, end in rep.phases:
         hv.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
     rep.info["restored_domains"] = len(hv.domains)
