@@ -3,7 +3,7 @@ covers, a phase table that says why its columns need not add up, and a plot
 whose legend hides no bar."""
 import pytest
 
-from bench.__main__ import OUTSIDE_BLACKOUT, figure, markdown, unclaimed_ms
+from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, figure, markdown, unclaimed_ms, verdicts
 
 MS = 1_000_000
 
@@ -66,3 +66,13 @@ def test_the_legend_covers_no_bar(results):
     assert not [b for b in bars if b.overlaps(legend)]
     # and the legend is on the figure, not cut off
     assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+
+
+def test_the_floor_is_judged_against_a_bare_interpreter_start_of_the_same_run():
+    bare = bare_interpreter_ms(3)
+    assert 0 < bare < 5000
+    (floor,) = [v for v in verdicts([result("floor", 3 * bare)], None, None, bare) if v[0].startswith("floor")]
+    assert floor == ("floor <= 2 x a bare interpreter start (%.1f ms)" % bare, "3.00 x", False)
+    (floor,) = [v for v in verdicts([result("floor", 1.5 * bare)], None, None, bare) if v[0].startswith("floor")]
+    assert floor[1:] == ("1.50 x", True)
+    assert not [v for v in verdicts([result("floor", 20.0)], None, None, None) if v[0].startswith("floor")]
