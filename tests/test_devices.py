@@ -181,3 +181,15 @@ def test_each_forbidden_act_is_caught(dev_host, sim_images, act, words):
         assert any("root-table pointer latched 3 times" in d for d in details), details
     if act == "iommu-flush-rebuild":
         assert any("whole IOTLB invalidated 3 times" in d for d in details), details
+
+
+def test_devices_stop_when_their_machine_is_gone(dev_host):
+    """A host removed without a power-off (its hypervisor killed, its files
+    deleted by hand): its devices notice their chipset is gone and stop."""
+    pids = device_pids(dev_host.state_dir)
+    os.kill(dev_host.toolstack("info")["pid"], signal.SIGKILL)
+    for name in ("chipset", "ram"):
+        os.unlink(dev_host.state_dir / name)
+    wait_for(lambda: device_pids(dev_host.state_dir) == {}, "the devices to stop", timeout=5)
+    assert all(not os.path.exists("/proc/%d/cmdline" % p) or not open("/proc/%d/cmdline" % p).read()
+               for p in pids.values())

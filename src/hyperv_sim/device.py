@@ -13,6 +13,7 @@ its BDF and state directory, so that `ps` finds it.
 import mmap
 import os
 import sys
+import threading
 
 from xen_public.abi import PAGE_SIZE
 
@@ -20,6 +21,7 @@ from ._lu_hw import ffi, lib
 from .chipset import Chipset, parse_bdf, path_beside
 
 RAM_FILE = "ram"
+POWER_CHECK_S = 0.1
 
 
 def slot_of(chipset, sid):
@@ -53,7 +55,14 @@ def main(argv=None):
         print("hyperv-sim device %s: no running slot in the chipset" % pairs["--bdf"], file=sys.stderr)
         return 1
     chipset.c.dev[slot].pid = os.getpid()
-    lib.lu_dev_run(chipset.c, base, size // PAGE_SIZE, slot)     # the GIL is released in C
+    dev = threading.Thread(target=lib.lu_dev_run, args=(chipset.c, base, size // PAGE_SIZE, slot))
+    dev.start()                             # the GIL is released in C
+    # Power is gone when the machine's files are: a host removed without a
+    # power-off (a test's, a crashed one cleaned up by hand) stops its devices.
+    while dev.is_alive():
+        dev.join(POWER_CHECK_S)
+        if os.fstat(chipset.fd).st_nlink == 0 or os.fstat(fd).st_nlink == 0:
+            chipset.c.dev[slot].state = lib.LU_DEV_STOPPING
     return 0
 
 
