@@ -277,6 +277,30 @@ def dma_ops(host):
         chipset.close()
 
 
+def irqs_taken(host):
+    """{bdf: interrupts its guest's driver has taken}, from the guest's own record."""
+    from hyperv_sim.devices import IRQ_RECORD_OFFSET
+    info = host.toolstack("info")
+    out = {}
+    for d in info["devices"]:
+        dom = next(x for x in host.toolstack("details")["domains"] if x["domid"] == d["domid"])
+        out[d["bdf"]] = struct.unpack("<Q", read_ram(host, _dev_page(host, dom, d["bdf"]) + IRQ_RECORD_OFFSET, 8))[0]
+    return out
+
+
+def _dev_page(host, dom, bdf):
+    """The machine address of the page the device writes in its guest."""
+    from hyperv_sim.chipset import bdf_text
+    chipset = chipset_of(host)
+    try:
+        iova = next(d.dma_iova for d in chipset.c.dev if d.state and bdf_text(d.sid) == bdf)
+    finally:
+        chipset.close()
+    gfn = iova // 4096
+    mfn = next(m + gfn - g for g, m, n in dom["p2m"] if g <= gfn < g + n)
+    return mfn * 4096 + iova % 4096
+
+
 # --- waiting -------------------------------------------------------------------
 
 def wait_for(cond, what, timeout=10.0):

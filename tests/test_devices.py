@@ -15,7 +15,7 @@ import pytest
 from hyperv_sim.chipset import bdf_text
 from xen_public.units import MiB
 
-from helpers import REPO, boot_host, chipset_of, device_pids, dma_ops, stop_host, wait_for
+from helpers import REPO, boot_host, chipset_of, device_pids, dma_ops, irqs_taken, stop_host, wait_for
 
 DEVICES = {"hvm1": "0000:03:00.0", "hvm2": "0000:03:01.0", "pv1": "0000:04:00.0"}
 
@@ -116,30 +116,6 @@ def test_a_killed_hypervisor_leaves_its_devices_running(dev_host, sim_images):
                for p in pids.values())
 
 
-def irqs_taken(host):
-    """{bdf: interrupts its guest's driver has taken}, from the guest's own record."""
-    from hyperv_sim.devices import IRQ_RECORD_OFFSET
-    from helpers import read_ram
-    import struct
-    info = host.toolstack("info")
-    out = {}
-    for d in info["devices"]:
-        dom = next(x for x in host.toolstack("details")["domains"] if x["domid"] == d["domid"])
-        out[d["bdf"]] = struct.unpack("<Q", read_ram(host, _dev_page(host, dom, d["bdf"]) + IRQ_RECORD_OFFSET, 8))[0]
-    return out
-
-
-def _dev_page(host, dom, bdf):
-    chipset = chipset_of(host)
-    try:
-        iova = next(d.dma_iova for d in chipset.c.dev if d.state and bdf_text(d.sid) == bdf)
-    finally:
-        chipset.close()
-    gfn = iova // 4096
-    mfn = next(m + gfn - g for g, m, n in dom["p2m"] if g <= gfn < g + n)
-    return mfn * 4096 + iova % 4096
-
-
 # Each act on the kind of host it concerns: a descriptor scrubbed where
 # interrupts are posted, the injection dropped where they are not.
 @pytest.mark.parametrize("dev_host, act, words", [
@@ -193,3 +169,19 @@ def test_devices_stop_when_their_machine_is_gone(dev_host):
     wait_for(lambda: device_pids(dev_host.state_dir) == {}, "the devices to stop", timeout=5)
     assert all(not os.path.exists("/proc/%d/cmdline" % p) or not open("/proc/%d/cmdline" % p).read()
                for p in pids.values())
+
+
+def test_an_aborted_update_turns_interrupts_back_on(dev_host, sim_images):
+    """Interrupts go off as the quiesce starts; an update undone before the
+    point of no return turns them on again (on a host without posted
+    interrupts the hypervisor's handler must run again, or the devices
+    would starve)."""
+    assert dev_host.load_lu(sim_images["4.19"])
+    dev_host.toolstack("lu-fault", point="save")
+    res = dev_host.kexec_lu("exec")
+    assert res.returncode == 1 and "injected fault at save" in res.stderr, res
+    taken = irqs_taken(dev_host)
+    wait_for(lambda: all(n > taken[b] for b, n in irqs_taken(dev_host).items()), "interrupts again")
+    time.sleep(0.05)
+    rep = dev_host.toolstack("verify")
+    assert rep["ok"], rep["problems"]

@@ -17,7 +17,7 @@ from kexec_lu.errors import KexecLuError
 from kexec_lu.liveupdate import run_live_update
 
 from helpers import assert_restored_whole, boot_host, breadcrumb_magic, device_pids, dma_ops, domains_by_name, \
-    full_state, stop_host, wait_for, wait_steps
+    full_state, irqs_taken, stop_host, wait_for, wait_steps
 
 # Between them: PV, PVH and HVM; 2-level and FIFO event channels; grant
 # tables v1 and v2; an IOREQ server; a passthrough device; dom0's backend
@@ -68,6 +68,9 @@ def assert_as_before(host, before):
     assert now["paused"]["steps"] == before["paused"]["steps"]
     assert now["dying"]["steps"] == before["dying"]["steps"]
     wait_steps(host, since=before, names=RUNNING)
+    # The passthrough device's guest takes interrupts again.
+    taken = irqs_taken(host)
+    wait_for(lambda: all(n > taken[b] for b, n in irqs_taken(host).items()), "interrupts again")
     rep = host.toolstack("verify")
     assert rep["ok"], rep["problems"]
     assert "lu-stream" not in host.toolstack("info")["frames"], "stream pages leaked"
