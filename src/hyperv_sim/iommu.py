@@ -134,8 +134,13 @@ class Iommu:
 
     def start_delivery(self):
         """The handler of remapped interrupts: what waits for the CPU is
-        posted for the guest to take.  Posted ones need no handler."""
-        if self._delivering is not None or self.hv.opts.iommu_intpost or not self.enabled:
+        posted for the guest to take.  Posted ones need no handler.  Whether
+        any is remapped is the remapping table's say (xen#2 takes it over as
+        xen#1 wrote it), else this hypervisor's option."""
+        if self._delivering is not None or not self.enabled:
+            return
+        slots = self.hv.devices.slots().values()
+        if all(self.posted(s) for s in slots) if slots else self.hv.opts.iommu_intpost:
             return
         self._delivering = stop = threading.Event()
 
