@@ -201,3 +201,24 @@ def test_xen2_heeds_the_remapping_table_not_its_own_option(dev_host, sim_images)
     time.sleep(0.05)
     rep = dev_host.toolstack("verify")
     assert rep["ok"], rep["problems"]
+
+
+def test_a_device_past_the_chipsets_slots_is_refused_in_one_line(tmp_path, sim_images):
+    """Sixteen devices fit in the chipset; a seventeenth is refused in one
+    line, and the refused create leaves nothing: no frame, no process."""
+    from helpers import one_line_error
+    from xen_public.units import MiB as M
+    state = tmp_path / "host"
+    host = boot_host(state, sim_images["4.18"], memory=1 << 30, cmdline="liveupdate=64M dom0_mem=128M")
+    try:
+        for i in range(16):
+            host.toolstack("create", name="g%d" % i, type="pv", memory=16 * M, vcpus=1,
+                           pci=["0000:05:%02x.0" % i])
+        frames = host.toolstack("info")["frames"]
+        res = host.hyperv_sim("create", "--type", "pv", "--memory", "16M", "--pci", "0000:06:00.0", "g16")
+        one_line_error(res, "hyperv-sim", "no free device slot in the chipset (at most 16 devices)")
+        assert host.toolstack("info")["frames"] == frames
+        assert len(device_pids(state)) == 16
+    finally:
+        stop_host(state)
+    assert device_pids(state) == {}

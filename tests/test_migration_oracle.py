@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from xen_public import lurecords as R
 from xen_public import lustream as ls
 

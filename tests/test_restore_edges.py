@@ -10,7 +10,7 @@ import pytest
 
 from hyperv_sim.chipset import parse_bdf
 from hyperv_sim.liveupdate.check import Claims
-from hyperv_sim.liveupdate.stream import RECORD_HEADER, StreamError
+from hyperv_sim.liveupdate.stream import StreamError
 from xen_public import abi, lurecords as R, lustream as ls
 
 import streamkit as K

@@ -289,13 +289,13 @@ def test_an_iommu_the_stream_does_not_describe(saved):
     refuse(hv, _regions(data, [ft, crash], keep_iommu=False),
            w + ": the IOMMU is on, but the stream names none of its tables")
     root = regs.rtaddr_active
-    for field, value, problem in [
+    for field, setting, problem in [
             ("rtaddr_active", ft[0] * PAGE,
              "the IOMMU's root table at 0x%x is not among the stream's IOMMU frames" % (ft[0] * PAGE)),
             ("iqa", ft[0] * PAGE,
              "the IOMMU's invalidation queue at 0x%x is not among the stream's IOMMU frames" % (ft[0] * PAGE)),
             ("gsts", regs.gsts & ~lib_hw.LU_VTD_TE, "the stream names IOMMU tables, but the IOMMU is off")]:
-        with _register(regs, field, value):
+        with _register(regs, field, setting):
             refuse(hv, data, w + ": " + problem)
     # Bus 3's root entry pointing at a frame of the frame table.
     entry = root + 3 * 16

@@ -50,7 +50,7 @@ def commands(group, path=()):
     return out
 
 
-def describe(prog, group, classic=None):
+def describe(group, classic=None):
     """A neutral table of what to complete where:
     {path: {"subs": [...], "opts": [...], "valued": {opt: (kind, choices)},
             "arg": (kind, choices) or None}}; path is "" for the top."""
@@ -224,8 +224,8 @@ def scripts():
     from kexec_lu.cli import cli as kexec_lu
     from hyperv_sim.cli import cli as hyperv_sim
     out = {}
-    for prog, table in (("kexec-lu", describe("kexec-lu", kexec_lu, kexec_classic())),
-                        ("hyperv-sim", describe("hyperv-sim", hyperv_sim))):
+    for prog, table in (("kexec-lu", describe(kexec_lu, kexec_classic())),
+                        ("hyperv-sim", describe(hyperv_sim))):
         bash = bash_script(prog, table)
         out["bash/" + prog] = bash
         out["zsh/_" + prog] = zsh_script(prog, bash)

@@ -18,6 +18,7 @@ from .evtchn import EventChannels, bind_interdomain
 from .frametable import PGC_ALLOCATED, OutOfMemory
 from .grant import FIRST_FREE_REF, GrantTable
 from .guest import P2M
+from ._lu_hw import lib as hw
 from .chipset import parse_bdf
 from .devices import connect_driver
 
@@ -70,6 +71,8 @@ class Builder:
                 parse_bdf(bdf)
             except ValueError as e:
                 raise BuildError(str(e))
+        if len(pci) > hv.devices.free_slots():
+            raise BuildError("no free device slot in the chipset (at most %d devices)" % hw.LU_MAX_DEVICES)
 
         allocated = PGC_ALLOCATED | 1
         extents = self._alloc(nr_pages, domid, lib.LU_USE_GUEST, allocated)

@@ -1,8 +1,8 @@
 """The chipset: the machine's hardware outside RAM and outside the
 hypervisor, one small file beside the RAM file (docs/iommu.md).
 
-It holds the IOMMU's registers, its IOTLB and fault log, and (later) the
-registers of passthrough devices.  Power-on creates it with RAM, power-off
+It holds the IOMMU's registers, its IOTLB and fault log, the registers of
+passthrough devices, and the interrupts waiting for the CPU.  Power-on creates it with RAM, power-off
 removes it with RAM; a live update's exec leaves it alone, as a kexec leaves
 the chipset, and xen#2 finds it where xen#1 did.  Mapped shared by the
 hypervisor and every device process; the IOMMU model in the C core
@@ -35,7 +35,7 @@ def parse_bdf(bdf):
         seg, bus, dev, fn = int(seg, 16), int(bus, 16), int(dev, 16), int(fn, 16)
     except ValueError:
         raise ValueError("%r is not a PCI device (DDDD:BB:DD.F)" % (bdf,))
-    if seg != 0 or bus > 0xFF or dev > 0x1F or fn > 7:
+    if seg != 0 or not (0 <= bus <= 0xFF and 0 <= dev <= 0x1F and 0 <= fn <= 7):
         raise ValueError("PCI device %s is not behind this host's IOMMU (segment 0, bus 0-ff, "
                          "device 0-1f, function 0-7)" % bdf)
     return bus << 8 | dev << 3 | fn
@@ -110,9 +110,3 @@ class Chipset:
         r = self.regs
         return [(f.sid, f.iova, f.reason, bool(f.write)) for f in r.faults[0:r.nr_faults]]
 
-
-def remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

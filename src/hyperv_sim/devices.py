@@ -13,6 +13,7 @@ import time
 
 from xen_public import abi
 from xen_public.abi import PAGE_SIZE
+from xen_public.privcmd import process_gone
 
 from ._lu_hw import ffi, lib as hw
 from .chipset import Chipset, ChipsetError, bdf_text, path_beside
@@ -27,21 +28,9 @@ class DeviceError(Exception):
 
 
 def _alive(pid):
-    """Whether the process still runs (a zombie waiting for init does not
-    count: nothing of it runs)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    except (OSError, IndexError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether the process still runs (a zombie waiting for init does not:
+    nothing of it runs)."""
+    return not process_gone(pid)
 
 
 def _is_our_device(pid, state_dir):
@@ -70,6 +59,11 @@ class Devices:
         c = self.chipset.c
         return {bdf_text(c.dev[i].sid): i for i in range(hw.LU_MAX_DEVICES) if c.dev[i].state != hw.LU_DEV_FREE}
 
+    def free_slots(self):
+        if not self.powered:
+            return hw.LU_MAX_DEVICES
+        return sum(1 for i in range(hw.LU_MAX_DEVICES) if self.chipset.c.dev[i].state == hw.LU_DEV_FREE)
+
     def regs(self, bdf):
         return self.chipset.c.dev[self.slots()[bdf]]
 
@@ -80,7 +74,7 @@ class Devices:
             return
         c = self.chipset.c
         free = [i for i in range(hw.LU_MAX_DEVICES) if c.dev[i].state == hw.LU_DEV_FREE]
-        if not free:
+        if not free:            # the builder checks first: this is a bug's safety net
             raise DeviceError("no free device slot in the chipset (at most %d devices)" % hw.LU_MAX_DEVICES)
         d = c.dev[free[0]]
         ffi.memmove(ffi.addressof(d), bytes(ffi.sizeof(d)), ffi.sizeof(d))
@@ -112,10 +106,6 @@ class Devices:
             while _alive(pid) and time.monotonic() < deadline + STOP_WAIT_S:
                 time.sleep(0.005)
         d.state = hw.LU_DEV_FREE
-
-    def stop_all(self):
-        for bdf in list(self.slots()):
-            self.stop(bdf)
 
     def describe(self, assigned):
         """[{bdf, domid, pid, dma_ops, dma_faults}] of the running devices;

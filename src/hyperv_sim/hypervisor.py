@@ -23,7 +23,7 @@ from .domain import DOMAIN_TYPES, MAX_VCPUS
 from .evtchn import EvtchnError
 from .frametable import FrameAllocator, FrameTable, OutOfMemory, RefError
 from .grant import GrantError
-from .devices import Devices
+from .devices import DeviceError, Devices
 from .iommu import Iommu
 from .guest import BACKEND_SLOT, BACKEND_STATE_PAGES
 from .m2p import M2P
@@ -241,7 +241,7 @@ class Hypervisor:
                 except Exception as e:      # whatever failed, nothing stays half-built
                     self._forget_partial(domid)
                     builder.undo()
-                    why = e if isinstance(e, (BuildError, GrantError, EvtchnError, RefError)) else \
+                    why = e if isinstance(e, (BuildError, GrantError, EvtchnError, RefError, DeviceError)) else \
                         "internal error: %s: %s" % (type(e).__name__, e)
                     raise DomainError("cannot create %s with %s: %s" % (name, format_size(memory), why))
                 if not control:

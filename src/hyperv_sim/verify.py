@@ -148,15 +148,15 @@ def _check_domain(hv, dom, ex, rep):
     d = dom.domid
     # Ownership and the M2P.
     lu_lo, lu_hi = hv.lu_start // PAGE_SIZE, (hv.xen_start + hv.xen_size) // PAGE_SIZE
-    for gfn, mfn, count in dom.p2m:
-        if not ft.all_match(mfn, count, d, lib.LU_USE_GUEST):
-            bad = lib.lu_frames_find_mismatch(ft.frames, mfn, mfn + count, d, lib.LU_USE_GUEST)
+    for gfn, mfn, nr in dom.p2m:
+        if not ft.all_match(mfn, nr, d, lib.LU_USE_GUEST):
+            bad = lib.lu_frames_find_mismatch(ft.frames, mfn, mfn + nr, d, lib.LU_USE_GUEST)
             e = ft.entry(bad)
             rep.bad(d, "ownership", "mfn 0x%x (gfn 0x%x) belongs to owner %d as %s, not to d%d"
                     % (bad, gfn + bad - mfn, e["owner"], e["use"], d))
-        if hv.lu_size and mfn < lu_hi and mfn + count > lu_lo:
-            rep.bad(d, "ownership", "frames 0x%x-0x%x lie in LU bootmem" % (mfn, mfn + count))
-        wrong = hv.m2p.check_run(mfn, gfn, count)
+        if hv.lu_size and mfn < lu_hi and mfn + nr > lu_lo:
+            rep.bad(d, "ownership", "frames 0x%x-0x%x lie in LU bootmem" % (mfn, mfn + nr))
+        wrong = hv.m2p.check_run(mfn, gfn, nr)
         if wrong is not None:
             rep.bad(d, "m2p", "M2P[0x%x] is 0x%x, expected gfn 0x%x"
                     % (wrong, hv.m2p.get(wrong), gfn + wrong - mfn))
