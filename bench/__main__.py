@@ -31,7 +31,7 @@ from kexec_lu.liveupdate import run_live_update
 from xen_public.privcmd import SocketPrivcmd
 
 from . import baseline
-from .hosts import HOSTS, cmdline_for, guest_configs
+from .hosts import DEVICE_HOSTS, HOSTS, cmdline_for, guest_configs
 from .soak import private_kib
 
 GiB, MiB = 1 << 30, 1 << 20
@@ -90,7 +90,7 @@ def run_host(name, images, runs, workdir, with_baseline):
     ts = SocketPrivcmd(state)
     sampler = PrivateMemorySampler(state)
     try:
-        for cfg in guest_configs(ram, domains):
+        for cfg in guest_configs(ram, domains, devices=name in DEVICE_HOSTS):
             ts.toolstack("create", **cfg)
         setup_s = time.monotonic() - t0
         time.sleep(0.5)
@@ -147,8 +147,26 @@ def run_host(name, images, runs, workdir, with_baseline):
         "private_peak_kib": sampler.peak_kib,
         "phases_ms": {k: round(statistics.median(v), 2) for k, v in phases.items()},
         "between_phases_ms": round(statistics.median(between), 2),
+        "devices": device_summary(reports),
         "baseline": base,
     }
+
+
+def device_summary(reports):
+    """Per passthrough device, over the runs: its rounds of DMA in the
+    blackout (median and least), its longest stall and the packets it
+    dropped for a full ring (median and most)."""
+    per = {}
+    for rep in reports:
+        for d in rep.get("devices", []):
+            per.setdefault(d["bdf"], []).append(d)
+    return [{"bdf": bdf,
+             "dma_ops_in_blackout_median": statistics.median(d["dma_ops_in_blackout"] for d in runs),
+             "dma_ops_in_blackout_min": min(d["dma_ops_in_blackout"] for d in runs),
+             "max_dma_stall_ms": max(d["max_dma_stall_ms"] for d in runs),
+             "dropped_median": statistics.median(d["dropped"] for d in runs),
+             "dropped_max": max(d["dropped"] for d in runs)}
+            for bdf, runs in sorted(per.items())]
 
 
 def slope(xs, ys):
@@ -288,6 +306,14 @@ def markdown(results, machine, marginal, core, checks):
         lines += ["", "Marginal cost across %s (each slope charges all growth to one factor): "
                   "%.3f ms per domain, %.2f ns per guest frame." % (
                       ", ".join(marginal["hosts"]), marginal["ms_per_domain"], marginal["ns_per_guest_frame"])]
+    for r in results:
+        if r.get("devices"):
+            lines += ["", "Passthrough NICs on host %s, through the blackout (docs/iommu.md):" % r["host"], "",
+                      "| device | rounds of DMA (median / least) | longest stall (ms) | "
+                      "packets dropped for a full ring (median / most) |", "|---|---|---|---|"]
+            lines += ["| %s | %g / %d | %.2f | %g / %d |" % (
+                d["bdf"], d["dma_ops_in_blackout_median"], d["dma_ops_in_blackout_min"], d["max_dma_stall_ms"],
+                d["dropped_median"], d["dropped_max"]) for d in r["devices"]]
     for r in results:
         if r.get("baseline"):
             b = r["baseline"]

@@ -18,20 +18,31 @@ CMDLINE = "liveupdate=64M dom0_mem=512M dom0_max_vcpus=2 workload_rate=max"
 # XL's 192 GiB of guests exceed the disks this runs on: its frames are not
 # reserved on disk (ram_sparse; hyperv-sim(8)), the others' are.
 SPARSE_HOSTS = ("XL",)
+# Host L also carries passthrough NICs, on two HVM guests and a PV one
+# (docs/iommu.md): the report says what each did in the blackout.
+DEVICE_HOSTS = ("L",)
+NIC_BDFS = ("0000:03:00.0", "0000:03:01.0", "0000:04:00.0")
 
 
 def cmdline_for(name):
     return CMDLINE + (" ram_sparse" if name in SPARSE_HOSTS else "")
 
 
-def guest_configs(ram, domains):
+def guest_configs(ram, domains, devices=False):
     """About 3/4 of RAM over domains-1 guests, PV, PVH and HVM in turn,
-    2 vCPUs each, event channel ABIs and grant versions alternating."""
+    2 vCPUs each, event channel ABIs and grant versions alternating; with
+    devices, the first two HVM guests and the first PV one get a NIC each."""
     n = domains - 1
     if not n:
         return []
     each = max(64, (ram * 3 // 4 - 512 * MiB) // n // MiB)
     types = ["pv", "pvh", "hvm"]
-    return [dict(name="g%d" % i, type=types[i % 3], memory=each * MiB, vcpus=2,
-                 event_channel_abi="fifo" if i % 2 else "2-level", grant_version=1 + i % 2)
-            for i in range(n)]
+    configs = [dict(name="g%d" % i, type=types[i % 3], memory=each * MiB, vcpus=2,
+                    event_channel_abi="fifo" if i % 2 else "2-level", grant_version=1 + i % 2)
+               for i in range(n)]
+    if devices:
+        hvm = [c for c in configs if c["type"] == "hvm"][:2]
+        pv = [c for c in configs if c["type"] == "pv"][:1]
+        for cfg, bdf in zip(hvm + pv, NIC_BDFS):
+            cfg["pci"] = [bdf]
+    return configs

@@ -16,7 +16,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # cdef order: each header after every header it #includes.
-HEADERS = ("xen_abi.h", "lu_guest.h", "lu_core.h")
+HEADERS = ("xen_abi.h", "lu_guest.h", "hw_nic.h", "lu_core.h")
 
 _GUARD = re.compile(r"\A(.*?)^#ifndef (\w+)\n#define \2\n(.*)^#endif\b[^\n]*\n\s*\Z", re.S | re.M)
 _INCLUDE = re.compile(r'^#include "([^"]+)"[ \t]*$', re.M)
@@ -45,7 +45,7 @@ def _cdef_text(name, before):
 
 
 def _builder(module, headers, sources):
-    """An FFI for module: the headers cdef'd in order, the sources (a glob
+    """An FFI for module: the headers cdef'd in order, the sources (globs
     under csrc/) compiled with them."""
     builder = FFI()
     for i, header in enumerate(headers):
@@ -53,18 +53,20 @@ def _builder(module, headers, sources):
     builder.set_source(
         module,
         "#include <stdint.h>\n" + "".join('#include "%s"\n' % h for h in headers if h != "lu_guest.h"),
-        sources=sorted(os.path.relpath(p) for p in glob.glob(os.path.join(HERE, sources))),
+        sources=sorted(os.path.relpath(p) for pattern in sources for p in glob.glob(os.path.join(HERE, pattern))),
         include_dirs=[HERE],
         extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror=implicit-function-declaration"],
     )
     return builder
 
 
-ffibuilder = _builder("hyperv_sim._lu_core", HEADERS, "lu_*.c")
+# nic_*.c is the NIC's packet format, in both: the guest's driver (in the
+# core's workload) and the device use it.
+ffibuilder = _builder("hyperv_sim._lu_core", HEADERS, ("lu_*.c", "nic_*.c"))
 # The machine's hardware outside the hypervisor (the chipset file and the
 # IOMMU model), a module of its own: device processes load it without the
 # hypervisor's core, and the hypervisor drives the chipset through it.
-hwbuilder = _builder("hyperv_sim._lu_hw", ("hw_iommu.h",), "hw_*.c")
+hwbuilder = _builder("hyperv_sim._lu_hw", ("hw_iommu.h", "hw_nic.h"), ("hw_*.c", "nic_*.c"))
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

@@ -11,7 +11,7 @@
 
 
 #define LU_CHIPSET_MAGIC 0x5445535049484343
-#define LU_CHIPSET_VERSION 3
+#define LU_CHIPSET_VERSION 4
 
 #define LU_IOTLB_ENTRIES 64
 #define LU_FAULT_RECORDS 16
@@ -113,35 +113,44 @@ struct lu_vtd_regs {
 };
 
 /*
- * A passthrough device's registers (its BAR), one slot each.  The device
- * process runs while state is LU_DEV_RUNNING; the hypervisor's driver
- * programs dma_iova.  Every DMA write's completion time goes in a ring, so
- * that what the device did in any window (a live update's blackout) can be
- * counted afterwards.
+ * A passthrough device's registers (its BAR), one slot each: a NIC whose
+ * rings are in its guest's memory (hw_nic.h).  The device process runs
+ * while state is LU_DEV_RUNNING; the hypervisor's driver programs
+ * dma_iova, the first of the guest's NIC pages.  Each round's completion
+ * time goes in a ring, and so does each packet dropped, so that what the
+ * device did in any window (a live update's blackout) can be counted
+ * afterwards.
  */
 #define LU_DMA_LOG 4096
 enum lu_dev_state { LU_DEV_FREE = 0, LU_DEV_RUNNING = 1, LU_DEV_STOPPING = 2 };
-enum lu_dev_kind { LU_DEV_DMA_HEARTBEAT = 1 };
+enum lu_dev_kind { LU_DEV_NIC = 1 };
 
 struct lu_device_regs {
     uint16_t sid;                   /* bus << 8 | devfn */
     uint8_t state;                  /* enum lu_dev_state */
     uint8_t kind;                   /* enum lu_dev_kind */
     uint32_t pid;                   /* the device process, once it runs */
-    uint64_t dma_iova;              /* where it writes {seq, time}: 16-byte aligned */
-    uint64_t period_ns;             /* between two writes */
-    uint64_t seq;                   /* the last sequence number written */
-    uint64_t dma_ops;               /* writes completed */
-    uint64_t dma_faults;            /* writes the IOMMU dropped */
+    uint64_t dma_iova;              /* the guest's NIC pages: page-aligned */
+    uint64_t period_ns;             /* between two rounds */
+    uint64_t seq;                   /* rounds done: packets the wire brought */
+    uint64_t dma_ops;               /* status writes completed, one a round */
+    uint64_t dma_faults;            /* rounds the IOMMU cut short */
     uint64_t log_next;              /* next slot of log */
     /* Its MSI, through interrupt remapping entry msi_index; masked until
      * the guest's driver takes it (writes irq_outstanding back to 0), as a
      * NIC's auto-masked vector: a lost interrupt starves the device. */
     uint32_t msi_index;
     uint32_t irq_outstanding;
-    uint64_t irq_sent_seq;          /* the write its outstanding MSI was for */
+    uint64_t irq_sent_seq;          /* the round its outstanding MSI was for */
     uint64_t msis_sent;
-    uint64_t log[4096];             /* completion times, CLOCK_MONOTONIC ns */
+    uint64_t rx_delivered;          /* packets written into a posted buffer */
+    uint64_t rx_dropped;            /* packets dropped: no buffer posted */
+    uint64_t tx_sent;               /* packets the driver queued, sent */
+    uint64_t tx_bad;                /* of them, with a wrong checksum */
+    uint64_t tx_out_of_order;       /* or not the number due */
+    uint64_t drop_next;             /* next slot of drop_log */
+    uint64_t log[4096];             /* round completion times, CLOCK_MONOTONIC ns */
+    uint64_t drop_log[4096];        /* times of dropped packets */
 };
 
 struct lu_chipset {
@@ -183,11 +192,21 @@ int lu_hw_translate(struct lu_chipset *c, const uint8_t *ram, uint64_t nr_frames
                     uint64_t iova, int write, uint64_t *maddr);
 
 /*
- * The device process's work: while its slot runs, a DMA write of {seq,
- * time} to dma_iova through the IOMMU every period_ns; -> the number of
- * writes done when the slot stops running.
+ * The device process's work: while its slot runs, a round every period_ns
+ * (lu_dev_round); -> the number of rounds done when the slot stops running.
  */
 uint64_t lu_dev_run(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint32_t slot);
+
+/*
+ * One round of the NIC at time now_ns, every access to guest memory a DMA
+ * through the IOMMU: a packet arrives from the wire (into the next posted
+ * RX buffer, or dropped and counted when none is posted); every packet the
+ * driver queued is sent (its checksum and number checked); the status block
+ * gets {seq, now_ns}; an MSI unless one is still untaken.  A translation
+ * fault ends the round (counted in dma_faults; the IOMMU logged it).
+ * -> 0, or -1 after a fault.
+ */
+int lu_dev_round(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, uint32_t slot, uint64_t now_ns);
 
 /*
  * A device's MSI through interrupt remapping entry index: posted (the PIR
@@ -203,10 +222,12 @@ uint32_t lu_hw_take_irr(struct lu_chipset *c, uint32_t index);
 void lu_hw_post(uint64_t *pi_desc, uint32_t vector);
 int lu_hw_posted(const uint64_t *pi_desc);
 
-/* How many logged DMA completions fall in [from_ns, to_ns], and the longest
- * time without one inside that window (from its start to the first, between
+/* How many logged rounds fall in [from_ns, to_ns], and the longest time
+ * without one inside that window (from its start to the first, between
  * two, from the last to its end), in *max_gap_ns. */
 uint64_t lu_dev_window(const struct lu_device_regs *d, uint64_t from_ns, uint64_t to_ns,
                        uint64_t *max_gap_ns);
+/* How many packets the device dropped in [from_ns, to_ns]. */
+uint64_t lu_dev_drops_in(const struct lu_device_regs *d, uint64_t from_ns, uint64_t to_ns);
 
 #endif /* HW_IOMMU_H */

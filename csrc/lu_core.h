@@ -210,6 +210,27 @@ struct lu_regs {
     uint64_t rip, rflags;
 };
 
+/*
+ * A passthrough NIC as its guest's driver reaches it (hw_nic.h): the
+ * posted-interrupt descriptor the device's interrupts land in (the CPU
+ * takes one when it runs the vCPU), the device's mask register the driver
+ * clears to take the next, the NIC's pages in guest memory (page[0] the
+ * status block, indices, counts and rings; page[1] the RX buffers; page[2]
+ * the TX buffers; 3 is LU_NIC_PAGES), and the IOVA of page[0].
+ */
+struct lu_nic {
+    uint64_t *pi_desc;
+    uint32_t *dev_ack;
+    uint8_t *page[3];
+    uint64_t iova;
+};
+
+/* What the driver does when its vCPU runs: set up the rings once; on an
+ * interrupt, take it, take every packet the device filled (checked and
+ * counted, the buffer posted again), answer each with a packet to send,
+ * and unmask the device. */
+void lu_nic_drive(struct lu_nic *n);
+
 struct lu_vcpu {
     struct lu_regs regs;
     uint64_t steps;
@@ -233,15 +254,9 @@ struct lu_vcpu {
     struct lu_guest_info *info;
     struct lu_port be_port;  /* dom0 backend's port */
     struct lu_port fe_port;  /* this frontend's port */
-    /* A passthrough device's driver (vCPU 0 of its domain): the vCPU's
-     * posted-interrupt descriptor (the CPU takes a posted interrupt when it
-     * runs the vCPU), the page the device writes, the guest's record of
-     * interrupts taken ({count, the device's write it saw}), and the
-     * device's mask register it clears to take the next. */
-    uint64_t *pi_desc;
-    const uint64_t *dev_page;
-    uint64_t *irq_record;
-    uint32_t *dev_ack;
+    /* The drivers of the domain's passthrough NICs (on vCPU 0). */
+    struct lu_nic *nics;
+    uint32_t nr_nics;
 };
 
 /* dom0 software: a device-model client (one HVM vCPU's ioreq slot). */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hw_nic.h"
 #include "lu_core.h"
 
 #define PAGE_SIZE 4096u
@@ -289,27 +290,106 @@ static int pv_ring(struct lu_vcpu *v, uint64_t k)
     return 0;
 }
 
-/* The device's interrupt, if one is posted: taken, counted, unmasked. */
-static void take_interrupt(struct lu_vcpu *v)
+/* ---- the guest's NIC driver (hw_nic.h) ---- */
+
+_Static_assert(sizeof(((struct lu_nic *)0)->page) == LU_NIC_PAGES * sizeof(uint8_t *), "NIC pages");
+
+static void nic_setup(struct lu_nic *n, struct lu_nic_counts *counts, struct lu_nic_indices *ix)
 {
+    struct lu_nic_desc *rx = (struct lu_nic_desc *)(n->page[0] + LU_NIC_RX_RING);
+    struct lu_nic_desc *tx = (struct lu_nic_desc *)(n->page[0] + LU_NIC_TX_RING);
+    unsigned int i;
+
+    for ( i = 0; i < LU_NIC_RING; i++ )
+    {
+        rx[i] = (struct lu_nic_desc){ n->iova + 4096 + i * LU_NIC_PACKET, LU_NIC_PACKET, 0 };
+        tx[i] = (struct lu_nic_desc){ n->iova + 2 * 4096 + i * LU_NIC_PACKET, LU_NIC_PACKET, 0 };
+    }
+    counts->magic = LU_NIC_MAGIC;
+    __atomic_store_n(&ix->rx_posted, counts->rx_taken + LU_NIC_RING, __ATOMIC_RELEASE);
+}
+
+/* One filled buffer: intact, and the number due after the drops the
+ * device counted; the buffer is then free for the device again. */
+static void nic_take(struct lu_nic *n, struct lu_nic_counts *counts, unsigned int i)
+{
+    const struct lu_nic_packet *p = (const struct lu_nic_packet *)(n->page[1] + i * LU_NIC_PACKET);
+    struct lu_nic_desc *desc = (struct lu_nic_desc *)(n->page[0] + LU_NIC_RX_RING) + i;
+    uint64_t due = counts->last_seq + 1 + (p->drops - counts->last_drops);
+    int bad = lu_nic_csum(p) != p->csum;
+
+    if ( bad || p->seq != due )
+    {
+        if ( !counts->rx_bad && !counts->rx_out_of_order )
+        {
+            counts->first_bad_seq = p->seq;
+            counts->first_bad_due = due;
+        }
+        if ( bad )
+            counts->rx_bad++;
+        else
+            counts->rx_out_of_order++;
+    }
+    else
+    {
+        counts->rx_dropped_seen += p->drops - counts->last_drops;
+        counts->rx_ok++;
+    }
+    /* A corrupted packet's own numbers are not to be trusted: it took the
+     * number due. */
+    counts->last_seq = bad ? due : p->seq;
+    if ( !bad )
+        counts->last_drops = p->drops;
+    desc->flags = 0;
+}
+
+/* An answer, unless the TX ring is full (then none: not a loss). */
+static void nic_send(struct lu_nic *n, struct lu_nic_indices *ix)
+{
+    uint32_t queued = ix->tx_queued;
+
+    if ( queued - __atomic_load_n(&ix->tx_sent, __ATOMIC_ACQUIRE) >= LU_NIC_RING )
+        return;
+    lu_nic_make((struct lu_nic_packet *)(n->page[2] + (queued % LU_NIC_RING) * LU_NIC_PACKET),
+                queued + 1, 0, 0);
+    ((struct lu_nic_desc *)(n->page[0] + LU_NIC_TX_RING))[queued % LU_NIC_RING].flags = 0;
+    __atomic_store_n(&ix->tx_queued, queued + 1, __ATOMIC_RELEASE);
+}
+
+void lu_nic_drive(struct lu_nic *n)
+{
+    uint64_t *status = (uint64_t *)n->page[0], *record = (uint64_t *)(n->page[0] + LU_NIC_IRQ_RECORD);
+    struct lu_nic_indices *ix = (struct lu_nic_indices *)(n->page[0] + LU_NIC_INDICES);
+    struct lu_nic_counts *counts = (struct lu_nic_counts *)(n->page[0] + LU_NIC_COUNTS);
+    uint32_t filled;
     unsigned int w;
 
-    if ( !(__atomic_load_n(&v->pi_desc[4], __ATOMIC_ACQUIRE) & 1) )
+    if ( counts->magic != LU_NIC_MAGIC )
+        nic_setup(n, counts, ix);
+    if ( !(__atomic_load_n(&n->pi_desc[4], __ATOMIC_ACQUIRE) & 1) )
         return;
-    __atomic_and_fetch(&v->pi_desc[4], ~1ull, __ATOMIC_ACQ_REL);
+    __atomic_and_fetch(&n->pi_desc[4], ~1ull, __ATOMIC_ACQ_REL);
     for ( w = 0; w < 4; w++ )
-        __atomic_exchange_n(&v->pi_desc[w], 0, __ATOMIC_ACQ_REL);
-    v->irq_record[1] = __atomic_load_n(&v->dev_page[0], __ATOMIC_ACQUIRE);
-    __atomic_store_n(&v->irq_record[0], v->irq_record[0] + 1, __ATOMIC_RELEASE);
-    __atomic_store_n(v->dev_ack, 0, __ATOMIC_RELEASE);
+        __atomic_exchange_n(&n->pi_desc[w], 0, __ATOMIC_ACQ_REL);
+    record[1] = __atomic_load_n(&status[0], __ATOMIC_ACQUIRE);
+    __atomic_store_n(&record[0], record[0] + 1, __ATOMIC_RELEASE);
+    filled = __atomic_load_n(&ix->rx_filled, __ATOMIC_ACQUIRE);
+    for ( ; counts->rx_taken != filled; counts->rx_taken++ )
+    {
+        nic_take(n, counts, counts->rx_taken % LU_NIC_RING);
+        nic_send(n, ix);
+    }
+    __atomic_store_n(&ix->rx_posted, counts->rx_taken + LU_NIC_RING, __ATOMIC_RELEASE);
+    __atomic_store_n(n->dev_ack, 0, __ATOMIC_RELEASE);
 }
 
 static int vcpu_step(struct lu_vcpu *v)
 {
     uint64_t k = v->steps;
+    uint32_t i;
 
-    if ( v->pi_desc )
-        take_interrupt(v);
+    for ( i = 0; i < v->nr_nics; i++ )
+        lu_nic_drive(&v->nics[i]);
     if ( v->io_every && (k + 1) % v->io_every == 0 && hvm_io(v, k) )
         return 1;
     if ( v->ring_every && (k + 1) % v->ring_every == 0 && pv_ring(v, k) )

@@ -9,7 +9,7 @@ import pathlib
 import pytest
 
 import debian_xen
-from helpers import REPO, XenArtifacts, boot_host, make_hypervisor, power_off, stop_host
+from helpers import NIC_BDF, REPO, XenArtifacts, boot_host, make_hypervisor, power_off, stop_host
 
 
 @pytest.fixture(scope="session")
@@ -73,6 +73,20 @@ def hv(tmp_path, sim_images):
     h = make_hypervisor(tmp_path / "hv", sim_images["4.18"])
     yield h
     power_off(h)
+
+
+@pytest.fixture
+def nic_hv(tmp_path, sim_images):
+    """A hypervisor inside the test (devices unpowered: nothing moves but
+    what the test does) with a 16 MiB HVM domain "nic" owning device NIC_BDF."""
+    from xen_public.units import MiB
+    h = make_hypervisor(tmp_path / "h", sim_images["4.18"], memory=1 << 30,
+                        cmdline="liveupdate=64M dom0_mem=128M")
+    try:
+        h.create_domain("nic", "hvm", 16 * MiB, 1, pci=[NIC_BDF])
+        yield h
+    finally:
+        power_off(h)
 
 
 def pytest_sessionfinish(session, exitstatus):

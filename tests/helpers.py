@@ -279,16 +279,40 @@ def dma_ops(host):
 
 def irqs_taken(host):
     """{bdf: interrupts its guest's driver has taken}, from the guest's own record."""
-    from hyperv_sim.devices import IRQ_RECORD_OFFSET
+    from hyperv_sim._lu_hw import lib as hw
     info = host.toolstack("info")
     out = {}
     for d in info["devices"]:
         dom = next(x for x in host.toolstack("details")["domains"] if x["domid"] == d["domid"])
-        out[d["bdf"]] = struct.unpack("<Q", read_ram(host, _dev_page(host, dom, d["bdf"]) + IRQ_RECORD_OFFSET, 8))[0]
+        out[d["bdf"]] = struct.unpack("<Q", read_ram(host, dev_page(host, dom, d["bdf"]) + hw.LU_NIC_IRQ_RECORD, 8))[0]
     return out
 
 
-def _dev_page(host, dom, bdf):
+NIC_BDF = "0000:03:00.0"                       # conftest.nic_hv's device
+NIC_COUNTS = struct.Struct("<IIQQQQQQQQ")     # csrc/hw_nic.h, struct lu_nic_counts
+
+
+def nic_traffic(host):
+    """{bdf: {rx_ok, dropped_seen, bad, out_of_order, last_seq, device_dropped,
+    tx_sent}}: what each guest's driver counted of its NIC's packets (from
+    its memory) beside what the device counted (its registers)."""
+    from hyperv_sim.chipset import bdf_text
+    info = host.toolstack("info")
+    domains = {x["domid"]: x for x in host.toolstack("details")["domains"]}
+    chipset = chipset_of(host)
+    try:
+        regs = {bdf_text(d.sid): (d.rx_dropped, d.tx_sent) for d in chipset.c.dev if d.state}
+    finally:
+        chipset.close()
+    out = {}
+    for d in info["devices"]:
+        c = NIC_COUNTS.unpack(read_ram(host, dev_page(host, domains[d["domid"]], d["bdf"]) + 192, NIC_COUNTS.size))
+        out[d["bdf"]] = dict(rx_ok=c[2], dropped_seen=c[3], bad=c[4], out_of_order=c[5], last_seq=c[6],
+                             device_dropped=regs[d["bdf"]][0], tx_sent=regs[d["bdf"]][1])
+    return out
+
+
+def dev_page(host, dom, bdf):
     """The machine address of the page the device writes in its guest."""
     from hyperv_sim.chipset import bdf_text
     chipset = chipset_of(host)

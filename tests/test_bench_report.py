@@ -3,7 +3,9 @@ covers, a phase table that says why its columns need not add up, and a plot
 whose legend hides no bar."""
 import pytest
 
-from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, figure, markdown, unclaimed_ms, verdicts
+from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, device_summary, figure, markdown, unclaimed_ms, \
+    verdicts
+from bench.hosts import guest_configs
 
 MS = 1_000_000
 
@@ -76,3 +78,30 @@ def test_the_floor_is_judged_against_a_bare_interpreter_start_of_the_same_run():
     (floor,) = [v for v in verdicts([result("floor", 1.5 * bare)], None, None, bare) if v[0].startswith("floor")]
     assert floor[1:] == ("1.50 x", True)
     assert not [v for v in verdicts([result("floor", 20.0)], None, None, None) if v[0].startswith("floor")]
+
+
+def test_host_ls_nics_are_summed_up_per_device():
+    """Two HVM guests and a PV one with a NIC each, and per device what it
+    did over the runs: rounds (median, least), longest stall, drops (median,
+    most)."""
+    with_nics = [c for c in guest_configs(64 << 30, 64, devices=True) if "pci" in c]
+    assert sorted(c["type"] for c in with_nics) == ["hvm", "hvm", "pv"]
+    assert len({c["pci"][0] for c in with_nics}) == 3
+    assert not any("pci" in c for c in guest_configs(64 << 30, 64))
+
+    def dev(bdf, ops, stall, dropped):
+        return {"bdf": bdf, "dma_ops_in_blackout": ops, "max_dma_stall_ms": stall, "dropped": dropped,
+                "interrupts_held": 1}
+    reports = [{"devices": [dev("0000:03:00.0", 300, 1.5, 200), dev("0000:04:00.0", 280, 0.4, 210)]},
+               {"devices": [dev("0000:03:00.0", 320, 4.0, 260), dev("0000:04:00.0", 290, 0.3, 190)]},
+               {"devices": [dev("0000:03:00.0", 310, 2.0, 230), dev("0000:04:00.0", 270, 0.5, 230)]}]
+    summary = device_summary(reports)
+    assert summary == [
+        {"bdf": "0000:03:00.0", "dma_ops_in_blackout_median": 310, "dma_ops_in_blackout_min": 300,
+         "max_dma_stall_ms": 4.0, "dropped_median": 230, "dropped_max": 260},
+        {"bdf": "0000:04:00.0", "dma_ops_in_blackout_median": 280, "dma_ops_in_blackout_min": 270,
+         "max_dma_stall_ms": 0.5, "dropped_median": 210, "dropped_max": 230}]
+    text = markdown([dict(result("L", 60.0, save=1.0), devices=summary)], "test machine", None, None, [])
+    assert "Passthrough NICs on host L" in text
+    assert "| 0000:03:00.0 | 310 / 300 | 4.00 | 230 / 260 |" in text
+    assert "| 0000:04:00.0 | 280 / 270 | 0.50 | 210 / 230 |" in text

@@ -17,6 +17,7 @@ from hyperv_sim._lu_core import ffi, lib
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
 GUEST, CORE, XEN_ABI = CSRC / "lu_guest.h", CSRC / "lu_core.h", CSRC / "xen_abi.h"
+NIC = CSRC / "hw_nic.h"     # the NIC's format, which the guest's driver in the core shares
 CC = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
 
 # Hypervisor-private names the guest header must never mention, even in a
@@ -108,14 +109,16 @@ def test_core_header_includes_guest_header_and_repeats_none_of_it():
     assert not set(declared(CORE)) & set(declared(GUEST))
 
 
-def test_cffi_module_has_every_name_of_both_headers():
-    """csrc/build_core.py cdefs all three headers: every struct and enum
-    type, and exactly the enumerators and functions they declare."""
-    names = {**declared(XEN_ABI), **declared(GUEST), **declared(CORE)}
+def test_cffi_module_has_every_name_of_its_headers():
+    """csrc/build_core.py cdefs all four headers: every struct and enum
+    type, and exactly the enumerators, functions and (the NIC's hardware
+    header, as the IOMMU's, keeps #defines) constants they declare."""
+    names = {**declared(XEN_ABI), **declared(GUEST), **declared(NIC), **declared(CORE)}
     for name, kind in names.items():
         if kind in ("struct", "enum"):
             ffi.typeof("%s %s" % (kind, name))
-    assert set(dir(lib)) == {n for n, kind in names.items() if kind in ("enumerator", "function")}
+    defines = set(re.findall(r"^#define (LU_\w+) ", NIC.read_text(), re.M))
+    assert set(dir(lib)) == {n for n, kind in names.items() if kind in ("enumerator", "function")} | defines
     assert ffi.sizeof("struct lu_ioreq") == 32 and ffi.sizeof("struct lu_sring") == 2112
     assert ffi.sizeof("struct lu_guest_info") == 3152 and ffi.sizeof("struct lu_frame") == 16
 

@@ -6,16 +6,20 @@ is killed.  Each act the seed forbids xen#2, done on purpose, is caught by
 `verify`, naming the device and the IOVA."""
 import json
 import os
+import re
 import signal
+import struct
 import time
 
 import jsonschema
 import pytest
 
+from hyperv_sim._lu_hw import lib as hw
 from hyperv_sim.chipset import bdf_text
 from xen_public.units import MiB
 
-from helpers import REPO, boot_host, chipset_of, device_pids, dma_ops, irqs_taken, stop_host, wait_for
+from helpers import REPO, dev_page, boot_host, chipset_of, device_pids, dma_ops, irqs_taken, nic_traffic, read_ram, \
+    stop_host, wait_for, write_ram
 
 DEVICES = {"hvm1": "0000:03:00.0", "hvm2": "0000:03:01.0", "pv1": "0000:04:00.0"}
 
@@ -49,8 +53,13 @@ def test_each_device_is_a_process_of_its_own_doing_dma(dev_host):
     assert [(d["bdf"], d["domid"], d["pid"]) for d in info["devices"]] == sorted(
         (bdf, doms[name], pids[bdf]) for name, bdf in DEVICES.items())
     line = dev_host.hyperv_sim("info", "devices").stdout.strip()
-    assert line == ", ".join("%s d%d pid %d" % (bdf, doms[name], pids[bdf])
-                             for name, bdf in sorted(DEVICES.items(), key=lambda x: x[1]))
+    shown = [re.fullmatch(r"(\S+) d(\d+) pid (\d+) rx (\d+) dropped (\d+) tx (\d+)", x) for x in line.split(", ")]
+    assert all(shown), line
+    assert [(m[1], int(m[2]), int(m[3])) for m in shown] == sorted(
+        (bdf, doms[name], pids[bdf]) for name, bdf in DEVICES.items()), line
+    # list -v names each domain's device.
+    rows = {r.split()[0]: r.split()[-1] for r in dev_host.hyperv_sim("list", "-v").stdout.splitlines()[1:]}
+    assert rows == dict(DEVICES, **{"Domain-0": "-"}), rows
     first = dma_ops(dev_host)
     wait_for(lambda: all(n > first[b] + 10 for b, n in dma_ops(dev_host).items()), "DMA from every device")
     rep = dev_host.toolstack("verify")
@@ -68,16 +77,29 @@ def test_devices_run_through_an_update_and_a_rollback(dev_host, sim_images):
         jsonschema.validate(rep, json.loads((REPO / "schemas" / "kexec-lu-exec.schema.json").read_text()))
         by_bdf = {d["bdf"]: d for d in rep["devices"]}
         assert set(by_bdf) == set(DEVICES.values())
+        before = nic_traffic(dev_host)
         for bdf, d in by_bdf.items():
             # It kept doing DMA while no hypervisor ran its guest.
             assert d["dma_ops_in_blackout"] > 0, (bdf, d, rep["blackout_ms"])
             assert d["max_dma_stall_ms"] < rep["blackout_ms"], (bdf, d)
+            # A packet a round: those its paused guest had no buffer for
+            # were dropped, and counted.
+            assert 0 < d["dropped"] <= d["dma_ops_in_blackout"], (bdf, d, rep["blackout_ms"])
+            assert d["dropped"] <= before[bdf]["device_dropped"], (bdf, d, before[bdf])
             # Its interrupt across the hand-over: one posted and waiting, or
             # (no posted interrupts) one injected.
             assert d["interrupts_held"] == 1, (bdf, d)
         # And the guests take interrupts again: each record counts on.
         taken = irqs_taken(dev_host)
         wait_for(lambda: all(n > taken[b] for b, n in irqs_taken(dev_host).items()), "interrupts after the update")
+        # Traffic on: every number up to the last packet taken was received
+        # once and intact, or dropped by the device and said so.
+        wait_for(lambda: all(t["rx_ok"] > before[b]["rx_ok"] and t["tx_sent"] > before[b]["tx_sent"]
+                             for b, t in nic_traffic(dev_host).items()), "packets after the update")
+        for bdf, t in nic_traffic(dev_host).items():
+            assert t["bad"] == t["out_of_order"] == 0, (bdf, t)
+            assert t["rx_ok"] + t["dropped_seen"] == t["last_seq"], (bdf, t)
+            assert t["dropped_seen"] <= t["device_dropped"], (bdf, t)
         # The same processes: a live update restarts no device.
         assert device_pids(dev_host.state_dir) == pids
         verify = dev_host.toolstack("verify")
@@ -86,8 +108,53 @@ def test_devices_run_through_an_update_and_a_rollback(dev_host, sim_images):
     assert text.returncode == 0, text
     out = dev_host.kexec_lu("exec").stdout
     for bdf in DEVICES.values():
-        assert "device %s: " % bdf in out and " DMA writes during the blackout, longest stall " in out
-    assert out.count(" ms, 1 interrupt held") == len(DEVICES), out
+        assert re.search(r"^device %s: \d+ rounds? of DMA during the blackout, longest stall [0-9.]+ ms, "
+                         r"\d+ packets? dropped for a full ring, 1 interrupt held$" % re.escape(bdf), out, re.M), out
+
+
+@pytest.mark.parametrize("dev_host", ["intpost"], indirect=True)
+def test_verify_catches_a_corrupted_a_repeated_and_a_lost_packet(dev_host):
+    """What the guests' drivers catch, verify says: a packet changed on its
+    way (hvm1's), one delivered twice in place of the next (hvm2's, which
+    loses that next one too).  Done while the guests are paused, their
+    rings full, to packets they have yet to take."""
+    details = {x["name"]: x for x in dev_host.toolstack("details")["domains"]}
+    victims = {"hvm1": DEVICES["hvm1"], "hvm2": DEVICES["hvm2"]}
+    for name in victims:
+        assert dev_host.hyperv_sim("pause", name).returncode == 0
+    wait_for(lambda: all(t["device_dropped"] > 0 for b, t in nic_traffic(dev_host).items() if b in victims.values()),
+             "full rings")
+    taken = {}
+    for name, bdf in victims.items():
+        page = dev_page(dev_host, details[name], bdf)
+        rx_taken, = struct.unpack("<I", read_ram(dev_host, page + 192 + 4, 4))
+        taken[name] = rx_taken
+        # The RX buffers: the page after, by the guest's P2M.
+        gfn = details[name]["layout"]["dma_gfn"] + 1
+        buffers = next(m + gfn - g for g, m, n in details[name]["p2m"] if g <= gfn < g + n) * 4096
+        first, second = buffers + rx_taken % 64 * 64, buffers + (rx_taken + 1) % 64 * 64
+        if name == "hvm1":
+            raw = bytearray(read_ram(dev_host, first, 64))
+            raw[30] ^= 0xFF
+            write_ram(dev_host, first, bytes(raw))
+        else:
+            write_ram(dev_host, second, read_ram(dev_host, first, 64))
+    for name in victims:
+        assert dev_host.hyperv_sim("unpause", name).returncode == 0
+    wait_for(lambda: all(nic_traffic(dev_host)[b]["rx_ok"] > taken[n] + 2 for n, b in victims.items()),
+             "the guests to take them")
+    rep = dev_host.toolstack("verify")
+    assert not rep["ok"]
+    problems = sorted(p["detail"] for p in rep["problems"])
+    seq1 = nic_traffic(dev_host)[victims["hvm1"]]
+    assert len(problems) == 2, problems
+    assert re.fullmatch(r"device %s: 1 packet arrived corrupted in the guest \(the first: packet \d+\)"
+                        % victims["hvm1"], problems[0]), problems
+    assert re.fullmatch(r"device %s: 2 packets not the one due \(the first: packet (\d+) where (\d+) was due\): "
+                        r"lost, or received twice" % victims["hvm2"], problems[1]), problems
+    got, due = map(int, re.search(r"packet (\d+) where (\d+)", problems[1]).groups())
+    assert due == got + 1, problems[1]
+    assert seq1["bad"] == 1 and seq1["out_of_order"] == 0, seq1
 
 
 def test_a_destroyed_domains_device_stops(dev_host):
@@ -151,7 +218,8 @@ def test_each_forbidden_act_is_caught(dev_host, sim_images, act, words):
     rep = dev_host.toolstack("verify")
     assert not rep["ok"]
     details = [p["detail"] for p in rep["problems"]]
-    want = "device %s: IOMMU fault on write at IOVA 0x%x: %s" % (victim, iova[victim], words)
+    # A round's first DMA: the ring indices in the NIC's first page.
+    want = "device %s: IOMMU fault on write at IOVA 0x%x: %s" % (victim, iova[victim] + hw.LU_NIC_INDICES, words)
     assert want in details, details
     if act == "iommu-rewrite-root":
         assert any("root-table pointer latched 3 times" in d for d in details), details

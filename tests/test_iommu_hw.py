@@ -5,7 +5,6 @@ otherwise, logs what it cannot translate, and that a live update leaves
 alone: xen#2 takes it over without touching a register or a table."""
 import struct
 
-import pytest
 
 from hyperv_sim._lu_hw import ffi, lib as hw
 from hyperv_sim.chipset import Chipset, path_beside
@@ -13,21 +12,10 @@ from hyperv_sim.guest import P2M
 from hyperv_sim.chipset import parse_bdf
 from xen_public.units import MiB
 
-from helpers import boot_host, make_hypervisor, power_off, read_ram, stop_host
+from helpers import NIC_BDF, boot_host, read_ram, stop_host
 
 PAGE = 4096
-NIC = "0000:03:00.0"
-
-
-@pytest.fixture
-def nic_hv(tmp_path, sim_images):
-    h = make_hypervisor(tmp_path / "h", sim_images["4.18"], memory=1 << 30,
-                        cmdline="liveupdate=64M dom0_mem=128M")
-    try:
-        h.create_domain("nic", "hvm", 16 * MiB, 1, pci=[NIC])
-        yield h
-    finally:
-        power_off(h)
+NIC = NIC_BDF
 
 
 def translate(hv, bdf, iova, write=True):

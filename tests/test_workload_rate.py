@@ -108,7 +108,7 @@ def test_the_rate_and_cpu_time_survive_a_live_update(paced_host, sim_images):
     assert res.stdout.splitlines()[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)"]
     res = host.hyperv_sim("list", "-v")
     assert res.stdout.splitlines()[0].split() == ["Name", "ID", "Mem", "VCPUs", "State", "Time(s)",
-                                                  "Type", "Steps"]
+                                                  "Type", "Steps", "PCI"]
 
 
 def test_a_config_file_takes_a_rate_and_bad_ones_are_one_line(paced_host, tmp_path):

@@ -20,7 +20,7 @@ from .grant import FIRST_FREE_REF, GrantTable
 from .guest import P2M
 from ._lu_hw import lib as hw
 from .chipset import parse_bdf
-from .devices import connect_driver
+from .devices import connect_drivers
 
 MIN_MEMORY = 16 * MiB
 GRANT_FRAMES = 1
@@ -61,7 +61,7 @@ class Builder:
         nr_pages = memory // PAGE_SIZE
         frontend = not control and dtype in ("pv", "pvh")
         try:
-            lay = guest.plan(dtype, nr_pages, vcpus, evtchn_abi, control, frontend, workload_pages, dma=bool(pci))
+            lay = guest.plan(dtype, nr_pages, vcpus, evtchn_abi, control, frontend, workload_pages, devices=len(pci))
         except guest.LayoutError as e:
             raise BuildError(str(e))
         for bdf in pci:
@@ -288,14 +288,14 @@ class Builder:
         dom.iommu_root = guest.build_tables(hv.ram, frames, levels, p2m)
         dom.iommu_frames = iommu
         dom.devices = list(pci)
-        for bdf in pci:
+        for i, bdf in enumerate(pci):
             hv.pci_assigned[bdf] = dom.domid
             hv.iommu.assign(parse_bdf(bdf), dom.domid, dom.iommu_root)
-            # The device starts: DMA into the page the guest gives it, and
+            # The device starts: DMA into the pages the guest gives it, and
             # interrupts to its vCPU 0, from now on.
-            hv.devices.start(parse_bdf(bdf), dma_gfn * PAGE_SIZE,
+            hv.devices.start(parse_bdf(bdf), (dma_gfn + i * hw.LU_NIC_PAGES) * PAGE_SIZE,
                              lambda slot: hv.iommu.route_interrupt(slot, dom.domid))
-            connect_driver(hv, dom, bdf)
+        connect_drivers(hv, dom)
 
 
 def guest_info(hv, dom):

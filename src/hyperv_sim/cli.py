@@ -170,8 +170,9 @@ def xl_info_lines(data):
         ("lu_stream_versions", "-".join(map(str, versions)) if versions else "none"),
         ("nr_domains", data["domains"]),
         ("kexec_loaded", " ".join(t for t, v in sorted(data["kexec"].items()) if v) or "none"),
-        ("devices", ", ".join("%s d%d pid %d" % (d["bdf"], d["domid"], d["pid"]) for d in data["devices"])
-         or "none"),
+        ("devices", ", ".join("%s d%d pid %d rx %d dropped %d tx %d"
+                              % (d["bdf"], d["domid"], d["pid"], d["rx_delivered"], d["rx_dropped"], d["tx_sent"])
+                              for d in data["devices"]) or "none"),
         ("ram_on_disk", size_text(data["ram_disk_usage"])),
         ("pid", data["pid"]), ("incarnation", data["incarnation"]),
     ]
@@ -208,7 +209,8 @@ def info(key, state_dir, as_json):
 @click.argument("domain", required=False)
 @click.option("-l", "--long", "long_", is_flag=True,
               help="Everything about the domains (P2M, ports, grants, mappings), as JSON.")
-@click.option("-v", "--verbose", is_flag=True, help="Add the simulator's columns: type and steps run.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Add the simulator's columns: type, steps run, passthrough devices.")
 @state_dir_option
 @json_option
 def list_(domain, long_, verbose, state_dir, as_json):
@@ -231,13 +233,14 @@ def list_(domain, long_, verbose, state_dir, as_json):
 
 def xl_list_lines(doms, verbose):
     """xl list's layout, column for column, plain on a terminal too (scripts
-    and eyes read it the same); -v appends the simulator's type and steps."""
+    and eyes read it the same); -v appends the simulator's type, steps and
+    passthrough devices."""
     head = "%-40s %5s %5s %5s\tState\tTime(s)" % ("Name", "ID", "Mem", "VCPUs")
-    yield head + ("   Type        Steps" if verbose else "")
+    yield head + ("   Type        Steps  PCI" if verbose else "")
     for d in doms:
         line = "%-40s %5d %5d %5d     %s  %8.1f" % (d["name"], d["domid"], d["memory"] // MiB, d["vcpus"],
                                                     d["xl_state"], d["cpu_time_s"])
-        yield line + ("   %-4s %12d" % (d["type"], d["steps"]) if verbose else "")
+        yield line + ("   %-4s %12d  %s" % (d["type"], d["steps"], ",".join(d["pci"]) or "-") if verbose else "")
 
 
 @cli.command()

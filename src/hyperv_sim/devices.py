@@ -15,11 +15,12 @@ from xen_public import abi
 from xen_public.abi import PAGE_SIZE
 from xen_public.privcmd import process_gone
 
+from ._lu_core import ffi as core_ffi
 from ._lu_hw import ffi, lib as hw
 from .chipset import Chipset, ChipsetError, bdf_text, path_beside
 from .guest import P2M
 
-DMA_PERIOD_NS = 100_000             # a DMA write every 100 µs
+DMA_PERIOD_NS = 100_000             # a round (a packet from the wire) every 100 µs
 STOP_WAIT_S = 2.0
 
 
@@ -78,7 +79,7 @@ class Devices:
             raise DeviceError("no free device slot in the chipset (at most %d devices)" % hw.LU_MAX_DEVICES)
         d = c.dev[free[0]]
         ffi.memmove(ffi.addressof(d), bytes(ffi.sizeof(d)), ffi.sizeof(d))
-        d.sid, d.kind, d.dma_iova, d.period_ns = sid, hw.LU_DEV_DMA_HEARTBEAT, dma_iova, DMA_PERIOD_NS
+        d.sid, d.kind, d.dma_iova, d.period_ns = sid, hw.LU_DEV_NIC, dma_iova, DMA_PERIOD_NS
         d.msi_index = free[0]
         route(free[0])
         d.state = hw.LU_DEV_RUNNING
@@ -108,42 +109,43 @@ class Devices:
         d.state = hw.LU_DEV_FREE
 
     def describe(self, assigned):
-        """[{bdf, domid, pid, dma_ops, dma_faults}] of the running devices;
-        assigned: {bdf: domid}."""
+        """[{bdf, domid, pid, dma_ops, dma_faults, rx_delivered, rx_dropped,
+        tx_sent}] of the running devices; assigned: {bdf: domid}."""
         out = []
         for bdf, slot in sorted(self.slots().items()):
             d = self.chipset.c.dev[slot]
             out.append({"bdf": bdf, "domid": assigned.get(bdf, abi.DOMID_INVALID), "pid": d.pid,
-                        "dma_ops": d.dma_ops, "dma_faults": d.dma_faults})
+                        "dma_ops": d.dma_ops, "dma_faults": d.dma_faults, "rx_delivered": d.rx_delivered,
+                        "rx_dropped": d.rx_dropped, "tx_sent": d.tx_sent})
         return out
 
     def window(self, bdf, from_ns, to_ns):
-        """(DMA writes completed in [from_ns, to_ns], longest time in it
-        without one, in ns)."""
+        """(rounds of DMA completed in [from_ns, to_ns], longest time in it
+        without one, in ns, packets dropped in it for a full ring)."""
         gap = ffi.new("uint64_t *")
-        n = hw.lu_dev_window(ffi.addressof(self.regs(bdf)), from_ns, to_ns, gap)
-        return n, gap[0]
+        regs = ffi.addressof(self.regs(bdf))
+        n = hw.lu_dev_window(regs, from_ns, to_ns, gap)
+        return n, gap[0], hw.lu_dev_drops_in(regs, from_ns, to_ns)
 
 
-# Where the guest's driver keeps its record of interrupts taken ({count,
-# the device's write it saw}), in the page the device writes.
-IRQ_RECORD_OFFSET = 64
-
-
-def connect_driver(hv, dom, bdf):
-    """The guest's driver of the device runs in its vCPU 0: it takes the
-    interrupts posted to that vCPU, records them, and unmasks the device."""
-    slot = hv.devices.slots().get(bdf)
-    if slot is None:
-        return
-    d = hv.chipset.c.dev[slot]
-    gfn, offset = divmod(d.dma_iova, PAGE_SIZE)
-    page = P2M(dom.p2m).mfn(gfn) * PAGE_SIZE + offset
+def connect_drivers(hv, dom):
+    """The guest's drivers of its devices run in its vCPU 0: each takes the
+    interrupts posted for its device, and works the NIC's rings in the
+    guest's pages (hw_nic.h)."""
+    slots = hv.devices.slots()
+    bdfs = [b for b in dom.devices if b in slots]
+    nics = core_ffi.new("struct lu_nic[]", len(bdfs))
+    p2m = P2M(dom.p2m)
+    for n, bdf in zip(nics, bdfs):
+        d = hv.chipset.c.dev[slots[bdf]]
+        n.pi_desc = hv.iommu.pi_desc(slots[bdf])
+        n.dev_ack = ffi.addressof(d, "irq_outstanding")
+        n.iova = d.dma_iova
+        for i in range(hw.LU_NIC_PAGES):
+            n.page[i] = hv.ram.pointer(p2m.mfn(d.dma_iova // PAGE_SIZE + i) * PAGE_SIZE, "uint8_t *")
     v = dom.vcpu_state[0]
-    v.pi_desc = hv.iommu.pi_desc(slot)
-    v.dev_page = hv.ram.pointer(page, "uint64_t *")
-    v.irq_record = hv.ram.pointer(page + IRQ_RECORD_OFFSET, "uint64_t *")
-    v.dev_ack = ffi.addressof(d, "irq_outstanding")
+    dom.nic_drivers = nics          # the vCPU holds pointers into it
+    v.nics, v.nr_nics = nics, len(bdfs)
 
 
 def stop_devices_beside(ram_path):

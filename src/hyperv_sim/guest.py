@@ -85,7 +85,7 @@ class Layout:
         return {k: v for k, v in self.__dict__.items() if v not in (None, [])}
 
 
-def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages, dma=False):
+def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages, devices=0):
     lay = Layout(nr_pages=nr_pages)
     nxt = 1
 
@@ -106,8 +106,9 @@ def plan(dtype, nr_pages, vcpus, evtchn_abi, is_dom0, frontend, ws_pages, dma=Fa
         lay.data_gfns = take(DATA_GRANTS)
     if is_dom0:
         lay.backend_gfns = take(BACKEND_STATE_PAGES)
-    if dma:
-        lay.dma_gfn, = take()       # the page the guest gives its passthrough devices
+    if devices:
+        # The pages the guest gives its passthrough NICs: LU_NIC_PAGES each.
+        lay.dma_gfn = take(devices * lib.LU_NIC_PAGES)[0]
     lay.ws_base_gfn = nxt
     lay.ws_pages = ws_pages
     take(ws_pages * vcpus)

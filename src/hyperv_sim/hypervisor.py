@@ -355,11 +355,11 @@ class Hypervisor:
         if not dom.dying or self.mappings.held_on(dom.domid):
             return False
         self._forget_partial(dom.domid)
-        for gfn, mfn, count in dom.p2m:
-            self.m2p.invalidate(mfn, count)
+        for gfn, mfn, n in dom.p2m:
+            self.m2p.invalidate(mfn, n)
         frames = dom.machine_extents() + dom.shared_frames + dom.iommu_frames
-        for mfn, count in frames:
-            self.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
+        for mfn, n in frames:
+            self.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
         self.allocator.release(frames)
         del self.domains[dom.domid]
         self.console.log("d%d: destroyed %s, %s freed", dom.domid, dom.name,

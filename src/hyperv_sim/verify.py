@@ -24,9 +24,9 @@ from .chipset import bdf_text, parse_bdf
 from .iommu import FAULT_REASONS, context_entry
 
 MAX_REPORTED_FRAMES = 20
-# Writes after which an untaken interrupt that is nowhere is called lost
+# Rounds after which an untaken interrupt that is nowhere is called lost
 # (about 5 ms: a running guest takes one in microseconds).
-LOST_AFTER_WRITES = 50
+LOST_AFTER_ROUNDS = 50
 TYPE_NAMES = {0: "none", 1: "l1", 2: "l2", 3: "l3", 4: "l4", 5: "seg_desc", 7: "writable"}
 REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
         "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -71,8 +71,9 @@ def verify_host(hv):
 
 
 def _check_devices(hv, rep):
-    """Each assigned device runs, and what it wrote by DMA is in its
-    guest's memory: the page it writes holds its last sequence number."""
+    """Each assigned device runs, what it wrote by DMA is in its guest's
+    memory (the status block holds its last round), its interrupt was not
+    lost, and neither was a packet."""
     if not hv.devices.powered:
         return                  # a hypervisor inside a test's process: no device runs
     slots = hv.devices.slots()
@@ -84,7 +85,7 @@ def _check_devices(hv, rep):
         if not d.pid or not os.path.exists("/proc/%d" % d.pid):
             rep.bad(domid, "device", "device %s: its process (pid %d) is gone" % (bdf, d.pid))
         if d.dma_faults:
-            rep.bad(domid, "device", "device %s: %d DMA writes dropped by the IOMMU" % (bdf, d.dma_faults))
+            rep.bad(domid, "device", "device %s: %s cut short by the IOMMU" % (bdf, count(d.dma_faults, "round")))
         before = d.seq
         gfn, offset = divmod(d.dma_iova, PAGE_SIZE)
         try:
@@ -98,15 +99,47 @@ def _check_devices(hv, rep):
         # An interrupt masks the device until the guest takes it: one sent
         # long ago, neither posted for the guest nor waiting for this
         # hypervisor, is lost, and the device gets no more.
-        if d.irq_outstanding and after - d.irq_sent_seq > LOST_AFTER_WRITES and \
+        if d.irq_outstanding and after - d.irq_sent_seq > LOST_AFTER_ROUNDS and \
                 not hw.lu_hw_posted(hv.iommu.pi_desc(slot)) and not hv.chipset.c.irr[slot]:
-            rep.bad(domid, "device", "device %s: its interrupt for write %d was lost: not posted, not "
-                    "pending, never taken (the device has done %d writes since)"
-                    % (bdf, d.irq_sent_seq, after - d.irq_sent_seq))
+            rep.bad(domid, "device", "device %s: its interrupt (remapping entry %d) for round %d was lost: "
+                    "not posted, not pending, never taken (the device has done %d rounds since)"
+                    % (bdf, d.msi_index, d.irq_sent_seq, after - d.irq_sent_seq))
         # Written to memory first, then counted: between the two reads.
         if not before <= seq <= after + 1:
-            rep.bad(domid, "device", "device %s: the guest page at IOVA 0x%x holds write %d, the device "
+            rep.bad(domid, "device", "device %s: its status block at IOVA 0x%x holds round %d, the device "
                     "has done %d" % (bdf, d.dma_iova, seq, after))
+        _check_traffic(hv, rep, domid, bdf, d, mfn)
+
+
+def _check_traffic(hv, rep, domid, bdf, d, mfn):
+    """Every packet the NIC brought in was received once and intact by its
+    guest's driver, or dropped for a full ring and counted by the device;
+    every packet the driver queued was sent intact and in order (hw_nic.h).
+    The driver checks each packet as it takes it; its counts and the rings'
+    indices are in the guest's memory."""
+    page = mfn * PAGE_SIZE
+    counts = ffi.cast("struct lu_nic_counts *", hv.ram.pointer(page + lib.LU_NIC_COUNTS))
+    ix = ffi.cast("struct lu_nic_indices *", hv.ram.pointer(page + lib.LU_NIC_INDICES))
+    if counts.rx_bad:
+        rep.bad(domid, "device", "device %s: %s arrived corrupted in the guest (the first: packet %d)"
+                % (bdf, count(counts.rx_bad, "packet"), counts.first_bad_seq))
+    if counts.rx_out_of_order:
+        rep.bad(domid, "device", "device %s: %s not the one due (the first: packet %d where %d was due): "
+                "lost, or received twice" % (bdf, count(counts.rx_out_of_order, "packet"),
+                                             counts.first_bad_seq, counts.first_bad_due))
+    if d.tx_bad or d.tx_out_of_order:
+        rep.bad(domid, "device", "device %s sent %d corrupted and %d out-of-order packets the guest queued"
+                % (bdf, d.tx_bad, d.tx_out_of_order))
+    # Free-running u32 counts: what one side has and the other has not
+    # taken yet fits in a ring, or something was lost between them.
+    waiting = (ix.rx_filled - counts.rx_taken) & 0xFFFFFFFF
+    if counts.magic == lib.LU_NIC_MAGIC and waiting > lib.LU_NIC_RING:
+        rep.bad(domid, "device", "device %s: %d packets filled and not taken: more than a ring of %d"
+                % (bdf, waiting, lib.LU_NIC_RING))
+    unsent = (ix.tx_queued - ix.tx_sent) & 0xFFFFFFFF
+    if unsent > lib.LU_NIC_RING:
+        rep.bad(domid, "device", "device %s: %d packets queued and not sent: more than a ring of %d"
+                % (bdf, unsent, lib.LU_NIC_RING))
 
 
 def _check_iommu_hardware(hv, rep):
@@ -160,8 +193,8 @@ def _check_domain(hv, dom, ex, rep):
         if wrong is not None:
             rep.bad(d, "m2p", "M2P[0x%x] is 0x%x, expected gfn 0x%x"
                     % (wrong, hv.m2p.get(wrong), gfn + wrong - mfn))
-    for mfn, count in dom.shared_frames:
-        if not ft.all_match(mfn, count, d, lib.LU_USE_SHARED):
+    for mfn, n in dom.shared_frames:
+        if not ft.all_match(mfn, n, d, lib.LU_USE_SHARED):
             rep.bad(d, "ownership", "shared frames at mfn 0x%x are not d%d's" % (mfn, d))
     owned = ft.count(d, lib.LU_USE_GUEST)
     if owned != dom.nr_frames:

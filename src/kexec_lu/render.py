@@ -142,9 +142,10 @@ class LiveUpdateProgress:
                               count(rep.get("restored_domains", 0), "domain"),
                               size_text(rep.get("stream_bytes", 0))))
             for dev in rep.get("devices", []):
-                self.out.print("device %s: %d DMA writes during the blackout, longest stall %.2f ms, %s held"
-                               % (dev["bdf"], dev["dma_ops_in_blackout"], dev["max_dma_stall_ms"],
-                                  count(dev["interrupts_held"], "interrupt")))
+                self.out.print("device %s: %s of DMA during the blackout, longest stall %.2f ms, %s dropped "
+                               "for a full ring, %s held"
+                               % (dev["bdf"], count(dev["dma_ops_in_blackout"], "round"), dev["max_dma_stall_ms"],
+                                  count(dev["dropped"], "packet"), count(dev["interrupts_held"], "interrupt")))
             if rep.get("crash_image") == "carried":
                 self.out.print("crash image: carried over, still loaded")
             elif rep.get("crash_image") == "dropped":

@@ -65,7 +65,8 @@ hyperv-sim list --json > "$work/list1.json"
   = "[('db', 'pvh', 'running'), ('web', 'pv', 'running'), ('win', 'hvm', 'running')]" ] \
     || fail "list does not show the three guests running: $(cat "$work/list1.json")"
 out=$(hyperv-sim list -v)
-grep -Eq '^win +[0-9]+ +512 +2 +[r-][b-]---- +[0-9.]+ +hvm +[0-9]+$' <<< "$out" || fail "list table lacks win: $out"
+grep -Eq '^win +[0-9]+ +512 +2 +[r-][b-]---- +[0-9.]+ +hvm +[0-9]+  -$' <<< "$out" || fail "list table lacks win: $out"
+grep -Eq '^web +[0-9]+ +256 +[0-9]+ +[r-][b-]---- +[0-9.]+ +pv +[0-9]+  -$' <<< "$out" || fail "list table lacks web: $out"
 
 echo "== pause / unpause"
 hyperv-sim pause win >/dev/null

@@ -18,7 +18,7 @@ from ..evtchn import EventChannels, Port
 from ..frametable import PGC_ALLOCATED, FrameTable
 from ..grant import GrantMap, GrantTable
 from ..guest import P2M
-from ..devices import connect_driver
+from ..devices import connect_drivers
 from ..iommu import Iommu
 from ..m2p import M2P
 from ..mappings import Mappings
@@ -257,8 +257,8 @@ def resume_software(hv, dom, slot_of, granted):
         v.ring = hv.ram.pointer(p2m.mfn(info.ring_gfn) * PAGE_SIZE, "struct lu_sring *")
         v.fe_port = dom.evtchn.lu_port(fe_port)[0]
         v.be_port = dom0.evtchn.lu_port(be_port)[0]
-    for bdf in dom.devices:
-        connect_driver(hv, dom, bdf)    # found in the chipset, as the devices run on
+    if dom.devices:
+        connect_drivers(hv, dom)        # found in the chipset, as the devices run on
 
 
 def read_backend_slots(hv, nr_slots):

@@ -68,9 +68,9 @@ def _devices_in_blackout(hv, first_pause, done, held):
     running = hv.devices.slots()
     out = []
     for bdf in sorted(b for b in hv.pci_assigned if b in running):
-        ops, gap = hv.devices.window(bdf, first_pause, done)
+        ops, gap, dropped = hv.devices.window(bdf, first_pause, done)
         out.append({"bdf": bdf, "dma_ops_in_blackout": ops, "max_dma_stall_ms": gap / 1e6,
-                    "interrupts_held": held.get(bdf, 0)})
+                    "dropped": dropped, "interrupts_held": held.get(bdf, 0)})
     return out
 
 
