@@ -157,6 +157,37 @@ def test_verify_catches_a_corrupted_a_repeated_and_a_lost_packet(dev_host):
     assert seq1["bad"] == 1 and seq1["out_of_order"] == 0, seq1
 
 
+@pytest.mark.parametrize("dev_host", ["intpost"], indirect=True)
+def test_verify_catches_rings_out_of_step_and_a_corrupted_send(dev_host):
+    """The rings' indices, written from outside while the guests are
+    paused: more filled than hvm1's driver could have taken, more queued
+    than pv1's ring holds; and a corrupted packet queued in pv1's name,
+    which the device sends and counts."""
+    details = {x["name"]: x for x in dev_host.toolstack("details")["domains"]}
+    for name in ("hvm1", "pv1"):
+        assert dev_host.hyperv_sim("pause", name).returncode == 0
+    hvm1, pv1 = DEVICES["hvm1"], DEVICES["pv1"]
+    wait_for(lambda: all(nic_traffic(dev_host)[b]["device_dropped"] > 0 for b in (hvm1, pv1)), "full rings")
+    page = {b: dev_page(dev_host, details[n], b) for n, b in (("hvm1", hvm1), ("pv1", pv1))}
+    indices = struct.Struct("<IIII")         # RX posted, RX filled, TX queued, TX sent
+    rx_taken, = struct.unpack("<I", read_ram(dev_host, page[hvm1] + 192 + 4, 4))
+    write_ram(dev_host, page[hvm1] + 128 + 4, struct.pack("<I", rx_taken + 100))
+    posted, filled, queued, sent = indices.unpack(read_ram(dev_host, page[pv1] + 128, 16))
+    assert queued == sent
+    gfn = details["pv1"]["layout"]["dma_gfn"] + 2      # the TX buffers
+    tx = next(m + gfn - g for g, m, n in details["pv1"]["p2m"] if g <= gfn < g + n) * 4096 + queued % 64 * 64
+    write_ram(dev_host, tx, struct.pack("<QQQ", queued + 1, 0, 0) + bytes(36) + b"\xde\xad\xbe\xef")
+    write_ram(dev_host, page[pv1] + 128 + 8, struct.pack("<I", queued + 1))
+    wait_for(lambda: indices.unpack(read_ram(dev_host, page[pv1] + 128, 16))[3] == queued + 1, "the send")
+    write_ram(dev_host, page[pv1] + 128 + 8, struct.pack("<I", queued + 101))
+    rep = dev_host.toolstack("verify")
+    assert not rep["ok"]
+    assert sorted(p["detail"] for p in rep["problems"]) == [
+        "device %s: 100 packets filled and not taken: more than a ring of 64" % hvm1,
+        "device %s sent 1 corrupted and 0 out-of-order packets the guest queued" % pv1,
+        "device %s: 100 packets queued and not sent: more than a ring of 64" % pv1]
+
+
 def test_a_destroyed_domains_device_stops(dev_host):
     pids = device_pids(dev_host.state_dir)
     dev_host.toolstack("destroy", domain="pv1")
