@@ -56,9 +56,10 @@ test: install-test install fetch-xen tools
 	$(BIN)/python -m pytest -q
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash tests/shell/run.sh
 
-# Benchmarks (not tests): BENCH_HOSTS picks host sizes from floor,S,M,L,XL.
+# Benchmarks (not tests): BENCH_HOSTS picks hosts (bench/hosts.py; default: all
+# but M: floor, S, L, XL, XXL and the RAM and domain series).
 # Writes bench/results/latest.{md,json,png}; see README "Performance".
-BENCH_HOSTS ?= floor,S,L,XL
+BENCH_HOSTS ?= floor,S,L,XL,XXL,L-256G,L-1T,L-16d,L-256d,L-1024d
 bench: install
 	$(BIN)/python -m pip install -q 'matplotlib>=3.5'   # the plot; the rest needs nothing more
 	$(BIN)/python -m bench --hosts $(BENCH_HOSTS)

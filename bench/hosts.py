@@ -4,6 +4,7 @@ Shared by `python -m bench` and `python -m bench.profile_save`, so both
 measure the same mix.
 """
 GiB, MiB = 1 << 30, 1 << 20
+TiB = 1 << 40
 
 HOSTS = {
     # name: (RAM, domains including dom0)
@@ -12,12 +13,25 @@ HOSTS = {
     "M": (16 * GiB, 16),
     "L": (64 * GiB, 64),
     "XL": (256 * GiB, 256),
+    "XXL": (TiB, 1024),
+    # The RAM series: L's 64 domains on more RAM.
+    "L-256G": (256 * GiB, 64),
+    "L-1T": (TiB, 64),
+    # The domain series: L's 64 GiB with fewer or more domains.
+    "L-16d": (64 * GiB, 16),
+    "L-256d": (64 * GiB, 256),
+    "L-1024d": (64 * GiB, 1024),
 }
+# Two series, each growing one factor with the other fixed: what grows
+# with host RAM, and what grows with domains.
+RAM_SERIES = ("L", "L-256G", "L-1T")
+DOMAIN_SERIES = ("L-16d", "L", "L-256d", "L-1024d")
+ALL_HOSTS = ("floor", "S", "L", "XL", "XXL", "L-256G", "L-1T", "L-16d", "L-256d", "L-1024d")
 # Guests flat out (workload_rate=max): the update is measured on busy hosts.
 CMDLINE = "liveupdate=64M dom0_mem=512M dom0_max_vcpus=2 workload_rate=max"
-# XL's 192 GiB of guests exceed the disks this runs on: its frames are not
+# Hosts whose guests exceed the disks this runs on: their frames are not
 # reserved on disk (ram_sparse; hyperv-sim(8)), the others' are.
-SPARSE_HOSTS = ("XL",)
+SPARSE_ABOVE = 64 * GiB
 # Host L also carries passthrough NICs, on two HVM guests and a PV one
 # (docs/iommu.md): the report says what each did in the blackout.
 DEVICE_HOSTS = ("L",)
@@ -25,7 +39,7 @@ NIC_BDFS = ("0000:03:00.0", "0000:03:01.0", "0000:04:00.0")
 
 
 def cmdline_for(name):
-    return CMDLINE + (" ram_sparse" if name in SPARSE_HOSTS else "")
+    return CMDLINE + (" ram_sparse" if HOSTS[name][0] > SPARSE_ABOVE else "")
 
 
 def guest_configs(ram, domains, devices=False):
@@ -35,7 +49,7 @@ def guest_configs(ram, domains, devices=False):
     n = domains - 1
     if not n:
         return []
-    each = max(64, (ram * 3 // 4 - 512 * MiB) // n // MiB)
+    each = max(32, (ram * 3 // 4 - 512 * MiB) // n // MiB)
     types = ["pv", "pvh", "hvm"]
     configs = [dict(name="g%d" % i, type=types[i % 3], memory=each * MiB, vcpus=2,
                     event_channel_abi="fifo" if i % 2 else "2-level", grant_version=1 + i % 2)

@@ -89,10 +89,11 @@ uint64_t lu_frames_find_mismatch(const struct lu_frame *ft, uint64_t first,
  */
 int lu_ram_scrub(int fd, uint64_t offset, uint64_t len);
 
-/* Map [addr, addr + len) of a mapping writable ahead of its first writes
- * (MADV_POPULATE_WRITE); addr page-aligned.  0, or -errno (e.g. -EINVAL
- * before Linux 5.14: the writes then fault as usual). */
-int lu_ram_populate(uint8_t *addr, uint64_t len);
+/* Map [addr, addr + len) of a mapping ahead of its first accesses:
+ * writable (MADV_POPULATE_WRITE, which dirties every page) or readable
+ * (MADV_POPULATE_READ); addr page-aligned.  0, or -errno (e.g. -EINVAL
+ * before Linux 5.14: the accesses then fault as usual). */
+int lu_ram_populate(uint8_t *addr, uint64_t len, int write);
 
 /*
  * A hypercall caller's memory (lu_caller.c): copy len bytes between buf and
@@ -423,5 +424,11 @@ void lu_pv_types_apply(struct lu_frame *ft, const uint8_t *items, uint64_t n);
  * out; returns how many there are. */
 uint64_t lu_pv_types_select(const uint8_t *items, uint64_t n, uint32_t type,
                             uint64_t *out, uint64_t max_out);
+
+/* The benchmark's memory bandwidth probes (bench/core.py): a store of len
+ * bytes, and a streaming read of them (-> a fold of what was read, so that
+ * the read is done). */
+void lu_membw_fill(uint8_t *buf, uint64_t len, uint8_t byte);
+uint64_t lu_membw_read(const uint8_t *buf, uint64_t len);
 
 #endif /* LU_CORE_H */

@@ -8,11 +8,44 @@
 #include "lu_core.h"
 
 /*
- * Runs this long (1 MiB of table) are written with non-temporal stores: a
- * restore marks most of a big host's table once, and reading each line into
- * the cache before overwriting it would double the memory traffic.
+ * Marking goes a 4 KiB page of the table at a time: a page whose entries
+ * already hold the value is left alone, not rewritten.  A restore writes each entry's
+ * value from the stream whatever the table held (nothing of it is
+ * trusted), but most of a big host's table already holds what xen#1 had,
+ * and a store that changes nothing still dirties its page of the RAM file
+ * (its writeback, its write fault in a new process).  The table ends the
+ * same either way.
  */
-#define LU_STREAM_STORE_MIN (1u << 16)
+_Static_assert(4096 % sizeof(struct lu_frame) == 0, "no entry straddles a page of the table");
+
+static int all_equal(const struct lu_frame *p, const struct lu_frame *stop, const struct lu_frame *proto)
+{
+    for ( ; p < stop; p++ )
+        if ( memcmp(p, proto, sizeof(*p)) )
+            return 0;
+    return 1;
+}
+
+/* A whole aligned page goes out with non-temporal stores: a first boot
+ * (or a table that changed) writes most of a big host's table once, and
+ * reading each line into the cache before overwriting it would double the
+ * memory traffic. */
+static void store(struct lu_frame *p, struct lu_frame *end, const struct lu_frame *proto)
+{
+#ifdef __SSE2__
+    if ( (char *)end - (char *)p == 4096 && !((uintptr_t)p & 15) )
+    {
+        __m128i v;
+
+        memcpy(&v, proto, sizeof(v));
+        for ( ; p < end; p++ )
+            _mm_stream_si128((__m128i *)p, v);
+        return;
+    }
+#endif
+    for ( ; p < end; p++ )
+        *p = *proto;
+}
 
 void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
                    uint16_t owner, uint8_t use,
@@ -24,21 +57,22 @@ void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
     };
     struct lu_frame *p = ft + first, *stop = ft + first + count;
 
-#ifdef __SSE2__
-    _Static_assert(sizeof(struct lu_frame) == 16, "one entry per 128-bit store");
-    if ( count >= LU_STREAM_STORE_MIN && !((uintptr_t)p & 15) )
+    while ( p < stop )
     {
-        __m128i v;
+        /* To the end of this page of the table. */
+        struct lu_frame *page_end = (struct lu_frame *)(((uintptr_t)p | 4095) + 1);
+        struct lu_frame *end = page_end < stop ? page_end : stop;
 
-        memcpy(&v, &proto, sizeof(v));
-        for ( ; p < stop; p++ )
-            _mm_stream_si128((__m128i *)p, v);
-        _mm_sfence();   /* ordered before anyone reads the table */
-        return;
+        /* The compare's first load of a page waits on memory: ask for the
+         * pages ahead meanwhile. */
+        __builtin_prefetch((char *)page_end + 2 * 4096);
+        if ( !all_equal(p, end, &proto) )
+            store(p, end, &proto);
+        p = end;
     }
+#ifdef __SSE2__
+    _mm_sfence();       /* the streamed stores ordered before anyone reads the table */
 #endif
-    for ( ; p < stop; p++ )
-        *p = proto;
 }
 
 static inline int frame_matches(const struct lu_frame *f, uint16_t owner,

@@ -202,6 +202,34 @@ def read_ram(host, addr, size):
         return ram.read(size)
 
 
+def dirty_free_bytes(host):
+    """Bytes of the host's free frames (its memory map) that are not zero:
+    what a scrub left behind.  Reads only the parts of the RAM file that
+    hold data (a scrub punches holes)."""
+    dirty = 0
+    with open(host.state_dir / "ram", "rb") as ram:
+        fd = ram.fileno()
+        for addr, length, use in host.toolstack("memmap"):
+            if use != "free":
+                continue
+            pos, end = addr, addr + length
+            while pos < end:
+                try:
+                    data = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:             # ENXIO: no data past pos
+                    break
+                if data >= end:
+                    break
+                hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+                ram.seek(data)
+                while data < hole:
+                    chunk = ram.read(min(hole - data, 1 << 20))
+                    dirty += len(chunk) - chunk.count(0)
+                    data += len(chunk)
+                pos = hole
+    return dirty
+
+
 def write_ram(host, addr, data):
     with open(host.state_dir / "ram", "r+b") as ram:
         ram.seek(addr)

@@ -3,8 +3,8 @@ covers, a phase table that says why its columns need not add up, and a plot
 whose legend hides no bar."""
 import pytest
 
-from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, device_summary, figure, markdown, unclaimed_ms, \
-    verdicts
+from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, device_summary, figure, markdown, series_figure, \
+    series_slopes, unclaimed_ms, verdicts
 from bench.hosts import guest_configs
 
 MS = 1_000_000
@@ -105,3 +105,42 @@ def test_host_ls_nics_are_summed_up_per_device():
     assert "Passthrough NICs on host L" in text
     assert "| 0000:03:00.0 | 310 / 300 | 4.00 | 230 / 260 |" in text
     assert "| 0000:04:00.0 | 280 / 270 | 0.50 | 210 / 230 |" in text
+
+
+def sized(host, ram_gib, domains, blackout, **extra):
+    return dict(result(host, blackout, save=1.0), ram=ram_gib << 30, domains=domains, **extra)
+
+
+# Exactly linear: 0.04 ms per GiB over 64 domains, 0.3 ms per domain over 64 GiB.
+SERIES = [sized("floor", 4, 1, 20.0), sized("L-16d", 64, 16, 40.0), sized("L", 64, 64, 54.4),
+          sized("L-256d", 64, 256, 112.0), sized("L-1024d", 64, 1024, 342.4), sized("L-256G", 256, 64, 62.08),
+          sized("L-1T", 1024, 64, 92.8)]
+
+
+def test_each_series_grows_one_factor_and_gives_its_own_slope():
+    slopes = series_slopes(SERIES)
+    assert slopes["ram"]["hosts"] == ["L", "L-256G", "L-1T"]
+    assert slopes["domains"]["hosts"] == ["L-16d", "L", "L-256d", "L-1024d"]
+    assert abs(slopes["ram"]["ms_per_gib"] - 0.04) < 1e-9
+    assert abs(slopes["domains"]["ms_per_domain"] - 0.3) < 1e-9
+    # A series needs two of its hosts.
+    assert series_slopes([r for r in SERIES if r["host"] in ("floor", "L", "L-16d")]) == {
+        "domains": {"hosts": ["L-16d", "L"], "ms_per_domain": (54.4 - 40.0) / 48}}
+    checks = {t: (m, ok) for t, m, ok in verdicts(SERIES, slopes, None)}
+    assert checks["<= 0.05 ms per GiB of host RAM (L, L-256G, L-1T, 64 domains)"] == ("0.040 ms", True)
+    assert checks["<= 0.25 ms per domain (L-16d, L, L-256d, L-1024d, 64 GiB)"] == ("0.300 ms", False)
+    assert checks["host L <= 1.5 x floor"] == ("2.72 x (54.4 ms)", False)
+    text = markdown(SERIES, "test machine", slopes, None, [])
+    assert "RAM series (64 domains): 0.040 ms per GiB." in text
+    assert "| L-1T | 1 TiB | 64 | 92.8 | save 1.0 |" in text
+    fig = series_figure(SERIES, slopes)
+    assert [ax.get_title() for ax in fig.axes] == ["0.040 ms per GiB", "0.300 ms per domain"]
+
+
+def test_the_xxl_targets_are_ratios_of_the_same_run():
+    xxl = sized("XXL", 1024, 1024, 99.0, stream_bytes=5 << 20, frametable_bytes=4 << 30,
+                private_peak_kib=1 << 20)
+    checks = {t: (m, ok) for t, m, ok in verdicts([sized("floor", 4, 1, 20.0), xxl], {}, None)}
+    assert checks["host XXL <= 5 x floor"] == ("4.95 x (99.0 ms)", True)
+    assert checks["host XXL stream <= 4 MiB"] == ("5.00 MiB", False)
+    assert checks["host XXL private memory peak <= 0.25 x its frame table"] == ("0.250 x (1024 MiB / 4096 MiB)", True)

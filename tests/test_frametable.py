@@ -102,3 +102,28 @@ def test_allocator_free_list_always_equals_the_table(ops):
     assert alloc.free_extents() == ft.extents(DOMID_INVALID, lib.LU_USE_FREE)
     assert ft.count(5, lib.LU_USE_GUEST) == sum(c for ext in held for _, c in ext)
     assert ft.all_match(0, 16, 0x7FF2, lib.LU_USE_RESERVED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_marking_writes_exactly_its_range_whatever_it_already_holds(data):
+    """Marking skips pages of the table that already hold the value; every
+    entry of the range must still end up holding it (a page whose first
+    entries hold it and the rest do not is not skipped), and nothing
+    outside the range changes."""
+    nr = data.draw(st.integers(1, 1200))
+    proto = (7, 3, 0, 0x12, 0x80000001, 0)          # owner, use, flags, type_info, count_info, reserved
+    other = (1, 2, 0, 0, 1, 0)
+    # Runs of entries already holding the value, others not: pages mixed.
+    kinds = data.draw(st.lists(st.tuples(st.booleans(), st.integers(1, 300)), min_size=1, max_size=12))
+    before = [e for same, n in kinds for e in [proto if same else other] * n][:nr]
+    before += [other] * (nr - len(before))
+    ram = BufferRAM(nr * ENTRY_SIZE)
+    for i, e in enumerate(before):
+        FRAME.pack_into(ram.buf, i * ENTRY_SIZE, *e)
+    table = FrameTable(ram, 0, nr)
+    first = data.draw(st.integers(0, nr - 1))
+    count = data.draw(st.integers(0, nr - first))
+    table.mark(first, count, proto[0], proto[1], type_info=proto[3], count_info=proto[4])
+    after = [FRAME.unpack_from(ram.buf, i * ENTRY_SIZE) for i in range(nr)]
+    assert after == [proto if first <= i < first + count else e for i, e in enumerate(before)]

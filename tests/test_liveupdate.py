@@ -12,7 +12,7 @@ from xen_public import abi, lustream
 from kexec_lu.liveupdate import run_live_update
 from kexec_lu.errors import KexecLuError
 
-from helpers import assert_restored_whole, boot_host, breadcrumb_magic, domains_by_name, full_state, \
+from helpers import assert_restored_whole, boot_host, breadcrumb_magic, dirty_free_bytes, domains_by_name, full_state, \
     read_ram, stop_host, wait_steps, write_ram
 
 GUESTS = [
@@ -94,6 +94,9 @@ def test_update_and_rollback_keep_every_guest(lu_host, sim_images):
         assert rep["restored_domains"] == 4
         # Nothing but the stream was written: guest memory was not copied.
         assert rep["xen2_guest_bytes_written"] == 0
+        # And the stream's frames, free again, hold none of it (scrubbed
+        # after the guests run, before anyone can allocate).
+        assert dirty_free_bytes(host) == 0
         console = (host.state_dir / "console.log").read_text()
         assert console.count("live update: 0 bytes of guest frames written by xen#1") == n + 1
         guest_bytes = sum(g["memory"] for g in GUESTS) + (512 << 20)

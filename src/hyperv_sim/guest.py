@@ -16,7 +16,7 @@ from ._lu_core import ffi, lib
 GUEST_MAGIC = int.from_bytes(b"LUGUEST\0", "little")   # marks a guest info page
 PTE_PRESENT, PTE_RW = lib.LU_PTE_PRESENT, lib.LU_PTE_RW
 ENTRIES = lib.LU_PTE_ENTRIES
-BACKEND_STATE_PAGES = 4               # dom0: 128 backends a page
+BACKEND_STATE_PAGES = 8               # dom0: 128 backends a page, 1024 in all
 BACKEND_SLOT = struct.Struct("<QIIII8x")    # req_cons, front domid, ring ref, be port, fe port: 32 bytes
 DATA_GRANTS = 2                       # extra pages a frontend grants dom0 (one RW, one RO)
 IO_EVERY = 1 << 16                    # HVM: a device-model read every 64 Ki steps

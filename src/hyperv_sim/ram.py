@@ -131,12 +131,14 @@ class HostRAM:
             # Filesystems without hole punching: write the zeros instead.
             self.zero(maddr, length)
 
-    def populate(self, maddr, length):
+    def populate(self, maddr, length, write=True):
         """Take the page faults of [maddr, +length) now, all at once and
-        without the GIL, changing no byte.  False where the kernel cannot."""
+        without the GIL, changing no byte: for writing (every page becomes
+        dirty, to be written back), or for reading.  False where the kernel
+        cannot."""
         self._check(maddr, length)
         start = maddr - maddr % PAGE_SIZE
-        return lib.lu_ram_populate(self.base + start, maddr + length - start) == 0
+        return lib.lu_ram_populate(self.base + start, maddr + length - start, int(write)) == 0
 
     def pointer(self, maddr, ctype="unsigned char *"):
         """A C pointer into RAM at maddr, for the C core."""

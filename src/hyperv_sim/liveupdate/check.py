@@ -101,12 +101,15 @@ def decode(buf, known_types):
 def prefault_frametable(hv, system):
     """While the stream is checked, take the page faults of the frame-table
     region the stream names (a new process has none of its pages mapped,
-    and the rebuild writes every one) on another thread.  Changes no byte,
-    so it needs no trust in the stream yet; clamped to RAM."""
+    and the rebuild reads every one) on another thread.  For reading: the
+    rebuild writes only the pages whose entries change, and a page mapped
+    for writing would be dirty, and written back, whether it changed or
+    not.  Changes no byte, so it needs no trust in the stream yet; clamped
+    to RAM."""
     nr = hv.ram.nr_frames
     spans = [(start, min(n, nr - start)) for _, (_, regions) in system.get(ls.REC_LU_XEN_REGIONS, [])
              for start, n, kind, _ in regions if kind == R.REGION_FRAMETABLE and start < nr]
-    worker = threading.Thread(target=lambda: [hv.ram.populate(s * PAGE_SIZE, n * PAGE_SIZE)
+    worker = threading.Thread(target=lambda: [hv.ram.populate(s * PAGE_SIZE, n * PAGE_SIZE, write=False)
                                               for s, n in spans], name="prefault", daemon=True)
     worker.start()
     return worker

@@ -47,17 +47,17 @@ def boot_from_stream(hv):
     hv.iommu.start_delivery()
     if hv.opts.lu_fault in FORBIDDEN_ACTS:
         forbidden_act(hv, hv.opts.lu_fault)
-    # xen#1's private frames (staging copies, its notes) are free now but
+    # xen#1's private frames (the stream, staging copies, its notes) are free now but
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
     rep.phase("scrub")
     handover.clear_boot_information(hv.ram, hv.entered.info)
     with hv.lock:
+        for mfn, count in hv.allocator.free_extents():
+            hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
         # Xen's own data pages (crash notes, vmcoreinfo) need no guest
         # paused: taken here, outside the blackout, with their disk.
         hv.allocate_xen_data_pages()
-        for mfn, count in hv.allocator.free_extents():
-            hv.ram.scrub(mfn * PAGE_SIZE, count * PAGE_SIZE)
         _adopt_crash_image(hv, rep, facts.crash_image)
     _report_complete(hv, rep, facts, t0, done, first_pause, held)
 
@@ -166,8 +166,11 @@ def _halted(hv, rep, stream, e):
 
 
 def _release_stream(hv, stream, facts):
-    """The stream's frames become free memory (scrubbed: they held guest
-    state) and the breadcrumb goes."""
+    """The breadcrumb goes, and the stream's frames become free memory.
+    They still hold guest state: the scrub after the guests run (boot
+    from stream, "scrub") clears every free frame before anyone can ask
+    for one, so the hole punching (slow beside a RAM file's writeback)
+    stays out of the blackout."""
     rep = hv.lu_report
     rep.info["xen2_guest_bytes_written"] = 0
 
@@ -181,7 +184,6 @@ def _release_stream(hv, stream, facts):
     # a breadcrumb it names nothing pending.
     handover.clear_breadcrumb(hv)
     for mfn, n in stream.extents():
-        hv.ram.scrub(mfn * PAGE_SIZE, n * PAGE_SIZE)
         hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
     hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
     hv.ram.on_write = None
