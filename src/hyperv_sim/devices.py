@@ -6,14 +6,11 @@ live update's report.  A live update starts and stops nothing: the devices
 run through it, and xen#2 finds them in the chipset.
 """
 import os
-import signal
-import subprocess
 import sys
 import time
 
 from xen_public import abi
 from xen_public.abi import PAGE_SIZE
-from xen_public.privcmd import process_gone
 
 from ._lu_core import ffi as core_ffi
 from ._lu_hw import ffi, lib as hw
@@ -31,7 +28,17 @@ class DeviceError(Exception):
 def _alive(pid):
     """Whether the process still runs (a zombie waiting for init does not:
     nothing of it runs)."""
+    # Imported here, as subprocess in start() and signal in _kill(): the
+    # privcmd client brings socket and json, signal brings enum,
+    # milliseconds a hypervisor's start-up (a live update's blackout) has
+    # no use for; it never starts or stops a device.
+    from xen_public.privcmd import process_gone
     return not process_gone(pid)
+
+
+def _kill(pid):
+    import signal
+    os.kill(pid, signal.SIGKILL)
 
 
 def _is_our_device(pid, state_dir):
@@ -85,6 +92,7 @@ class Devices:
         d.state = hw.LU_DEV_RUNNING
         # Through a shell that exits at once: the device is no child of the
         # hypervisor (it belongs to the machine, not to this process).
+        import subprocess
         shell = subprocess.run(["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh",
                                 sys.executable, "-I", "-m", "hyperv_sim.device", "--bdf", bdf_text(sid),
                                 "--state-dir", self.state_dir],
@@ -103,7 +111,7 @@ class Devices:
         while pid and _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.005)
         if pid and _alive(pid) and _is_our_device(pid, self.state_dir):
-            os.kill(pid, signal.SIGKILL)
+            _kill(pid)
             while _alive(pid) and time.monotonic() < deadline + STOP_WAIT_S:
                 time.sleep(0.005)
         d.state = hw.LU_DEV_FREE
@@ -169,7 +177,7 @@ def stop_orphans(chipset, state_dir):
         if d.state != hw.LU_DEV_FREE:
             d.state = hw.LU_DEV_STOPPING
             if d.pid and _alive(d.pid) and _is_our_device(d.pid, state_dir):
-                os.kill(d.pid, signal.SIGKILL)
+                _kill(d.pid)
                 killed.append(d.pid)
             d.state = hw.LU_DEV_FREE
     # Gone (or a zombie: nothing of it runs) before power counts as cut.
