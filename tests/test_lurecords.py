@@ -6,6 +6,8 @@ relies on.)"""
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from xen_public import lurecords as R
 
@@ -84,3 +86,39 @@ def test_the_system_section_types_are_the_man_pages_five():
     # LU_VERSION, LU_XEN_REGIONS, LU_M2P, LU_TIMINGS, LU_KEXEC_IMAGE
     # (kexec-lu-stream(5), "System section").
     assert R.SYSTEM_TYPES == {0x40000000, 0x4000000D, 0x4000000C, 0x40000010, 0x40000012}
+
+
+def _first_nonzero_reserved(layout, data, count):
+    """The oracle: item by item, field by field, as the format says."""
+    for n in range(count):
+        for off, size in layout.reserved_spans:
+            if any(data[n * layout.size + off:n * layout.size + off + size]):
+                return n * layout.size + off
+    return None
+
+
+# Item layouts with reserved fields at several places and widths.
+ARRAYS_WITH_RESERVED_ITEMS = [t for t in R.TYPES.values()
+                              if isinstance(t, R.Array) and not t.raw and t.item.reserved]
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_reserved_item_fields_are_checked_all_at_once_as_one_by_one(data):
+    """check_reserved_items names the same byte as checking each item's
+    reserved fields in turn, whichever items and bytes are non-zero."""
+    rtype = data.draw(st.sampled_from(ARRAYS_WITH_RESERVED_ITEMS), label="record")
+    item = rtype.item
+    count = data.draw(st.integers(0, 40), label="count")
+    raw = bytearray(count * item.size)
+    for _ in range(data.draw(st.integers(0, 3), label="dirty bytes")):
+        if count:
+            n = data.draw(st.integers(0, count - 1))
+            off, size = data.draw(st.sampled_from(item.reserved_spans))
+            raw[n * item.size + off + data.draw(st.integers(0, size - 1))] = data.draw(st.integers(1, 255))
+    want = _first_nonzero_reserved(item, bytes(raw), count)
+    if want is None:
+        item.check_reserved_items(memoryview(bytes(raw)), count, 0x100)
+    else:
+        with pytest.raises(R.RecordError, match=r"^reserved field at offset 0x%x is not zero$" % (0x100 + want)):
+            item.check_reserved_items(memoryview(bytes(raw)), count, 0x100)
