@@ -297,16 +297,19 @@ def rebuild_rows(host):
     nr = host.nr_frames
     scratch = bytearray(host.ram.buf)           # the host's own table keeps its PV types
     frames = ffi.from_buffer("struct lu_frame[]", scratch, require_writable=True)
-    flip = [0]
 
     def c_rebuild():
         for mark in host.marks:
             lib.lu_frames_set(frames, *mark)
 
     def c_rebuild_changed():
-        flip[0] ^= 1                            # reserved bits of count_info: every entry differs
+        # Bit 30 of count_info the opposite of what the table holds now,
+        # whoever wrote it last (the Python side restores the original
+        # values between samples): every entry differs, every time.
+        first = host.marks[0][0]
+        flip = 1 - ((frames[first].count_info ^ host.marks[0][5]) >> 30 & 1)
         for first, count, owner, use, type_info, count_info in host.marks:
-            lib.lu_frames_set(frames, first, count, owner, use, type_info, count_info ^ (flip[0] << 30))
+            lib.lu_frames_set(frames, first, count, owner, use, type_info, count_info ^ (flip << 30))
 
     def py_rebuild():
         for mark in host.marks:

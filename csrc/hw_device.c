@@ -107,7 +107,7 @@ static int transmit(struct lu_chipset *c, uint8_t *ram, uint64_t nr_frames, stru
         memcpy(&pkt, buf, sizeof(pkt));
         if ( lu_nic_csum(&pkt) != pkt.csum )
             __atomic_store_n(&d->tx_bad, d->tx_bad + 1, __ATOMIC_RELEASE);
-        else if ( pkt.seq != d->tx_sent + 1 )
+        else if ( (uint32_t)pkt.seq != (uint32_t)(d->tx_sent + 1) )    /* the driver numbers in 32 bits */
             __atomic_store_n(&d->tx_out_of_order, d->tx_out_of_order + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&d->tx_sent, d->tx_sent + 1, __ATOMIC_RELEASE);
         __atomic_store_n(&desc->flags, LU_NIC_DONE, __ATOMIC_RELEASE);

@@ -11,7 +11,7 @@
 
 
 #define LU_CHIPSET_MAGIC 0x5445535049484343
-#define LU_CHIPSET_VERSION 4
+#define LU_CHIPSET_VERSION 5
 
 #define LU_IOTLB_ENTRIES 64
 #define LU_FAULT_RECORDS 16
@@ -121,7 +121,7 @@ struct lu_vtd_regs {
  * device did in any window (a live update's blackout) can be counted
  * afterwards.
  */
-#define LU_DMA_LOG 4096
+#define LU_DMA_LOG 16384
 enum lu_dev_state { LU_DEV_FREE = 0, LU_DEV_RUNNING = 1, LU_DEV_STOPPING = 2 };
 enum lu_dev_kind { LU_DEV_NIC = 1 };
 
@@ -149,8 +149,8 @@ struct lu_device_regs {
     uint64_t tx_bad;                /* of them, with a wrong checksum */
     uint64_t tx_out_of_order;       /* or not the number due */
     uint64_t drop_next;             /* next slot of drop_log */
-    uint64_t log[4096];             /* round completion times, CLOCK_MONOTONIC ns */
-    uint64_t drop_log[4096];        /* times of dropped packets */
+    uint64_t log[16384];            /* round completion times, CLOCK_MONOTONIC ns */
+    uint64_t drop_log[16384];       /* times of dropped packets */
 };
 
 struct lu_chipset {

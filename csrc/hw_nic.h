@@ -55,11 +55,12 @@ struct lu_nic_counts {
     uint32_t rx_taken;              /* buffers taken back from the device */
     uint64_t rx_ok;                 /* received intact and in order */
     uint64_t rx_dropped_seen;       /* packets the device said it dropped */
-    uint64_t rx_bad;                /* checksum wrong */
+    uint64_t rx_bad;                /* checksum wrong (each took a number) */
     uint64_t rx_out_of_order;       /* not the number due: one lost, or one twice */
     uint64_t last_seq, last_drops;  /* of the last packet taken */
     uint64_t first_bad_seq;         /* the first bad or out-of-order packet, */
     uint64_t first_bad_due;         /* and the number that was due then */
+    uint64_t bad_pending;           /* corrupted packets since the last intact one */
 };
 
 /* FNV-1a, 32 bits, over a packet's first 60 bytes. */

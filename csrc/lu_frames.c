@@ -16,6 +16,7 @@
  * (its writeback, its write fault in a new process).  The table ends the
  * same either way.
  */
+_Static_assert(sizeof(struct lu_frame) == 16, "one 128-bit store per entry");
 _Static_assert(4096 % sizeof(struct lu_frame) == 0, "no entry straddles a page of the table");
 
 static int all_equal(const struct lu_frame *p, const struct lu_frame *stop, const struct lu_frame *proto)
@@ -57,6 +58,13 @@ void lu_frames_set(struct lu_frame *ft, uint64_t first, uint64_t count,
     };
     struct lu_frame *p = ft + first, *stop = ft + first + count;
 
+    if ( (uintptr_t)ft % sizeof(*ft) )
+    {
+        /* Entries that straddle pages: no page at a time, just the stores. */
+        for ( ; p < stop; p++ )
+            *p = proto;
+        return;
+    }
     while ( p < stop )
     {
         /* To the end of this page of the table. */

@@ -315,31 +315,41 @@ static void nic_take(struct lu_nic *n, struct lu_nic_counts *counts, unsigned in
 {
     const struct lu_nic_packet *p = (const struct lu_nic_packet *)(n->page[1] + i * LU_NIC_PACKET);
     struct lu_nic_desc *desc = (struct lu_nic_desc *)(n->page[0] + LU_NIC_RX_RING) + i;
-    uint64_t due = counts->last_seq + 1 + (p->drops - counts->last_drops);
-    int bad = lu_nic_csum(p) != p->csum;
 
-    if ( bad || p->seq != due )
+    if ( lu_nic_csum(p) != p->csum )
     {
+        /* Nothing of a corrupted packet is to be trusted, its numbers
+         * least: it took a number, and the next intact packet says which. */
         if ( !counts->rx_bad && !counts->rx_out_of_order )
         {
             counts->first_bad_seq = p->seq;
-            counts->first_bad_due = due;
+            counts->first_bad_due = counts->last_seq + 1 + counts->bad_pending;
         }
-        if ( bad )
-            counts->rx_bad++;
-        else
-            counts->rx_out_of_order++;
+        counts->rx_bad++;
+        counts->bad_pending++;
     }
     else
     {
-        counts->rx_dropped_seen += p->drops - counts->last_drops;
-        counts->rx_ok++;
-    }
-    /* A corrupted packet's own numbers are not to be trusted: it took the
-     * number due. */
-    counts->last_seq = bad ? due : p->seq;
-    if ( !bad )
+        uint64_t due = counts->last_seq + 1 + counts->bad_pending + (p->drops - counts->last_drops);
+
+        if ( p->seq == due )
+        {
+            counts->rx_dropped_seen += p->drops - counts->last_drops;
+            counts->rx_ok++;
+        }
+        else
+        {
+            if ( !counts->rx_bad && !counts->rx_out_of_order )
+            {
+                counts->first_bad_seq = p->seq;
+                counts->first_bad_due = due;
+            }
+            counts->rx_out_of_order++;
+        }
+        counts->last_seq = p->seq;         /* counted from here on */
         counts->last_drops = p->drops;
+        counts->bad_pending = 0;
+    }
     desc->flags = 0;
 }
 

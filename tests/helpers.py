@@ -317,7 +317,7 @@ def irqs_taken(host):
 
 
 NIC_BDF = "0000:03:00.0"                       # conftest.nic_hv's device
-NIC_COUNTS = struct.Struct("<IIQQQQQQQQ")     # csrc/hw_nic.h, struct lu_nic_counts
+NIC_COUNTS = struct.Struct("<IIQQQQQQQQQ")    # csrc/hw_nic.h, struct lu_nic_counts
 
 
 def nic_traffic(host):

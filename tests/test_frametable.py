@@ -118,12 +118,15 @@ def test_marking_writes_exactly_its_range_whatever_it_already_holds(data):
     kinds = data.draw(st.lists(st.tuples(st.booleans(), st.integers(1, 300)), min_size=1, max_size=12))
     before = [e for same, n in kinds for e in [proto if same else other] * n][:nr]
     before += [other] * (nr - len(before))
-    ram = BufferRAM(nr * ENTRY_SIZE)
+    # A table whose entries are 16-byte aligned, or (a caller's bug) not.
+    shift = data.draw(st.sampled_from([0, 8]))
+    ram = BufferRAM(nr * ENTRY_SIZE + 32)
+    shift += (-int(ffi.cast("uintptr_t", ram.base))) % 16
     for i, e in enumerate(before):
-        FRAME.pack_into(ram.buf, i * ENTRY_SIZE, *e)
-    table = FrameTable(ram, 0, nr)
+        FRAME.pack_into(ram.buf, shift + i * ENTRY_SIZE, *e)
+    table = FrameTable(ram, shift, nr)
     first = data.draw(st.integers(0, nr - 1))
     count = data.draw(st.integers(0, nr - first))
     table.mark(first, count, proto[0], proto[1], type_info=proto[3], count_info=proto[4])
-    after = [FRAME.unpack_from(ram.buf, i * ENTRY_SIZE) for i in range(nr)]
+    after = [FRAME.unpack_from(ram.buf, shift + i * ENTRY_SIZE) for i in range(nr)]
     assert after == [proto if first <= i < first + count else e for i, e in enumerate(before)]

@@ -80,6 +80,8 @@ class Devices:
         and start its process."""
         if not self.powered:
             return
+        if dma_iova % PAGE_SIZE:        # the NIC's pages are whole pages (hw_nic.h)
+            raise DeviceError("device DMA address 0x%x is not page-aligned" % dma_iova)
         c = self.chipset.c
         free = [i for i in range(hw.LU_MAX_DEVICES) if c.dev[i].state == hw.LU_DEV_FREE]
         if not free:            # the builder checks first: this is a bug's safety net

@@ -16,7 +16,7 @@ from xen_public.abi import PAGE_SIZE
 from xen_public.units import count
 
 from ._lu_core import ffi, lib
-from ._lu_hw import lib as hw
+from ._lu_hw import ffi as hw_ffi, lib as hw
 from .builder import backend_slot_addr, guest_info, read_backend_slot
 from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES
 from .guest import P2M
@@ -108,7 +108,40 @@ def _check_devices(hv, rep):
         if not before <= seq <= after + 1:
             rep.bad(domid, "device", "device %s: its status block at IOVA 0x%x holds round %d, the device "
                     "has done %d" % (bdf, d.dma_iova, seq, after))
+        problem = driver_problem(hv, hv.domains[domid], slot)
+        if problem:
+            rep.bad(domid, "device", "device %s: %s" % (bdf, problem))
         _check_traffic(hv, rep, domid, bdf, d, mfn)
+
+
+def _address(ptr):
+    """A C pointer's address, to compare pointers of the core's and the
+    hardware model's FFIs."""
+    return int(ffi.cast("uintptr_t", ptr))
+
+
+def driver_problem(hv, dom, slot):
+    """Whether the guest's driver of the device in slot is connected: its
+    vCPU 0 drives a NIC at the device's pages, through the device's
+    posted-interrupt descriptor and mask register (a hypervisor that
+    restored the domain and forgot its driver would leave the device's
+    packets to pile up, every interrupt posted and never taken).  -> None,
+    or what is wrong."""
+    d = hv.chipset.c.dev[slot]
+    v = dom.vcpu_state[0]
+    addr = _address
+    p2m = P2M(dom.p2m)
+    want = [addr(hv.ram.pointer(p2m.mfn(d.dma_iova // PAGE_SIZE + i) * PAGE_SIZE)) for i in range(lib.LU_NIC_PAGES)]
+    for i in range(v.nr_nics):
+        n = v.nics[i]
+        if n.iova != d.dma_iova:
+            continue
+        if [addr(n.page[k]) for k in range(lib.LU_NIC_PAGES)] != want or \
+                addr(n.pi_desc) != addr(hv.iommu.pi_desc(slot)) or \
+                addr(n.dev_ack) != addr(hw_ffi.addressof(d, "irq_outstanding")):
+            return "d%d's driver of it works other pages or another interrupt than the device's" % dom.domid
+        return None
+    return "d%d's driver is not connected to it (vCPU 0 drives %s)" % (dom.domid, count(v.nr_nics, "NIC"))
 
 
 def _check_traffic(hv, rep, domid, bdf, d, mfn):
