@@ -5,8 +5,6 @@ everything else), the references domains hold on each other, and the
 guests' software pointed at its restored state.  Domains are independent
 within a pass, so they are restored in parallel.
 """
-import threading
-
 from xen_public import abi, lurecords as R
 from xen_public.abi import PAGE_SIZE
 
@@ -24,6 +22,7 @@ from ..m2p import M2P
 from ..mappings import Mappings
 from xen_public import lustream as ls
 from .check import LOW_RESERVED_FRAMES, items_of
+from .parallel import in_parallel
 from .stream import RestoreFailure
 
 def restore(hv, stream, plans, facts, fault=None):
@@ -65,38 +64,10 @@ def restore(hv, stream, plans, facts, fault=None):
         if fault:
             fault("restore-pass%d" % number)
         hv.lu_report.phase("restore-pass%d" % number)
-        _in_parallel(lambda plan: step(hv, plan), plans, hv.nr_pcpus)
+        in_parallel(lambda plan: step(hv, plan), plans, hv.nr_pcpus)
         if number == 2:
             _cross_domain(hv, plans)
     hv.lu_report.end()
-
-
-def _in_parallel(work, items, nr_threads):
-    """work(item) for every item, on nr_threads threads (the C core drops
-    the GIL); the first exception is raised once all have stopped.  Not
-    concurrent.futures: its import (with logging) costs milliseconds of
-    blackout."""
-    todo, errors = iter(list(items)), []
-    lock = threading.Lock()
-
-    def worker():
-        while not errors:
-            with lock:
-                item = next(todo, todo)
-            if item is todo:
-                return
-            try:
-                work(item)
-            except BaseException as e:      # noqa: B036 - re-raised below
-                errors.append(e)
-    threads = [threading.Thread(target=worker) for _ in range(max(1, nr_threads) - 1)]
-    for t in threads:
-        t.start()
-    worker()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 def _pass0(hv, plan):

@@ -13,6 +13,7 @@ from xen_public.abi import PAGE_SIZE
 from .. import frametable as fts
 from .._lu_core import ffi, lib
 from xen_public import lurecords as R
+from .parallel import in_parallel
 from .stream import DOMAIN_TYPE_HVM, DOMAIN_TYPE_PV, StreamWriter
 
 
@@ -88,8 +89,14 @@ def build_stream(hv, timings, paused_before, update_id=0, fault=None):
             (m.handle, m.granter, R.MAP_WRITABLE if m.writable else 0, m.ref, 0, m.mfn))
     for m in hv.mappings.foreign_maps:
         fmaps.setdefault(m.mapper, []).append((m.domid, 0, 0, m.gfn, m.mfn))
+    # The PV page-type scans (C over each PV domain's frames, the GIL
+    # dropped) go across the host's CPUs before the records are written.
+    pv_types = {}
+    in_parallel(lambda dom: pv_types.__setitem__(dom.domid, _pv_page_types(hv, dom)),
+                [d for d in doms if d.dtype == "pv"], hv.nr_pcpus)
     for dom in doms:
-        _domain(w, hv, dom, dom.domid in paused_before, gmaps.get(dom.domid), fmaps.get(dom.domid))
+        _domain(w, hv, dom, dom.domid in paused_before, gmaps.get(dom.domid), fmaps.get(dom.domid),
+                pv_types.get(dom.domid))
     return w.getvalue(), w.types
 
 
@@ -105,7 +112,7 @@ def _kexec_image(image):
                                  bytes.fromhex(image.digest)), segs)
 
 
-def _domain(w, hv, dom, paused, gmaps, fmaps):
+def _domain(w, hv, dom, paused, gmaps, fmaps, pv_types):
     p = hv.personality
     w.domain(DOMAIN_TYPE_PV if dom.dtype == "pv" else DOMAIN_TYPE_HVM, p.major, p.minor)
     flags = (R.DOM_CONTROL if dom.control else 0) | (R.DOM_PAUSED if paused else 0) | \
@@ -119,7 +126,7 @@ def _domain(w, hv, dom, paused, gmaps, fmaps):
     owned += [(mfn, n, R.OWN_SHARED, 0) for mfn, n in sorted(dom.shared_frames)]
     w.record(ls.REC_LU_PAGE_OWNERSHIP, R.OWNERSHIP.encode((len(owned), 0), owned))
     if dom.dtype == "pv":
-        w.record(ls.REC_LU_PV_PAGE_TYPES, _pv_page_types(hv, dom))
+        w.record(ls.REC_LU_PV_PAGE_TYPES, pv_types)
     g = dom.grants
     w.record(ls.REC_LU_GRANT_TABLE, R.GRANT_TABLE.encode((len(g.frames), g.version), [(f,) for f in g.frames]))
     if g.version == 2:
