@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import struct
+import subprocess
+import sys
 import time
 
 import jsonschema
@@ -321,3 +323,31 @@ def test_a_device_past_the_chipsets_slots_is_refused_in_one_line(tmp_path, sim_i
     finally:
         stop_host(state)
     assert device_pids(state) == {}
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--bdf", "0000:03:00.0"], "usage: python -I -m hyperv_sim.device"),
+    (["--bdf", "0000:03:00.9", "--state-dir", "{d}"], "hyperv-sim device: "),
+    (["--bdf", "0000:03:00.0", "--state-dir", "{d}/none"], "cannot map the host's RAM"),
+    (["--bdf", "0000:03:00.0", "--state-dir", "{d}/empty"], "cannot map the host's RAM"),
+    (["--bdf", "0000:03:00.0", "--state-dir", "{d}/nochipset"], "chipset"),
+])
+def test_a_device_started_by_hand_without_its_machine_says_so_in_one_line(tmp_path, argv, words):
+    """The device's command line is what `ps` shows, so someone will run it
+    by hand: with no machine behind it, one line and a non-zero exit,
+    nothing created."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "ram").write_bytes(b"")
+    (tmp_path / "nochipset").mkdir()
+    (tmp_path / "nochipset" / "ram").write_bytes(bytes(4096))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    try:
+        res = subprocess.run([sys.executable, "-I", "-m", "hyperv_sim.device"] +
+                             [a.format(d=tmp_path) for a in argv],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=30)
+        assert res.returncode != 0, res
+        assert res.stderr.count("\n") == 1 and words in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    finally:
+        for ram in tmp_path.rglob("ram"):       # no host RAM left behind (conftest checks)
+            ram.unlink()

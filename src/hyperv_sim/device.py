@@ -18,7 +18,7 @@ import threading
 from xen_public.abi import PAGE_SIZE
 
 from ._lu_hw import ffi, lib
-from .chipset import Chipset, parse_bdf, path_beside
+from .chipset import Chipset, ChipsetError, parse_bdf, path_beside
 
 RAM_FILE = "ram"
 POWER_CHECK_S = 0.1
@@ -45,11 +45,20 @@ def main(argv=None):
         print("hyperv-sim device: %s" % e, file=sys.stderr)
         return 2
     ram_path = os.path.join(pairs["--state-dir"], RAM_FILE)
-    fd = os.open(ram_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-    size = os.fstat(fd).st_size
-    ram = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    try:
+        fd = os.open(ram_path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        size = os.fstat(fd).st_size
+        ram = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    except (OSError, ValueError) as e:          # no RAM file, or an empty one: no machine here
+        print("hyperv-sim device %s: cannot map the host's RAM %s: %s"
+              % (pairs["--bdf"], ram_path, getattr(e, "strerror", None) or e), file=sys.stderr)
+        return 1
     base = ffi.cast("uint8_t *", ffi.from_buffer("unsigned char[]", ram, require_writable=True))
-    chipset = Chipset.open(path_beside(ram_path))
+    try:
+        chipset = Chipset.open(path_beside(ram_path))
+    except ChipsetError as e:
+        print("hyperv-sim device %s: %s" % (pairs["--bdf"], e), file=sys.stderr)
+        return 1
     slot = slot_of(chipset, sid)
     if slot is None:
         print("hyperv-sim device %s: no running slot in the chipset" % pairs["--bdf"], file=sys.stderr)

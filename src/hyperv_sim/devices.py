@@ -22,7 +22,8 @@ STOP_WAIT_S = 2.0
 
 
 class DeviceError(Exception):
-    """No free slot for another device."""
+    """A device the chipset cannot take: no free slot, or pages not
+    page-aligned (both the builder's to prevent)."""
 
 
 def _alive(pid):

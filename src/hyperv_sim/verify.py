@@ -129,16 +129,15 @@ def driver_problem(hv, dom, slot):
     or what is wrong."""
     d = hv.chipset.c.dev[slot]
     v = dom.vcpu_state[0]
-    addr = _address
     p2m = P2M(dom.p2m)
-    want = [addr(hv.ram.pointer(p2m.mfn(d.dma_iova // PAGE_SIZE + i) * PAGE_SIZE)) for i in range(lib.LU_NIC_PAGES)]
+    want = [_address(hv.ram.pointer(p2m.mfn(d.dma_iova // PAGE_SIZE + i) * PAGE_SIZE)) for i in range(lib.LU_NIC_PAGES)]
     for i in range(v.nr_nics):
         n = v.nics[i]
         if n.iova != d.dma_iova:
             continue
-        if [addr(n.page[k]) for k in range(lib.LU_NIC_PAGES)] != want or \
-                addr(n.pi_desc) != addr(hv.iommu.pi_desc(slot)) or \
-                addr(n.dev_ack) != addr(hw_ffi.addressof(d, "irq_outstanding")):
+        if [_address(n.page[k]) for k in range(lib.LU_NIC_PAGES)] != want or \
+                _address(n.pi_desc) != _address(hv.iommu.pi_desc(slot)) or \
+                _address(n.dev_ack) != _address(hw_ffi.addressof(d, "irq_outstanding")):
             return "d%d's driver of it works other pages or another interrupt than the device's" % dom.domid
         return None
     return "d%d's driver is not connected to it (vCPU 0 drives %s)" % (dom.domid, count(v.nr_nics, "NIC"))
