@@ -146,9 +146,14 @@ enum lu_walk_error {
  * reference for each RW mapping.  Each table is descended once, when its type
  * count first becomes non-zero, as Xen validates it.  Stops at the first
  * inconsistency: returns its lu_walk_error with the table frame and entry.
+ * A frame is the domain's if its entry in ft names domid, or, when
+ * own_starts is not NULL, if it lies in one of the nr_own extents the
+ * domain owns (sorted): after a live update the walk runs before every
+ * entry is rebuilt, and trusts none of xen#1's.
  */
 int lu_pv_walk(const uint8_t *ram, uint64_t nr_frames, const struct lu_frame *ft,
-               uint16_t domid, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
+               uint16_t domid, const uint64_t *own_starts, const uint64_t *own_counts,
+               uint64_t nr_own, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
                uint64_t *bad_mfn, uint32_t *bad_entry);
 
 /* Page-table entries for `count` consecutive frames from first_mfn. */

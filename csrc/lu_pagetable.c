@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "lu_core.h"
+#include "lu_extents.h"
 
 #define PAGE_SIZE 4096u
 #define PTE_MFN(e) (((e) >> 12) & 0xffffffffffull)
@@ -37,6 +38,8 @@ struct walk {
     uint64_t nr_frames;
     const struct lu_frame *ft;
     uint16_t domid;
+    const uint64_t *own_starts, *own_counts;
+    uint64_t nr_own;
     uint8_t *acc;
     uint64_t stride;
     uint64_t *bad_mfn;
@@ -46,6 +49,14 @@ struct walk {
 static inline struct lu_expect *acc_at(struct walk *w, uint64_t mfn)
 {
     return (struct lu_expect *)(w->acc + mfn * w->stride);
+}
+
+/* The domain's frame: by the extents it owns when given, else by the table. */
+static inline int owned(const struct walk *w, uint64_t mfn)
+{
+    if ( w->own_starts )
+        return lu_in_extents(w->own_starts, w->own_counts, w->nr_own, mfn);
+    return w->ft[mfn].owner == w->domid;
 }
 
 static int fail(struct walk *w, int err, uint64_t mfn, uint32_t entry)
@@ -70,7 +81,7 @@ static int walk_table(struct walk *w, uint64_t mfn, uint32_t level)
         child = PTE_MFN(e);
         if ( child >= w->nr_frames )
             return fail(w, LU_WALK_OUT_OF_RANGE, mfn, i);
-        if ( w->ft[child].owner != w->domid )
+        if ( !owned(w, child) )
             return fail(w, LU_WALK_NOT_OWNED, mfn, i);
         ce = acc_at(w, child);
         ce->count++;
@@ -99,14 +110,16 @@ static int walk_table(struct walk *w, uint64_t mfn, uint32_t level)
 }
 
 int lu_pv_walk(const uint8_t *ram, uint64_t nr_frames, const struct lu_frame *ft,
-               uint16_t domid, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
+               uint16_t domid, const uint64_t *own_starts, const uint64_t *own_counts,
+               uint64_t nr_own, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
                uint64_t *bad_mfn, uint32_t *bad_entry)
 {
-    struct walk w = { ram, nr_frames, ft, domid, acc, stride, bad_mfn, bad_entry };
+    struct walk w = { ram, nr_frames, ft, domid, own_starts, own_counts, nr_own, acc, stride,
+                      bad_mfn, bad_entry };
 
     if ( l4_mfn >= nr_frames )
         return fail(&w, LU_WALK_OUT_OF_RANGE, l4_mfn, 0);
-    if ( ft[l4_mfn].owner != domid )
+    if ( !owned(&w, l4_mfn) )
         return fail(&w, LU_WALK_NOT_OWNED, l4_mfn, 0);
     return walk_table(&w, l4_mfn, 4);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lu_core.h"
+#include "lu_extents.h"
 
 struct pv_type_item {
     uint64_t mfn;
@@ -23,23 +24,6 @@ static inline struct pv_type_item item_at(const uint8_t *items, uint64_t i)
     return it;
 }
 
-/* The last extent starting at or below mfn (starts sorted), or -1. */
-static int64_t extent_below(const uint64_t *starts, uint64_t nr, uint64_t mfn)
-{
-    uint64_t lo = 0, hi = nr;
-
-    while ( lo < hi )
-    {
-        uint64_t mid = lo + (hi - lo) / 2;
-
-        if ( starts[mid] <= mfn )
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return (int64_t)lo - 1;
-}
-
 int64_t lu_pv_types_check(const uint8_t *items, uint64_t n, const uint64_t *starts,
                           const uint64_t *counts, uint64_t nr_extents, uint32_t pinned_flag,
                           uint64_t *pinned_mfn, uint64_t *nr_pinned)
@@ -50,9 +34,7 @@ int64_t lu_pv_types_check(const uint8_t *items, uint64_t n, const uint64_t *star
     for ( i = 0; i < n; i++ )
     {
         struct pv_type_item it = item_at(items, i);
-        int64_t e = extent_below(starts, nr_extents, it.mfn);
-
-        if ( e < 0 || it.mfn - starts[e] >= counts[e] ||
+        if ( !lu_in_extents(starts, counts, nr_extents, it.mfn) ||
              it.type < LU_PGT_L1 || it.type > LU_PGT_SEG_DESC )
             return (int64_t)i;
         if ( it.type == LU_PGT_L4 && (it.flags & pinned_flag) )

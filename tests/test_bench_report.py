@@ -5,7 +5,7 @@ import pytest
 
 from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, device_summary, figure, markdown, series_figure, \
     series_slopes, unclaimed_ms, verdicts
-from bench.hosts import guest_configs
+from bench.hosts import HOSTS, RAM_SERIES, guest_configs, guests_for
 
 MS = 1_000_000
 
@@ -17,14 +17,15 @@ def phase(name, start_ms, end_ms):
 
 def report(blackout_ms):
     # quiesce 0-10 (first pause at 5), save 10-12, nothing 12-13, exec 13-20,
-    # then the scrub 20-30 with the guests running.
+    # then the free frames' entries 20-24 and the scrub 24-30 with the
+    # guests running.
     return {"blackout_ms": blackout_ms, "phases": [
         phase("preflight", -3, 0), phase("quiesce", 0, 10), phase("save", 10, 12),
-        phase("exec", 13, 20), phase("scrub", 20, 30)]}
+        phase("exec", 13, 20), phase("frametable-free", 20, 24), phase("scrub", 24, 30)]}
 
 
 def test_unclaimed_is_the_gap_no_phase_covers():
-    assert OUTSIDE_BLACKOUT == ("preflight", "scrub")
+    assert OUTSIDE_BLACKOUT == ("preflight", "frametable-free", "scrub")
     # Blackout 5..20: quiesce covers 5 ms of it, save 2, exec 7; 1 ms is nobody's.
     assert abs(unclaimed_ms(report(15.0)) - 1.0) < 1e-9
     # From the first phase on: the 1 ms gap still, nothing before.
@@ -39,12 +40,13 @@ def result(host, blackout, **phases):
 
 
 def test_the_phase_table_adds_up_and_says_why_it_need_not():
-    text = markdown([result("floor", 20.0, preflight=3.0, quiesce=4.0, save=6.0, exec=9.5, scrub=10.0)],
+    text = markdown([result("floor", 20.0, preflight=3.0, quiesce=4.0, save=6.0, exec=9.5,
+                            scrub=10.0, **{"frametable-free": 5.0})],
                     "test machine", None, None, [])
     head = next(l for l in text.splitlines() if l.startswith("| host | preflight"))
     assert head.endswith("| sum | between phases | blackout |")
     row = next(l for l in text.splitlines() if l.startswith("| floor | 3.0"))
-    # 4 + 6 + 9.5 inside; preflight and scrub are not.
+    # 4 + 6 + 9.5 inside; preflight, frametable-free and scrub are not.
     assert row.endswith("| 19.5 | 0.7 | 20.0 |")
     assert "need not add up to the blackout" in text
 
@@ -80,6 +82,16 @@ def test_the_floor_is_judged_against_a_bare_interpreter_start_of_the_same_run():
     assert not [v for v in verdicts([result("floor", 20.0)], None, None, None) if v[0].startswith("floor")]
 
 
+def test_the_ram_series_grows_host_ram_under_the_same_guests():
+    """Its slope is what more free memory costs: L-256G and L-1T run L's
+    guests, the same number, types and sizes, NICs included."""
+    assert [HOSTS[h][0] >> 30 for h in RAM_SERIES] == [64, 256, 1024]
+    for host in RAM_SERIES:
+        assert guests_for(host) == guests_for("L")
+    # The domain series, and the other hosts, fill their own RAM.
+    assert sum(c["memory"] for c in guests_for("XL")) > 3 * sum(c["memory"] for c in guests_for("L"))
+
+
 def test_host_ls_nics_are_summed_up_per_device():
     """Two HVM guests and a PV one with a NIC each, and per device what it
     did over the runs: rounds (median, least), longest stall, drops (median,
@@ -111,7 +123,7 @@ def sized(host, ram_gib, domains, blackout, **extra):
     return dict(result(host, blackout, save=1.0), ram=ram_gib << 30, domains=domains, **extra)
 
 
-# Exactly linear: 0.04 ms per GiB over 64 domains, 0.3 ms per domain over 64 GiB.
+# Exactly linear: 0.04 ms per GiB under L's 64 guests, 0.3 ms per domain over 64 GiB.
 SERIES = [sized("floor", 4, 1, 20.0), sized("L-16d", 64, 16, 40.0), sized("L", 64, 64, 54.4),
           sized("L-256d", 64, 256, 112.0), sized("L-1024d", 64, 1024, 342.4), sized("L-256G", 256, 64, 62.08),
           sized("L-1T", 1024, 64, 92.8)]
@@ -127,11 +139,11 @@ def test_each_series_grows_one_factor_and_gives_its_own_slope():
     assert series_slopes([r for r in SERIES if r["host"] in ("floor", "L", "L-16d")]) == {
         "domains": {"hosts": ["L-16d", "L"], "ms_per_domain": (54.4 - 40.0) / 48}}
     checks = {t: (m, ok) for t, m, ok in verdicts(SERIES, slopes, None)}
-    assert checks["<= 0.05 ms per GiB of host RAM (L, L-256G, L-1T, 64 domains)"] == ("0.040 ms", True)
+    assert checks["<= 0.05 ms per GiB of host RAM (L, L-256G, L-1T, L's 64 guests)"] == ("0.040 ms", True)
     assert checks["<= 0.25 ms per domain (L-16d, L, L-256d, L-1024d, 64 GiB)"] == ("0.300 ms", False)
     assert checks["host L <= 1.5 x floor"] == ("2.72 x (54.4 ms)", False)
     text = markdown(SERIES, "test machine", slopes, None, [])
-    assert "RAM series (64 domains): 0.040 ms per GiB." in text
+    assert "RAM series (L's 64 guests): 0.040 ms per GiB." in text
     assert "| L-1T | 1 TiB | 64 | 92.8 | save 1.0 |" in text
     fig = series_figure(SERIES, slopes)
     assert [ax.get_title() for ax in fig.axes] == ["0.040 ms per GiB", "0.300 ms per domain"]

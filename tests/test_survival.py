@@ -9,6 +9,9 @@ one of them, and the RAM file is the truth.
 - xen#2 killed with SIGKILL at every phase after the point of no return, and
   recover itself interrupted: `hyperv-sim recover` finishes from RAM alone,
   nothing lost.  `kexec-lu exec` says the hypervisor died, not a timeout.
+- xen#2 stopped in the deferred part of its rebuild, after the guests run
+  again: continued, it finishes with nothing lost; killed, it is a crashed
+  hypervisor, and recover will not replay a stream the guests outran.
 """
 import os
 import resource
@@ -227,6 +230,62 @@ def test_with_no_breadcrumb_there_is_nothing_to_recover(tmp_path, sim_images):
         assert "recover" not in line
     finally:
         stop_host(state)
+
+
+def stop_in_deferred_rebuild(host, image):
+    """A live update whose xen#2 stops itself halfway through rebuilding
+    the free frames' entries, after the guests run again
+    (lu_stop=frametable-free); -> (the exec process, xen#2's pid)."""
+    host.load_lu(image, "--append", "lu_stop=frametable-free")
+    proc = subprocess.Popen([installed_command("kexec-lu"), "exec", "--timeout", "100"],
+                            env=dict(os.environ, HYPERV_SIM_DIR=str(host.state_dir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: "lu_stop=frametable-free: stopped" in (host.state_dir / "console.log").read_text(),
+             "xen#2 to stop in the deferred rebuild")
+    return proc, hypervisor_pid(host)
+
+
+def test_xen2_stopped_in_the_deferred_rebuild_finishes_it_and_loses_nothing(guests_host, sim_images):
+    host = guests_host
+    lu_start = host.toolstack("info")["lu_bootmem"]["start"]
+    free = host.toolstack("info")["free_memory"]
+    before, whole = domains_by_name(host), full_state(host)
+    proc, pid = stop_in_deferred_rebuild(host, sim_images["4.19"])
+    # The commit is behind it: the guests ran, so no breadcrumb may offer
+    # their stream for a replay.
+    assert breadcrumb_magic(host, lu_start) == 0
+    os.kill(pid, signal.SIGCONT)
+    out, err = proc.communicate(timeout=100)
+    assert proc.returncode == 0, err
+    rep = host.toolstack("lu-report")
+    assert rep["state"] == "complete"
+    names = [p["name"] for p in rep["phases"]]
+    assert names.index("unpause") < names.index("frametable-free") < names.index("scrub")
+    assert_restored_whole(whole, full_state(host))
+    wait_steps(host, since=before)
+    assert host.toolstack("verify")["ok"]
+    # Every free frame came back to the allocator, rebuilt: as much free
+    # memory as before the update, and the table agrees frame for frame.
+    info = host.toolstack("info")
+    assert info["free_memory"] == free
+    assert info["frames"]["free"] * 4096 == free
+
+
+def test_xen2_killed_in_the_deferred_rebuild_is_a_crash_not_a_pending_update(guests_host, sim_images):
+    """After the commit the guests ran: a killed xen#2 is a crashed
+    hypervisor (RAM kept, boot refuses to discard it), and recover refuses
+    rather than roll the guests back to their stream."""
+    host = guests_host
+    proc, pid = stop_in_deferred_rebuild(host, sim_images["4.19"])
+    os.kill(pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=100)
+    assert proc.returncode == 1 and "the hypervisor (pid %d) died" % pid in err, err
+    one_line_error(host.hyperv_sim("recover", "--image", str(sim_images["4.18"])), "hyperv-sim",
+                   "nothing to recover", "no breadcrumb")
+    line = one_line_error(host.hyperv_sim("boot", "--memory", "1G", str(sim_images["4.18"])),
+                          "hyperv-sim", "--discard")
+    assert "recover" not in line
+    assert (host.state_dir / "ram").stat().st_size == 1 << 30
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.02, 0.08, 0.2])

@@ -24,7 +24,7 @@ from xen_public.units import MiB
 from helpers import REPO, Host, read_ram, run_cli, wait_for, write_ram
 
 CHECKS = {"ownership", "m2p", "memory", "registers", "page-tables", "ioreq", "ring", "event",
-          "iommu", "grant", "refcount"}
+          "iommu", "grant", "refcount", "heap"}
 
 
 # --- the table -------------------------------------------------------------
@@ -281,7 +281,7 @@ def move_gfn_2048(hv, g, mfn):
         (gfn0, mfn0, count), = g.p2m
         gfn = 2048
         hv.frametable.mark(mfn, 1, g.domid, lib.LU_USE_GUEST, count_info=ALLOCATED | 1)
-        hv.frametable.mark(mfn0 + gfn, 1, abi.DOMID_INVALID, lib.LU_USE_FREE)
+        hv.allocator.release([(mfn0 + gfn, 1)])
         hv.m2p.table[mfn] = gfn
         g.p2m = [(0, mfn0, gfn), (gfn, mfn, 1), (gfn + 1, mfn0 + gfn + 1, count - gfn - 1)]
 
@@ -302,8 +302,44 @@ def stray_guest_frame(h):
     g = create(h, "g", "hvm")
     stray = first_frame_of(h, "free")
     clean(h)
+    free = free_frames(h)
     set_frame(h, stray, owner=g, use=lib.LU_USE_GUEST, count_info=ALLOCATED | 1)
-    return [(d(g), "ownership", "frame table gives d%d 4097 guest frames, its P2M 4096" % g)]
+    return [(d(g), "ownership", "frame table gives d%d 4097 guest frames, its P2M 4096" % g),
+            heap_line(stray, "held by the allocator, not free in the frame table", free, free - 1)]
+
+
+def free_frames(h):
+    """The frames the table calls free, as `memmap` gives them."""
+    return sum(n for _, n, use in h.toolstack("memmap") if use == "free") // PAGE_SIZE
+
+
+def heap_line(mfn, which, held, table):
+    return ("host", "heap", "frames 0x%x+1: %s (the allocator holds %d frames, the table calls %d free)"
+            % (mfn, which, held, table))
+
+
+# heap
+
+@damages("heap", "frames 0x…+N: held by the allocator, not free in the frame table "
+         "(the allocator holds N frames, the table calls N free)")
+def free_frame_taken_behind_the_allocators_back(h):
+    # The table gives a free frame to Xen; the allocator would hand it out.
+    taken = first_frame_of(h, "free")
+    free = free_frames(h)
+    clean(h)
+    set_frame(h, taken, owner=abi.DOMID_XEN, use=lib.LU_USE_XENHEAP)
+    return [heap_line(taken, "held by the allocator, not free in the frame table", free, free - 1)]
+
+
+@damages("heap", "frames 0x…+N: free in the frame table, not held by the allocator "
+         "(the allocator holds N frames, the table calls N free)", in_process=True)
+def frame_freed_behind_the_allocators_back(h, hv):
+    # Xen takes a frame, then its entry says free again: lost to the host.
+    (lost, _), = hv.allocator.alloc(1, abi.DOMID_XEN, lib.LU_USE_XENHEAP)
+    clean_hv(hv)
+    free = hv.allocator.free_frames
+    hv.frametable.mark(lost, 1, abi.DOMID_INVALID, lib.LU_USE_FREE)
+    return [heap_line(lost, "free in the frame table, not held by the allocator", free, free + 1)]
 
 
 # m2p
@@ -775,10 +811,13 @@ def test_refcount_reaches_frame_0_and_reserved_owners_are_the_hosts(host):
     ffree = dict(frame(host, free), use_name="free")
     clean(host)
     set_frame(host, 0, count_info=f0["count_info"] + 1)
+    nr_free = free_frames(host)
     set_frame(host, free, owner=abi.DOMID_FIRST_RESERVED, count_info=1)
     assert problems(host) == [
         refcount_line(host, "host", 0, f0, f0["count_info"] + 1),
-        refcount_line(host, "host", free, dict(ffree, owner=abi.DOMID_FIRST_RESERVED), 1)]
+        refcount_line(host, "host", free, dict(ffree, owner=abi.DOMID_FIRST_RESERVED), 1),
+        "host heap: " + heap_line(free, "held by the allocator, not free in the frame table",
+                                  nr_free, nr_free - 1)[2]]
 
 
 def test_twenty_frames_are_all_named_and_no_more_line(host):

@@ -135,10 +135,10 @@ def parse(text):
                     if sub in ("intpost", "no-intpost"):
                         opts.iommu_intpost = sub == "intpost"
             elif name == "lu_stop":
-                from .faultpoints import FAULTS_AFTER_PONR
-                if value not in FAULTS_AFTER_PONR:
+                from .faultpoints import STOP_POINTS
+                if value not in STOP_POINTS:
                     raise BootLineError("lu_stop=%s: not one of xen#2's points (%s)"
-                                        % (value, ", ".join(FAULTS_AFTER_PONR)))
+                                        % (value, ", ".join(STOP_POINTS)))
                 opts.lu_stop = value
             elif name not in KNOWN:
                 opts.unknown.append(word)

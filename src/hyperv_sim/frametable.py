@@ -110,19 +110,26 @@ class FrameTable:
             f.type_info = ((page_type << PGT_SHIFT) | count) if count else 0
         f.count_info -= n
 
-    def walk_pv(self, domid, l4_mfn, expect=None):
+    def walk_pv(self, domid, l4_mfn, expect=None, owned=None):
         """Walk a PV domain's page tables from its L4 (the C core) and add
         what they imply to `expect` (a struct lu_expect array), or to this
-        table itself, as pinning does.  None if they validate, else
-        (lu_walk_error, table mfn, entry)."""
+        table itself, as pinning does.  A frame is the domain's if its entry
+        says so, or, given `owned` ([(first, count)] the domain owns), if it
+        lies in one of those: entries not yet rebuilt are not trusted.
+        None if they validate, else (lu_walk_error, table mfn, entry)."""
         if expect is None:
             acc = ffi.cast("uint8_t *", self.frames) + ffi.offsetof("struct lu_frame", "type_info")
             stride = ENTRY_SIZE
         else:
             acc, stride = ffi.cast("uint8_t *", expect), ffi.sizeof("struct lu_expect")
         bad_mfn, bad_entry = ffi.new("uint64_t *"), ffi.new("uint32_t *")
-        rc = lib.lu_pv_walk(self.ram.base, self.ram.nr_frames, self.frames, domid, l4_mfn,
-                            acc, stride, bad_mfn, bad_entry)
+        starts = counts = ffi.NULL
+        if owned is not None:
+            owned = sorted(owned)
+            starts = ffi.new("uint64_t[]", [s for s, _ in owned])
+            counts = ffi.new("uint64_t[]", [n for _, n in owned])
+        rc = lib.lu_pv_walk(self.ram.base, self.ram.nr_frames, self.frames, domid,
+                            starts, counts, len(owned or ()), l4_mfn, acc, stride, bad_mfn, bad_entry)
         return (rc, bad_mfn[0], bad_entry[0]) if rc else None
 
     def entry(self, mfn):

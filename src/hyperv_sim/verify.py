@@ -6,8 +6,11 @@ its step count; frame ownership and the M2P against the P2M; every frame's
 type and reference counts against what page tables, pins, grant maps,
 foreign and Xen mappings imply; event channel and ring/ioreq protocol
 state (a request with nobody notified is a lost event); IOMMU tables
-against the P2M.  Each discrepancy is reported precisely.
+against the P2M; the free frames the allocator holds against the frames
+the table calls free (after a live update, the entries rebuilt once the
+guests ran again).  Each discrepancy is reported precisely.
 """
+import bisect
 import os
 import struct
 
@@ -65,6 +68,7 @@ def verify_host(hv):
                                 "steps": dom.steps})
         _check_mappings(hv, ex, rep)
         _check_refcounts(hv, ex, rep)
+        _check_heap(hv, rep)
         _check_iommu_hardware(hv, rep)
         _check_devices(hv, rep)
     return rep.to_json()
@@ -379,3 +383,42 @@ def _check_refcounts(hv, ex, rep):
                    _type_str(f.type_info), _count_str(want.count), _type_str(want.type_info)))
     if n > MAX_REPORTED_FRAMES:
         rep.bad(None, "refcount", "%d more frames differ" % (n - MAX_REPORTED_FRAMES))
+
+
+def _check_heap(hv, rep):
+    """The allocator hands out exactly the frames whose entries say free:
+    one it holds that the table gives to someone would be handed out twice,
+    one the table calls free that it does not hold is lost to the host."""
+    held = _runs(hv.allocator.free_extents())
+    table = _runs(hv.frametable.extents(abi.DOMID_INVALID, lib.LU_USE_FREE))
+    if held == table:
+        return
+    first, n, in_held = _first_difference(held, table)
+    rep.bad(None, "heap", "frames 0x%x+%d: %s (the allocator holds %s, the table calls %d free)"
+            % (first, n, "held by the allocator, not free in the frame table" if in_held else
+               "free in the frame table, not held by the allocator",
+               count(sum(n for _, n in held), "frame"), sum(n for _, n in table)))
+
+
+def _runs(extents):
+    """Sorted extents with neighbours merged, as a scan of the table finds them."""
+    out = []
+    for first, n in sorted(extents):
+        if out and out[-1][0] + out[-1][1] == first:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((first, n))
+    return out
+
+
+def _first_difference(a, b):
+    """The first frames in one of two run lists and not the other:
+    (first, count, whether they are a's)."""
+    def inside(runs, frame):
+        i = bisect.bisect_right(runs, (frame, float("inf"))) - 1
+        return i >= 0 and frame < runs[i][0] + runs[i][1]
+    edges = sorted({x for first, n in a + b for x in (first, first + n)})
+    for lo, hi in zip(edges, edges[1:]):
+        if inside(a, lo) != inside(b, lo):
+            return lo, hi - lo, inside(a, lo)
+    raise ValueError("the run lists do not differ")

@@ -32,9 +32,9 @@ def restore(hv, stream, plans, facts, fault=None):
     ft_start, ft_frames, _, _ = facts.frametable
     ft = hv.frametable = FrameTable(hv.ram, ft_start * PAGE_SIZE, nr)
     # Rebuilt from records, in xen#1's frame-table region, never trusted as
-    # it was: the unclaimed frames here, Xen's own next, domains' in pass 0.
-    for first, n in facts.free:
-        ft.mark(first, n, abi.DOMID_INVALID, lib.LU_USE_FREE)
+    # it was: Xen's own frames here, domains' in pass 0.  The unclaimed
+    # frames' entries wait until the guests run again (xen2.py,
+    # "frametable-free"): nothing reads them before then.
     ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
     ft.mark(hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_LU_BOOTMEM)
     xen_first = hv.xen_start // PAGE_SIZE
@@ -106,7 +106,9 @@ def _pass1(hv, plan):
     dom.l4_mfn = plan.l4
     ft.frames[plan.l4].type_info = (lib.LU_PGT_L4 << lib.LU_PGT_TYPE_SHIFT) | lib.LU_PGT_PINNED | 1
     ft.frames[plan.l4].count_info += 1
-    bad = ft.walk_pv(dom.domid, dom.l4_mfn)
+    # Ownership by what the stream gives the domain: the free frames'
+    # entries still hold xen#1's word until the guests run (xen2.py).
+    bad = ft.walk_pv(dom.domid, dom.l4_mfn, owned=[(m, n) for _, m, n in plan.p2m] + plan.shared)
     if bad:
         raise RestoreFailure("d%d page tables do not validate (error %d at mfn 0x%x entry %d)"
                              % ((dom.domid,) + bad))

@@ -14,7 +14,7 @@ from xen_public.abi import PAGE_SIZE
 from .. import guest
 from .._lu_core import ffi, lib
 from ..evtchn import FIFO_PORTS
-from ..frametable import FrameTable
+from ..frametable import ENTRY_SIZE, FrameTable
 from ..kexec import KexecFailure, KexecImage, Segment, check_segments
 from ..guest import P2M
 from ..iommu import check_hardware
@@ -98,19 +98,38 @@ def decode(buf, known_types):
     return system, domains
 
 
-def prefault_frametable(hv, system):
+def prefault_frametable(hv, system, plans):
     """While the stream is checked, take the page faults of the frame-table
-    region the stream names (a new process has none of its pages mapped,
-    and the rebuild reads every one) on another thread.  For reading: the
-    rebuild writes only the pages whose entries change, and a page mapped
-    for writing would be dirty, and written back, whether it changed or
-    not.  Changes no byte, so it needs no trust in the stream yet; clamped
-    to RAM."""
+    entries the blackout rebuilds (a new process has none of its pages
+    mapped) on another thread: those of the frames the stream claims, Xen's
+    regions, the M2P and the domains' memory; the free frames' entries
+    wait for the guests to run (xen2.py).  For reading: the rebuild writes
+    only the pages whose entries change, and a page mapped for writing
+    would be dirty, and written back, whether it changed or not.  Changes
+    no byte, so it needs no trust in the stream yet; clamped to the table."""
     nr = hv.ram.nr_frames
-    spans = [(start, min(n, nr - start)) for _, (_, regions) in system.get(ls.REC_LU_XEN_REGIONS, [])
-             for start, n, kind, _ in regions if kind == R.REGION_FRAMETABLE and start < nr]
-    worker = threading.Thread(target=lambda: [hv.ram.populate(s * PAGE_SIZE, n * PAGE_SIZE, write=False)
-                                              for s, n in spans], name="prefault", daemon=True)
+    regions = [r for _, (_, rs) in system.get(ls.REC_LU_XEN_REGIONS, []) for r in rs]
+    table = [(start, n) for start, n, kind, _ in regions if kind == R.REGION_FRAMETABLE and start < nr]
+    if not table:
+        return threading.Thread()   # nothing to fault in: check() refuses this stream
+    ft_start = table[0][0] * PAGE_SIZE
+    ft_end = min(ft_start + FrameTable.bytes_for(nr), hv.ram.size)
+    claimed = [(start, n) for start, n, _, _ in regions]
+    claimed += [(m2p, M2P.bytes_for(nr) // PAGE_SIZE) for _, (m2p, _) in system.get(ls.REC_LU_M2P, [])]
+    claimed += [(mfn, n) for plan in plans for _, rec in plan.records.get(ls.REC_LU_PAGE_OWNERSHIP, [])
+                for mfn, n, _, _ in rec.items]
+    spans = []
+    for first, n in sorted(claimed):
+        lo = max(ft_start, (ft_start + first * ENTRY_SIZE) & ~(PAGE_SIZE - 1))
+        hi = min(ft_end, ft_start + (first + n) * ENTRY_SIZE)
+        if lo >= hi:
+            continue
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    worker = threading.Thread(target=lambda: [hv.ram.populate(lo, hi - lo, write=False) for lo, hi in spans],
+                              name="prefault", daemon=True)
     worker.start()
     return worker
 

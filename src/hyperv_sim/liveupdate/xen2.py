@@ -14,7 +14,7 @@ from .._lu_hw import lib as hw
 from ..entry import check_bootmem
 from ..errors import BootFailure, RestoreHalted
 from ..faultpoints import FORBIDDEN_ACTS
-from ..frametable import FrameAllocator, RefError
+from ..frametable import ENTRY_SIZE, FrameAllocator, RefError
 from ..iommu import forbidden_act
 from ..sched import unpause_vcpus
 from . import handover
@@ -40,13 +40,17 @@ def boot_from_stream(hv):
     stream, facts, prefault, first_pause = _restore_or_halt(hv, rep, t0)
     prefault.join()
     rep.phase("release-stream")
-    _release_stream(hv, stream, facts)
+    _release_stream(hv, stream)
     rep.phase("unpause")
     held = _interrupts_on_resume(hv)
     done = _resume_guests(hv)
     hv.iommu.start_delivery()
     if hv.opts.lu_fault in FORBIDDEN_ACTS:
         forbidden_act(hv, hv.opts.lu_fault)
+    rep.phase("frametable-free")
+    with hv.lock:
+        _rebuild_free_entries(hv, facts.free)
+        hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
     # xen#1's private frames (the stream, staging copies, its notes) are free now but
     # not clean: scrub every free frame, after the guests run again and
     # before anyone can ask for memory (privcmd is not up yet).
@@ -96,11 +100,7 @@ def _restore_or_halt(hv, rep, t0):
     """Map, check and restore; -> (stream, facts, prefault thread, the
     moment xen#1 first paused a vCPU).  Raises RestoreHalted."""
     def fault(point):
-        if hv.opts.lu_stop == point:
-            import os
-            import signal       # here: its import (enum) costs 2 ms of blackout
-            hv.console.log("lu_stop=%s: stopped (SIGSTOP) at %s", point, point)
-            os.kill(os.getpid(), signal.SIGSTOP)
+        _stop_if_asked(hv, point)
         if hv.opts.lu_fault == point:
             raise InjectedFault(point)
     stream = None
@@ -111,7 +111,7 @@ def _restore_or_halt(hv, rep, t0):
         rep.phase("validate")
         fault("restore-validate")
         system, plans = decode(stream.buf, hv.personality.lu_records)
-        prefault = prefault_frametable(hv, system)
+        prefault = prefault_frametable(hv, system, plans)
         xen_frames = -(-(hv.xen_start + hv.xen_size) // PAGE_SIZE) - hv.xen_start // PAGE_SIZE
         facts = check(hv, system, plans, stream, (hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE),
                           (hv.xen_start // PAGE_SIZE, xen_frames))
@@ -123,6 +123,46 @@ def _restore_or_halt(hv, rep, t0):
     except (RestoreFailure, StreamError, InjectedFault, RefError) as e:
         raise _halted(hv, rep, stream, e)
     return stream, facts, prefault, first_pause
+
+
+def _stop_if_asked(hv, point):
+    if hv.opts.lu_stop == point:
+        import os
+        import signal       # here: its import (enum) costs 2 ms of blackout
+        hv.console.log("lu_stop=%s: stopped (SIGSTOP) at %s", point, point)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _rebuild_free_entries(hv, free):
+    """The deferred half of the frame-table rebuild, as Linux defers its
+    struct pages: the entries of the frames nobody claims, O(host RAM),
+    written once the guests run again.  Until then the allocator holds
+    nothing (_release_stream), so a frame whose entry is not rebuilt is
+    never handed out, and nothing else reads those entries: the privcmd
+    socket is not up.  It writes no guest's byte, so a stop or a crash
+    here leaves every guest's memory as the guest left it.  lu_stop stops
+    it halfway."""
+    ft = hv.frametable
+    for i, part in enumerate(_halves(free)):
+        if i:
+            _stop_if_asked(hv, "frametable-free")
+        for first, n in part:
+            # Faulted in at once, as prefault_frametable does for the rest.
+            hv.ram.populate(ft.base_maddr + first * ENTRY_SIZE, n * ENTRY_SIZE, write=False)
+            ft.mark(first, n, DOMID_INVALID, lib.LU_USE_FREE)
+
+
+def _halves(extents):
+    """The extents cut at their middle frame: (first half, second half)."""
+    half, done, low, high = sum(n for _, n in extents) // 2, 0, [], []
+    for first, n in extents:
+        cut = min(n, max(0, half - done))
+        if cut:
+            low.append((first, cut))
+        if n > cut:
+            high.append((first + cut, n - cut))
+        done += n
+    return low, high
 
 
 def _report_xen1(hv, rep, stream, facts, t0):
@@ -165,7 +205,7 @@ def _halted(hv, rep, stream, e):
     return RestoreHalted(why, stream=found, facts=facts)
 
 
-def _release_stream(hv, stream, facts):
+def _release_stream(hv, stream):
     """The breadcrumb goes, and the stream's frames become free memory.
     They still hold guest state: the scrub after the guests run (boot
     from stream, "scrub") clears every free frame before anyone can ask
@@ -185,7 +225,9 @@ def _release_stream(hv, stream, facts):
     handover.clear_breadcrumb(hv)
     for mfn, n in stream.extents():
         hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
-    hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
+    # Nothing to hand out until the free frames' entries are rebuilt
+    # ("frametable-free", after the guests run).
+    hv.allocator = FrameAllocator(hv.frametable, [])
     hv.ram.on_write = None
 
 
