@@ -271,7 +271,7 @@ def verdicts(results, slopes, core, bare_ms=None):
 
 
 # Phases a report times that lie outside the blackout.
-OUTSIDE_BLACKOUT = ("preflight", "frametable-free", "scrub")
+OUTSIDE_BLACKOUT = ("preflight", "frametable-deferred", "scrub")
 
 
 def unclaimed_ms(rep):

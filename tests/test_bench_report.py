@@ -21,11 +21,11 @@ def report(blackout_ms):
     # guests running.
     return {"blackout_ms": blackout_ms, "phases": [
         phase("preflight", -3, 0), phase("quiesce", 0, 10), phase("save", 10, 12),
-        phase("exec", 13, 20), phase("frametable-free", 20, 24), phase("scrub", 24, 30)]}
+        phase("exec", 13, 20), phase("frametable-deferred", 20, 24), phase("scrub", 24, 30)]}
 
 
 def test_unclaimed_is_the_gap_no_phase_covers():
-    assert OUTSIDE_BLACKOUT == ("preflight", "frametable-free", "scrub")
+    assert OUTSIDE_BLACKOUT == ("preflight", "frametable-deferred", "scrub")
     # Blackout 5..20: quiesce covers 5 ms of it, save 2, exec 7; 1 ms is nobody's.
     assert abs(unclaimed_ms(report(15.0)) - 1.0) < 1e-9
     # From the first phase on: the 1 ms gap still, nothing before.
@@ -41,12 +41,12 @@ def result(host, blackout, **phases):
 
 def test_the_phase_table_adds_up_and_says_why_it_need_not():
     text = markdown([result("floor", 20.0, preflight=3.0, quiesce=4.0, save=6.0, exec=9.5,
-                            scrub=10.0, **{"frametable-free": 5.0})],
+                            scrub=10.0, **{"frametable-deferred": 5.0})],
                     "test machine", None, None, [])
     head = next(l for l in text.splitlines() if l.startswith("| host | preflight"))
     assert head.endswith("| sum | between phases | blackout |")
     row = next(l for l in text.splitlines() if l.startswith("| floor | 3.0"))
-    # 4 + 6 + 9.5 inside; preflight, frametable-free and scrub are not.
+    # 4 + 6 + 9.5 inside; preflight, frametable-deferred and scrub are not.
     assert row.endswith("| 19.5 | 0.7 | 20.0 |")
     assert "need not add up to the blackout" in text
 

@@ -1,11 +1,12 @@
 """The C core's frame-table scans against a plain-Python reference, and the
 allocator's free list against what the table says."""
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.reference import FRAME, frames_find_mismatch, frames_histogram, frames_scan
 from hyperv_sim._lu_core import ffi, lib
-from hyperv_sim.frametable import ENTRY_SIZE, USE_NAMES, FrameAllocator, FrameTable, OutOfMemory
+from hyperv_sim.frametable import ENTRY_SIZE, USE_NAMES, FrameAllocator, FrameTable, OutOfMemory, RefError
 from xen_public.abi import DOMID_INVALID
 
 
@@ -130,3 +131,42 @@ def test_marking_writes_exactly_its_range_whatever_it_already_holds(data):
     table.mark(first, count, proto[0], proto[1], type_info=proto[3], count_info=proto[4])
     after = [FRAME.unpack_from(ram.buf, shift + i * ENTRY_SIZE) for i in range(nr)]
     assert after == [proto if first <= i < first + count else e for i, e in enumerate(before)]
+
+
+def test_pending_guest_frames_are_written_with_the_references_taken_before():
+    """After a live update an HVM or PVH guest's entries are written once
+    the guests run (FrameTable.pending_guest_frames): until then they hold
+    anything (xen#1's words, never trusted, never changed), a reference
+    taken on one of them counts on the entry pass 0 would write, type
+    checks included, and write_pending writes every one with them."""
+    nr = 64
+    table, ram = table_from([(3, lib.LU_USE_XENHEAP)] * nr)
+    stale = (3, lib.LU_USE_XENHEAP, 0, 0x5555, 9, 0)
+    for i in range(nr):
+        FRAME.pack_into(ram.buf, i * ENTRY_SIZE, *stale)
+    ram.populate = lambda maddr, length, write=True: True
+    table.pending_guest_frames([(40, 8, 2), (10, 20, 1)])
+    allocated = lib.LU_PGC_ALLOCATED | 1
+    writable = lib.LU_PGT_WRITABLE << lib.LU_PGT_TYPE_SHIFT
+    table.get_ref(15, lib.LU_PGT_WRITABLE)
+    table.get_ref(15)
+    table.get_ref(47, lib.LU_PGT_WRITABLE)
+    table.get_ref(29, lib.LU_PGT_WRITABLE)
+    table.put_ref(29, lib.LU_PGT_WRITABLE)
+    # Typed as pass 0 leaves it (none), not as the stale word says.
+    with pytest.raises(RefError):
+        table.get_ref(15, lib.LU_PGT_L1)
+    assert [FRAME.unpack_from(ram.buf, i * ENTRY_SIZE) for i in range(nr)] == [stale] * nr
+    table.get_ref(5)                                               # not pending: the table's
+    assert table.entry(5)["count_info"] == 10
+    table.write_pending()
+    for mfn in list(range(10, 30)) + list(range(40, 48)):
+        e = table.entry(mfn)
+        assert (e["owner"], e["use"]) == (1 if mfn < 30 else 2, "guest")
+        want = {15: (allocated + 2, writable | 1), 47: (allocated + 1, writable | 1)}.get(mfn, (allocated, 0))
+        assert (e["count_info"], e["type_info"]) == want, mfn
+    for mfn in list(range(0, 10)) + list(range(30, 40)) + list(range(48, nr)):
+        assert table.entry(mfn)["owner"] == 3, mfn
+    # Done: references go to the table itself.
+    table.get_ref(20)
+    assert table.entry(20)["count_info"] == allocated + 1

@@ -235,12 +235,12 @@ def test_with_no_breadcrumb_there_is_nothing_to_recover(tmp_path, sim_images):
 def stop_in_deferred_rebuild(host, image):
     """A live update whose xen#2 stops itself halfway through rebuilding
     the free frames' entries, after the guests run again
-    (lu_stop=frametable-free); -> (the exec process, xen#2's pid)."""
-    host.load_lu(image, "--append", "lu_stop=frametable-free")
+    (lu_stop=frametable-deferred); -> (the exec process, xen#2's pid)."""
+    host.load_lu(image, "--append", "lu_stop=frametable-deferred")
     proc = subprocess.Popen([installed_command("kexec-lu"), "exec", "--timeout", "100"],
                             env=dict(os.environ, HYPERV_SIM_DIR=str(host.state_dir)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: "lu_stop=frametable-free: stopped" in (host.state_dir / "console.log").read_text(),
+    wait_for(lambda: "lu_stop=frametable-deferred: stopped" in (host.state_dir / "console.log").read_text(),
              "xen#2 to stop in the deferred rebuild")
     return proc, hypervisor_pid(host)
 
@@ -260,7 +260,7 @@ def test_xen2_stopped_in_the_deferred_rebuild_finishes_it_and_loses_nothing(gues
     rep = host.toolstack("lu-report")
     assert rep["state"] == "complete"
     names = [p["name"] for p in rep["phases"]]
-    assert names.index("unpause") < names.index("frametable-free") < names.index("scrub")
+    assert names.index("unpause") < names.index("frametable-deferred") < names.index("scrub")
     assert_restored_whole(whole, full_state(host))
     wait_steps(host, since=before)
     assert host.toolstack("verify")["ok"]

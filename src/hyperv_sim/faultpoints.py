@@ -18,7 +18,7 @@ FAULTS_AFTER_PONR = ("restore-start", "restore-validate", "restore-pass0", "rest
 # frame-table rebuild (the free frames' entries).  A stop point (lu_stop=)
 # only: nothing is left to halt to, a recover would replay a stream the
 # guests have outrun.
-FAULTS_AFTER_COMMIT = ("frametable-free",)
+FAULTS_AFTER_COMMIT = ("frametable-deferred",)
 STOP_POINTS = FAULTS_AFTER_PONR + FAULTS_AFTER_COMMIT
 # Not failures: acts the seed forbids xen#2 (docs/iommu.md), done once the
 # guests run again, to show that `verify` catches each: zero an IOMMU table

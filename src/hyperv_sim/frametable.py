@@ -42,12 +42,25 @@ PGT_COUNT = lib.LU_PGT_COUNT_MASK
 PGC_ALLOCATED = lib.LU_PGC_ALLOCATED
 
 
+class _PendingEntry:
+    """A pending guest frame's entry as pass 0 writes it (allocated, no
+    type), and the references taken on it since."""
+    __slots__ = ("type_info", "count_info")
+
+    def __init__(self):
+        self.type_info, self.count_info = 0, PGC_ALLOCATED | 1
+
+
 class FrameTable:
     def __init__(self, ram, base_maddr, nr_frames):
         self.ram = ram
         self.base_maddr = base_maddr
         self.nr_frames = nr_frames
         self.frames = ram.pointer(base_maddr, "struct lu_frame *")
+        # After a live update: guest frames whose entries are written once
+        # the guests run (pending_guest_frames), and the references taken
+        # on them before.
+        self._pending = None
 
     @staticmethod
     def bytes_for(nr_frames):
@@ -92,10 +105,40 @@ class FrameTable:
         return lib.lu_frames_find_mismatch(self.frames, first, first + count, owner, use) \
             == first + count
 
+    def pending_guest_frames(self, extents):
+        """[(first, count, domid)] of guest memory whose entries are left
+        for later (write_pending): xen#1's words until then, which nothing
+        may read.  A reference taken on one of these frames before then is
+        counted beside the table, on the entry pass 0 would have written,
+        and goes in with it."""
+        extents = sorted(extents)
+        self._pending = ([first for first, _, _ in extents], extents, {})
+
+    def write_pending(self):
+        """The pending guest frames' entries, with the references taken."""
+        _, extents, taken = self._pending
+        for first, n, domid in extents:
+            # Faulted in at once (the new process has not mapped them yet).
+            self.ram.populate(self.base_maddr + first * ENTRY_SIZE, n * ENTRY_SIZE, write=False)
+            self.mark(first, n, domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
+        for mfn, e in taken.items():
+            self.frames[mfn].type_info, self.frames[mfn].count_info = e.type_info, e.count_info
+        self._pending = None
+
+    def _entry_for_ref(self, mfn):
+        """The entry a reference on mfn changes: the table's, or a pending
+        frame's own."""
+        if self._pending is not None:
+            starts, extents, taken = self._pending
+            i = bisect.bisect_right(starts, mfn) - 1
+            if i >= 0 and mfn < starts[i] + extents[i][1]:
+                return taken.get(mfn) or taken.setdefault(mfn, _PendingEntry())
+        return self.frames[mfn]
+
     def get_ref(self, mfn, page_type=None, n=1):
         """Take n general references, and n type references of page_type
         (LU_PGT_*) if given, as Xen's get_page_and_type()."""
-        f = self.frames[mfn]
+        f = self._entry_for_ref(mfn)
         if page_type is not None:
             have, count = f.type_info >> PGT_SHIFT, f.type_info & PGT_COUNT
             if count and have != page_type:
@@ -104,7 +147,7 @@ class FrameTable:
         f.count_info += n
 
     def put_ref(self, mfn, page_type=None, n=1):
-        f = self.frames[mfn]
+        f = self._entry_for_ref(mfn)
         if page_type is not None:
             count = (f.type_info & PGT_COUNT) - n
             f.type_info = ((page_type << PGT_SHIFT) | count) if count else 0

@@ -34,7 +34,7 @@ def restore(hv, stream, plans, facts, fault=None):
     # Rebuilt from records, in xen#1's frame-table region, never trusted as
     # it was: Xen's own frames here, domains' in pass 0.  The unclaimed
     # frames' entries wait until the guests run again (xen2.py,
-    # "frametable-free"): nothing reads them before then.
+    # "frametable-deferred"): nothing reads them before then.
     ft.mark(0, LOW_RESERVED_FRAMES, abi.DOMID_XEN, lib.LU_USE_RESERVED)
     ft.mark(hv.lu_start // PAGE_SIZE, hv.lu_size // PAGE_SIZE, abi.DOMID_XEN, lib.LU_USE_LU_BOOTMEM)
     xen_first = hv.xen_start // PAGE_SIZE
@@ -65,6 +65,12 @@ def restore(hv, stream, plans, facts, fault=None):
             fault("restore-pass%d" % number)
         hv.lu_report.phase("restore-pass%d" % number)
         in_parallel(lambda plan: step(hv, plan), plans, hv.nr_pcpus)
+        if number == 0:
+            # An HVM or PVH guest's memory is read by no one but its guest
+            # until the guests run: its entries are written then (xen2.py),
+            # but for the few frames a reference is taken on before.
+            ft.pending_guest_frames([(mfn, n, p.domid) for p in plans if p.dom.dtype != "pv"
+                                     for _, mfn, n in p.p2m])
         if number == 2:
             _cross_domain(hv, plans)
     hv.lu_report.end()
@@ -84,8 +90,11 @@ def _pass0(hv, plan):
         v.domid, v.vcpu_id, v.dtype = dom.domid, i, DTYPE_CODES[dom.dtype]
         v.pause_req = 1                     # nothing runs until the end
     ft = hv.frametable
-    for gfn, mfn, n in dom.p2m:
-        ft.mark(mfn, n, dom.domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
+    if dom.dtype == "pv":
+        # Pass 1 types and walks these; an HVM or PVH guest's wait for the
+        # guests to run (restore).
+        for gfn, mfn, n in dom.p2m:
+            ft.mark(mfn, n, dom.domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
     for mfn, n in dom.shared_frames:
         ft.mark(mfn, n, dom.domid, lib.LU_USE_SHARED, count_info=PGC_ALLOCATED | 1)
     plan.dom = dom

@@ -102,8 +102,9 @@ def prefault_frametable(hv, system, plans):
     """While the stream is checked, take the page faults of the frame-table
     entries the blackout rebuilds (a new process has none of its pages
     mapped) on another thread: those of the frames the stream claims, Xen's
-    regions, the M2P and the domains' memory; the free frames' entries
-    wait for the guests to run (xen2.py).  For reading: the rebuild writes
+    regions, the M2P, PV domains' memory (an HVM or PVH guest's and the
+    free frames' entries wait for the guests to run: apply.py, xen2.py)
+    and every domain's shared frames.  For reading: the rebuild writes
     only the pages whose entries change, and a page mapped for writing
     would be dirty, and written back, whether it changed or not.  Changes
     no byte, so it needs no trust in the stream yet; clamped to the table."""
@@ -117,7 +118,7 @@ def prefault_frametable(hv, system, plans):
     claimed = [(start, n) for start, n, _, _ in regions]
     claimed += [(m2p, M2P.bytes_for(nr) // PAGE_SIZE) for _, (m2p, _) in system.get(ls.REC_LU_M2P, [])]
     claimed += [(mfn, n) for plan in plans for _, rec in plan.records.get(ls.REC_LU_PAGE_OWNERSHIP, [])
-                for mfn, n, _, _ in rec.items]
+                for mfn, n, kind, _ in rec.items if kind == R.OWN_SHARED or plan.header[0] == DOMAIN_TYPE_PV]
     spans = []
     for first, n in sorted(claimed):
         lo = max(ft_start, (ft_start + first * ENTRY_SIZE) & ~(PAGE_SIZE - 1))

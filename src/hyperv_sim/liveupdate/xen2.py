@@ -47,8 +47,11 @@ def boot_from_stream(hv):
     hv.iommu.start_delivery()
     if hv.opts.lu_fault in FORBIDDEN_ACTS:
         forbidden_act(hv, hv.opts.lu_fault)
-    rep.phase("frametable-free")
+    # The frame-table entries nothing reads before now: HVM and PVH guests'
+    # memory (apply.py), then the free frames.
+    rep.phase("frametable-deferred")
     with hv.lock:
+        hv.frametable.write_pending()
         _rebuild_free_entries(hv, facts.free)
         hv.allocator = FrameAllocator(hv.frametable, facts.free + list(stream.extents()))
     # xen#1's private frames (the stream, staging copies, its notes) are free now but
@@ -134,9 +137,9 @@ def _stop_if_asked(hv, point):
 
 
 def _rebuild_free_entries(hv, free):
-    """The deferred half of the frame-table rebuild, as Linux defers its
-    struct pages: the entries of the frames nobody claims, O(host RAM),
-    written once the guests run again.  Until then the allocator holds
+    """The free frames' part of the deferred frame-table rebuild, as Linux
+    defers its struct pages: the entries of the frames nobody claims,
+    O(host RAM), written once the guests run again.  Until then the allocator holds
     nothing (_release_stream), so a frame whose entry is not rebuilt is
     never handed out, and nothing else reads those entries: the privcmd
     socket is not up.  It writes no guest's byte, so a stop or a crash
@@ -145,7 +148,7 @@ def _rebuild_free_entries(hv, free):
     ft = hv.frametable
     for i, part in enumerate(_halves(free)):
         if i:
-            _stop_if_asked(hv, "frametable-free")
+            _stop_if_asked(hv, "frametable-deferred")
         for first, n in part:
             # Faulted in at once, as prefault_frametable does for the rest.
             hv.ram.populate(ft.base_maddr + first * ENTRY_SIZE, n * ENTRY_SIZE, write=False)
@@ -226,7 +229,7 @@ def _release_stream(hv, stream):
     for mfn, n in stream.extents():
         hv.frametable.mark(mfn, n, DOMID_INVALID, lib.LU_USE_FREE)
     # Nothing to hand out until the free frames' entries are rebuilt
-    # ("frametable-free", after the guests run).
+    # ("frametable-deferred", after the guests run).
     hv.allocator = FrameAllocator(hv.frametable, [])
     hv.ram.on_write = None
 
