@@ -78,9 +78,10 @@ def _load_lu_image(hv, path):
               abi.KEXEC_RANGE_MA_XEN: (hv.xen_start, hv.xen_size)}
     plan = plan_load(load_image(path), abi.KEXEC_TYPE_LIVEUPDATE, ranges,
                      " ".join(w for w in hv.cmdline.split() if not w.startswith("liveupdate=")))
-    segs = [(i, len(data), dest, dest_size) for i, (data, dest, dest_size) in enumerate(plan.segments)]
+    # Handle 0 is a NULL buffer (a segment only mapped): theirs start at 1.
+    segs = [(i, len(data), dest, dest_size) for i, (data, dest, dest_size) in enumerate(plan.segments, 1)]
     hv.kexec.load(abi.KEXEC_TYPE_LIVEUPDATE, plan.arch, plan.entry, segs,
-                  lambda handle, n: plan.segments[handle][0][:n])
+                  lambda handle, n: plan.segments[handle - 1][0][:n])
 
 
 def engine_run(hv):

@@ -1,11 +1,15 @@
 """What `make bench` writes besides its numbers: the blackout no phase
 covers, a phase table that says why its columns need not add up, and a plot
-whose legend hides no bar."""
+whose legend hides no bar; and that the in-process profiler still runs."""
+import subprocess
+import sys
+
 import pytest
 
 from bench.__main__ import OUTSIDE_BLACKOUT, bare_interpreter_ms, device_summary, figure, markdown, series_figure, \
     series_slopes, unclaimed_ms, verdicts
 from bench.hosts import HOSTS, RAM_SERIES, guest_configs, guests_for
+from helpers import REPO
 
 MS = 1_000_000
 
@@ -156,3 +160,15 @@ def test_the_xxl_targets_are_ratios_of_the_same_run():
     assert checks["host XXL <= 5 x floor"] == ("4.95 x (99.0 ms)", True)
     assert checks["host XXL stream <= 4 MiB"] == ("5.00 MiB", False)
     assert checks["host XXL private memory peak <= 0.25 x its frame table"] == ("0.250 x (1024 MiB / 4096 MiB)", True)
+
+
+def test_profile_save_takes_a_small_host_to_the_exec_and_back():
+    """`python -m bench.profile_save` (README: xen#1's phases in one
+    process) loads a real image the way kexec-lu does, NULL-buffer rules
+    included, runs the update to the stubbed exec and resumes."""
+    res = subprocess.run([sys.executable, "-m", "bench.profile_save", "--ram-gib", "1", "--domains", "3",
+                          "--runs", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("host: 1 GiB, 3 domains,")
+    phases = {line.split()[0] for line in res.stdout.splitlines() if line.startswith("  ")}
+    assert {"preflight", "quiesce", "save", "handover", "resume"} <= phases
