@@ -132,7 +132,8 @@ class LiveUpdateProgress:
                            "load it again after the update")
 
     def phase(self, p):
-        self.out.print("  %-16s %9.2f ms" % (p["name"], p["ms"]))
+        # Names up to 19 characters (frametable-deferred); values below 1000 ms align.
+        self.out.print("  %-19s %6.2f ms" % (p["name"], p["ms"]))
 
     def finished(self, rep):
         from rich.markup import escape
