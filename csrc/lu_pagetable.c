@@ -40,6 +40,7 @@ struct walk {
     uint16_t domid;
     const uint64_t *own_starts, *own_counts;
     uint64_t nr_own;
+    uint64_t last;              /* the extent the last owned frame was in */
     uint8_t *acc;
     uint64_t stride;
     uint64_t *bad_mfn;
@@ -51,12 +52,22 @@ static inline struct lu_expect *acc_at(struct walk *w, uint64_t mfn)
     return (struct lu_expect *)(w->acc + mfn * w->stride);
 }
 
-/* The domain's frame: by the extents it owns when given, else by the table. */
-static inline int owned(const struct walk *w, uint64_t mfn)
+/* The domain's frame: by the extents it owns when given, else by the
+ * table.  A table maps runs of frames, so the extent of the last one is
+ * tried before a search. */
+static inline int owned(struct walk *w, uint64_t mfn)
 {
-    if ( w->own_starts )
-        return lu_in_extents(w->own_starts, w->own_counts, w->nr_own, mfn);
-    return w->ft[mfn].owner == w->domid;
+    int64_t e;
+
+    if ( !w->own_starts )
+        return w->ft[mfn].owner == w->domid;
+    if ( mfn - w->own_starts[w->last] < w->own_counts[w->last] )
+        return 1;
+    e = lu_extent_below(w->own_starts, w->nr_own, mfn);
+    if ( e < 0 || mfn - w->own_starts[e] >= w->own_counts[e] )
+        return 0;
+    w->last = (uint64_t)e;
+    return 1;
 }
 
 static int fail(struct walk *w, int err, uint64_t mfn, uint32_t entry)
@@ -114,11 +125,13 @@ int lu_pv_walk(const uint8_t *ram, uint64_t nr_frames, const struct lu_frame *ft
                uint64_t nr_own, uint64_t l4_mfn, uint8_t *acc, uint64_t stride,
                uint64_t *bad_mfn, uint32_t *bad_entry)
 {
-    struct walk w = { ram, nr_frames, ft, domid, own_starts, own_counts, nr_own, acc, stride,
+    struct walk w = { ram, nr_frames, ft, domid, own_starts, own_counts, nr_own, 0, acc, stride,
                       bad_mfn, bad_entry };
 
     if ( l4_mfn >= nr_frames )
         return fail(&w, LU_WALK_OUT_OF_RANGE, l4_mfn, 0);
+    if ( own_starts && !nr_own )
+        return fail(&w, LU_WALK_NOT_OWNED, l4_mfn, 0);     /* owns nothing: no extent to try */
     if ( !owned(&w, l4_mfn) )
         return fail(&w, LU_WALK_NOT_OWNED, l4_mfn, 0);
     return walk_table(&w, l4_mfn, 4);

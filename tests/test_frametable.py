@@ -141,7 +141,9 @@ def test_pending_guest_frames_are_written_with_the_references_taken_before():
     checks included, and write_pending writes every one with them."""
     nr = 64
     table, ram = table_from([(3, lib.LU_USE_XENHEAP)] * nr)
-    stale = (3, lib.LU_USE_XENHEAP, 0, 0x5555, 9, 0)
+    # A stale word typed L1 with one reference: a reference checked against
+    # it would refuse WRITABLE and allow L1, the pending entry the reverse.
+    stale = (3, lib.LU_USE_XENHEAP, 0, (lib.LU_PGT_L1 << lib.LU_PGT_TYPE_SHIFT) | 1, 9, 0)
     for i in range(nr):
         FRAME.pack_into(ram.buf, i * ENTRY_SIZE, *stale)
     ram.populate = lambda maddr, length, write=True: True

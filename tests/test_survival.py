@@ -254,6 +254,9 @@ def test_xen2_stopped_in_the_deferred_rebuild_finishes_it_and_loses_nothing(gues
     # The commit is behind it: the guests ran, so no breadcrumb may offer
     # their stream for a replay.
     assert breadcrumb_magic(host, lu_start) == 0
+    # No one can ask for memory yet: the socket is not up, clients retry.
+    one_line_error(run_cli("hyperv-sim", "create", "--type", "hvm", "--memory", "16M", "late",
+                           state_dir=host.state_dir), "hyperv-sim", "does not answer yet", "retry", status=2)
     os.kill(pid, signal.SIGCONT)
     out, err = proc.communicate(timeout=100)
     assert proc.returncode == 0, err

@@ -342,6 +342,15 @@ def frame_freed_behind_the_allocators_back(h, hv):
     return [heap_line(lost, "free in the frame table, not held by the allocator", free, free + 1)]
 
 
+@damages("heap", "frames 0x…+N are held twice by the allocator", in_process=True)
+def free_frame_released_again(h, hv):
+    # A free frame given back once more: the allocator would hand it out twice.
+    first, n = next((s, n) for s, n in hv.allocator.free_extents() if n >= 10)
+    clean_hv(hv)
+    hv.allocator.release([(first + 5, 1)])
+    return [("host", "heap", "frames 0x%x+1 are held twice by the allocator" % (first + 5))]
+
+
 # m2p
 
 @damages("m2p", "M2P[0x…] is 0x…, expected gfn 0x…")

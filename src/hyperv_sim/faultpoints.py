@@ -14,10 +14,11 @@ FAULTS_BEFORE_PONR = ("preflight", "quiesce-hvm", "quiesce-pv", "save") + SAVE_R
 # "unpause" once every pass is done but before the stream is let go.
 FAULTS_AFTER_PONR = ("restore-start", "restore-validate", "restore-pass0", "restore-pass1",
                      "restore-pass2", "unpause")
-# After the commit, with the guests running again: the deferred half of the
-# frame-table rebuild (the free frames' entries).  A stop point (lu_stop=)
-# only: nothing is left to halt to, a recover would replay a stream the
-# guests have outrun.
+# After the commit, with the guests running again: the deferred part of the
+# frame-table rebuild (HVM and PVH guests' entries, then the free frames';
+# the stop comes halfway through these).  A stop point (lu_stop=) only:
+# nothing is left to halt to, a recover would replay a stream the guests
+# have outrun.
 FAULTS_AFTER_COMMIT = ("frametable-deferred",)
 STOP_POINTS = FAULTS_AFTER_PONR + FAULTS_AFTER_COMMIT
 # Not failures: acts the seed forbids xen#2 (docs/iommu.md), done once the

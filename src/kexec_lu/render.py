@@ -132,8 +132,10 @@ class LiveUpdateProgress:
                            "load it again after the update")
 
     def phase(self, p):
-        # Names up to 19 characters (frametable-deferred); values below 1000 ms align.
-        self.out.print("  %-19s %6.2f ms" % (p["name"], p["ms"]))
+        # One 26-column field: a longer name (frametable-deferred) leaves
+        # the number less room, so the columns stay put.
+        width = max(16, len(p["name"]))
+        self.out.print("  %-*s %*.2f ms" % (width, p["name"], 25 - width, p["ms"]))
 
     def finished(self, rep):
         from rich.markup import escape

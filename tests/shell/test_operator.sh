@@ -48,7 +48,7 @@ kexec-lu load --type liveupdate --reuse-cmdline "$work/xen-4.19.gz" >/dev/null
 kexec-lu exec --json > "$work/exec.json" || fail "exec failed"
 valid kexec-lu-exec < "$work/exec.json"
 hyperv-sim dmesg > "$work/dmesg.txt"
-for phase in quiesce save handover exec restore-pass0 restore-pass1 restore-pass2 unpause; do
+for phase in quiesce save handover exec restore-pass0 restore-pass1 restore-pass2 unpause frametable-deferred; do
     grep -Eq "live update phase $phase +[0-9.]+ ms" "$work/dmesg.txt" \
         || fail "dmesg does not show phase $phase: $(tail -20 "$work/dmesg.txt")"
 done

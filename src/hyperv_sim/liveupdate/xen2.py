@@ -272,7 +272,7 @@ def _report_complete(hv, rep, facts, t0, done, first_pause, held):
         rep.info["blackout_ms"] = (done - first_pause) / 1e6
         rep.info["devices"] = _devices_in_blackout(hv, first_pause, done, held)
     for name, start, end in rep.phases:
-        hv.console.log("live update phase %-16s %9.2f ms", name, ((end or start) - start) / 1e6)
+        hv.console.log("live update phase %-19s %9.2f ms", name, ((end or start) - start) / 1e6)
     rep.info["restored_domains"] = len(hv.domains)
     hv.history.record(rep.to_json())
     hv.console.log("live update from Xen %s complete: %d domains restored in %.1f ms, "
