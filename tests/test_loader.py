@@ -92,6 +92,7 @@ def test_command_line_too_long_for_the_boot_page(sim_images):
     ("dom0_max_vcpus=0", "between"),
     ("crashkernel=12Q", "crashkernel"),
     ('console="unterminated', "command line"),
+    ("lu_stop=scrub", "lu_stop=scrub: not one of xen#2's points .*unpause, frametable-deferred"),
 ])
 def test_boot_line_errors_name_the_option(line, words):
     with pytest.raises(BootLineError, match=words):
@@ -105,3 +106,8 @@ def test_boot_line_sizes_default_to_kib_like_xen():
     assert (opts.crash_size, opts.crash_base) == (256 * MiB, 0x20000000)
     assert opts.nr_cpus == 4 and opts.unknown == []
     assert parse("liveupdate=62M@0xfbc00000").liveupdate_base == 0xFBC00000
+
+
+def test_lu_stop_takes_the_deferred_rebuild_too():
+    assert parse("lu_stop=frametable-deferred").lu_stop == "frametable-deferred"
+    assert parse("lu_stop=restore-pass1").lu_stop == "restore-pass1"

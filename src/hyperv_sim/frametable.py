@@ -76,6 +76,13 @@ class FrameTable:
         self._range(first, first + count)
         lib.lu_frames_set(self.frames, first, count, owner, use, type_info, count_info)
 
+    def mark_unmapped(self, first, count, owner, use, count_info=0):
+        """mark() for entries this process has not touched yet (after a
+        live update): their pages of the table are faulted in at once, for
+        reading, first (a page whose entries already hold this stays clean)."""
+        self.ram.populate(self.base_maddr + first * ENTRY_SIZE, count * ENTRY_SIZE, write=False)
+        self.mark(first, count, owner, use, count_info=count_info)
+
     def extents(self, owner, use, first=0, end=None):
         """[(first_mfn, nr_frames)] of the runs owned by `owner` with `use`."""
         first, end = self._range(first, end)
@@ -118,9 +125,7 @@ class FrameTable:
         """The pending guest frames' entries, with the references taken."""
         _, extents, taken = self._pending
         for first, n, domid in extents:
-            # Faulted in at once (the new process has not mapped them yet).
-            self.ram.populate(self.base_maddr + first * ENTRY_SIZE, n * ENTRY_SIZE, write=False)
-            self.mark(first, n, domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
+            self.mark_unmapped(first, n, domid, lib.LU_USE_GUEST, count_info=PGC_ALLOCATED | 1)
         for mfn, e in taken.items():
             self.frames[mfn].type_info, self.frames[mfn].count_info = e.type_info, e.count_info
         self._pending = None
@@ -201,6 +206,18 @@ class FrameTable:
         return {USE_NAMES[u]: counts[u] for u in USE_NAMES if counts[u]}
 
 
+def merged_runs(extents):
+    """[(first, count)] sorted, adjacent ones merged: the runs a scan of the
+    table finds for the same frames (extents must not overlap)."""
+    out = []
+    for first, n in sorted(extents):
+        if out and out[-1][0] + out[-1][1] == first:
+            out[-1] = (out[-1][0], out[-1][1] + n)
+        else:
+            out.append((first, n))
+    return out
+
+
 class FrameAllocator:
     """Free frames as sorted extents, rebuilt from a scan of the table.
 
@@ -215,14 +232,8 @@ class FrameAllocator:
         if free_extents is None:
             self.rescan()
             return
-        starts, lengths = [], []
-        for first, n in sorted(free_extents):
-            if starts and starts[-1] + lengths[-1] == first:
-                lengths[-1] += n            # adjacent: one run, as a scan finds it
-            else:
-                starts.append(first)
-                lengths.append(n)
-        self._starts, self._lengths = starts, lengths
+        runs = merged_runs(free_extents)
+        self._starts, self._lengths = [s for s, _ in runs], [n for _, n in runs]
 
     def rescan(self):
         runs = self.table.extents(DOMID_INVALID, lib.LU_USE_FREE)

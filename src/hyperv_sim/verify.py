@@ -21,7 +21,7 @@ from xen_public.units import count
 from ._lu_core import ffi, lib
 from ._lu_hw import ffi as hw_ffi, lib as hw
 from .builder import backend_slot_addr, guest_info, read_backend_slot
-from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES
+from .frametable import PGC_ALLOCATED, PGT_COUNT, PGT_SHIFT, USE_NAMES, merged_runs
 from .guest import P2M
 from .chipset import bdf_text, parse_bdf
 from .iommu import FAULT_REASONS, context_entry
@@ -395,8 +395,8 @@ def _check_heap(hv, rep):
         if b < a + n:
             rep.bad(None, "heap", "frames 0x%x+%d are held twice by the allocator" % (b, min(a + n, b + m) - b))
             return
-    held = _runs(extents)
-    table = _runs(hv.frametable.extents(abi.DOMID_INVALID, lib.LU_USE_FREE))
+    held = merged_runs(extents)
+    table = merged_runs(hv.frametable.extents(abi.DOMID_INVALID, lib.LU_USE_FREE))
     if held == table:
         return
     first, n, in_held = _first_difference(held, table)
@@ -404,18 +404,6 @@ def _check_heap(hv, rep):
             % (first, n, "held by the allocator, not free in the frame table" if in_held else
                "free in the frame table, not held by the allocator",
                count(sum(n for _, n in held), "frame"), sum(n for _, n in table)))
-
-
-def _runs(extents):
-    """Sorted, non-overlapping extents with neighbours merged, as a scan of
-    the table finds them."""
-    out = []
-    for first, n in sorted(extents):
-        if out and out[-1][0] + out[-1][1] == first:
-            out[-1] = (out[-1][0], out[-1][1] + n)
-        else:
-            out.append((first, n))
-    return out
 
 
 def _first_difference(a, b):

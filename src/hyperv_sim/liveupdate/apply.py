@@ -1,7 +1,8 @@
 """xen#2 applies a checked stream: the frame table rebuilt in xen#1's
 frame-table region, then every domain in three passes (pass 0 creates it
-and gives it its frames, pass 1 its grant table and page types, pass 2
-everything else), the references domains hold on each other, and the
+and gives a PV domain its frames, pass 1 its grant table and page types,
+pass 2 everything else; an HVM or PVH domain's frames are written once
+the guests run, xen2.py), the references domains hold on each other, and the
 guests' software pointed at its restored state.  Domains are independent
 within a pass, so they are restored in parallel.
 """
@@ -78,8 +79,8 @@ def restore(hv, stream, plans, facts, fault=None):
 
 def _pass0(hv, plan):
     """Create the domain, its P2M and its vCPUs (no state yet), and give it
-    its frames: every owner is in the frame table before pass 1 walks any
-    page table."""
+    its shared frames and, if it is PV, its memory, which pass 1 types
+    (the walk finds owners by the stream's extents, not by the table)."""
     dom = Domain(domid=plan.domid, name=plan.name, dtype=plan.dtype, vcpus=plan.vcpus,
                  p2m=plan.p2m, control=bool(plan.flags & R.DOM_CONTROL),
                  paused=bool(plan.flags & R.DOM_PAUSED), dying=bool(plan.flags & R.DOM_DYING),

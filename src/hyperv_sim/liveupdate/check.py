@@ -101,10 +101,10 @@ def decode(buf, known_types):
 def prefault_frametable(hv, system, plans):
     """While the stream is checked, take the page faults of the frame-table
     entries the blackout rebuilds (a new process has none of its pages
-    mapped) on another thread: those of the frames the stream claims, Xen's
-    regions, the M2P, PV domains' memory (an HVM or PVH guest's and the
-    free frames' entries wait for the guests to run: apply.py, xen2.py)
-    and every domain's shared frames.  For reading: the rebuild writes
+    mapped) on another thread: those of Xen's regions, the M2P, PV
+    domains' memory and every domain's shared frames (an HVM or PVH
+    guest's and the free frames' entries wait for the guests to run:
+    apply.py, xen2.py).  For reading: the rebuild writes
     only the pages whose entries change, and a page mapped for writing
     would be dirty, and written back, whether it changed or not.  Changes
     no byte, so it needs no trust in the stream yet; clamped to the table."""

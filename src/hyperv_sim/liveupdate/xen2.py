@@ -14,7 +14,7 @@ from .._lu_hw import lib as hw
 from ..entry import check_bootmem
 from ..errors import BootFailure, RestoreHalted
 from ..faultpoints import FORBIDDEN_ACTS
-from ..frametable import ENTRY_SIZE, FrameAllocator, RefError
+from ..frametable import FrameAllocator, RefError
 from ..iommu import forbidden_act
 from ..sched import unpause_vcpus
 from . import handover
@@ -139,20 +139,17 @@ def _stop_if_asked(hv, point):
 def _rebuild_free_entries(hv, free):
     """The free frames' part of the deferred frame-table rebuild, as Linux
     defers its struct pages: the entries of the frames nobody claims,
-    O(host RAM), written once the guests run again.  Until then the allocator holds
-    nothing (_release_stream), so a frame whose entry is not rebuilt is
-    never handed out, and nothing else reads those entries: the privcmd
-    socket is not up.  It writes no guest's byte, so a stop or a crash
-    here leaves every guest's memory as the guest left it.  lu_stop stops
-    it halfway."""
-    ft = hv.frametable
+    O(host RAM), written once the guests run again.  Until then the
+    allocator holds nothing (_release_stream), so a frame whose entry is
+    not rebuilt is never handed out, and nothing else reads those entries:
+    the privcmd socket is not up.  It writes no guest's byte, so a stop or
+    a crash here leaves every guest's memory as the guest left it.
+    lu_stop stops it halfway."""
     for i, part in enumerate(_halves(free)):
         if i:
             _stop_if_asked(hv, "frametable-deferred")
         for first, n in part:
-            # Faulted in at once, as prefault_frametable does for the rest.
-            hv.ram.populate(ft.base_maddr + first * ENTRY_SIZE, n * ENTRY_SIZE, write=False)
-            ft.mark(first, n, DOMID_INVALID, lib.LU_USE_FREE)
+            hv.frametable.mark_unmapped(first, n, DOMID_INVALID, lib.LU_USE_FREE)
 
 
 def _halves(extents):
